@@ -70,6 +70,7 @@ pub fn build_ztoc<R: Read>(
                 CompressionInfo {
                     checkpoints: Checkpoints::Uncompressed {
                         span_size: options.span_size,
+                        size,
                     },
                     span_digests,
                 },

@@ -52,9 +52,9 @@ pub fn encode(ztoc: &Ztoc) -> Vec<u8> {
         .collect();
     let (algorithm, checkpoints) = match &ztoc.compression.checkpoints {
         Checkpoints::Gzip(z) => (fb::CompressionAlgorithm::Gzip, z.encode()),
-        Checkpoints::Uncompressed { span_size } => (
+        Checkpoints::Uncompressed { span_size, size } => (
             fb::CompressionAlgorithm::Uncompressed,
-            crate::uncompressed_checkpoints::encode(*span_size),
+            crate::uncompressed_checkpoints::encode(*span_size, *size),
         ),
     };
     let value = fb::Ztoc {
@@ -116,8 +116,8 @@ pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
     let raw_checkpoints = info.checkpoints.unwrap_or_default();
     let checkpoints = match info.compression_algorithm {
         fb::CompressionAlgorithm::Gzip => {
-            // A v1 blob omits checkpoint 0; it sits right after a minimal 10-byte gzip header
-            // unless the header carries optional fields, which v1 builders never handled.
+            // A v1 blob omits checkpoint 0; AWS's readers place it right after a minimal
+            // 10-byte gzip header (v1 builders did not handle optional header fields).
             let (zinfo, _) = GzipZinfo::decode(&raw_checkpoints, 10)?;
             if zinfo.checkpoints.len() != span_digests.len() {
                 return Err(bad(format!(
@@ -136,18 +136,18 @@ pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
             Checkpoints::Gzip(zinfo)
         }
         fb::CompressionAlgorithm::Uncompressed => {
-            let span_size = crate::uncompressed_checkpoints::decode(&raw_checkpoints)?;
-            let expected = uncompressed_archive_size.div_ceil(span_size).max(1);
+            let (span_size, size) = crate::uncompressed_checkpoints::decode(&raw_checkpoints)?;
+            let expected = size.div_ceil(span_size).max(1);
             if expected != span_digests.len() as u64 {
                 return Err(bad(format!(
-                    "{} span digests for {uncompressed_archive_size} bytes in spans of {span_size}",
+                    "{} span digests for {size} bytes in spans of {span_size}",
                     span_digests.len()
                 )));
             }
-            if compressed_archive_size != uncompressed_archive_size {
-                return Err(bad("an uncompressed layer must have equal sizes".into()));
+            if uncompressed_archive_size > size {
+                return Err(bad("the tar stream is longer than the blob".into()));
             }
-            Checkpoints::Uncompressed { span_size }
+            Checkpoints::Uncompressed { span_size, size }
         }
         other => return Err(bad(format!("unknown compression algorithm {other:?}"))),
     };

@@ -15,6 +15,9 @@ pub mod extract;
 #[allow(clippy::all, missing_docs, unused_imports, dead_code)]
 #[rustfmt::skip]
 mod fbs;
+#[allow(clippy::all, missing_docs, unused_imports, dead_code)]
+#[rustfmt::skip]
+mod fbs_tar;
 mod gzip;
 mod inflate;
 pub mod model;

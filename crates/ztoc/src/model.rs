@@ -160,10 +160,13 @@ impl CompressionAlgorithm {
 pub enum Checkpoints {
     /// gzip checkpoints with 32 KiB windows.
     Gzip(GzipZinfo),
-    /// Plain tar: spans are fixed-size byte ranges.
+    /// Plain tar: spans are fixed-size byte ranges of the blob.
     Uncompressed {
         /// Span size in bytes.
         span_size: u64,
+        /// Size of the blob the spans cut up (may exceed `uncompressed_archive_size`, which
+        /// stops at the tar end-of-archive marker in AWS-built zTOCs).
+        size: u64,
     },
 }
 
@@ -239,7 +242,7 @@ impl Ztoc {
     pub fn span_size(&self) -> u64 {
         match &self.compression.checkpoints {
             Checkpoints::Gzip(z) => z.span_size,
-            Checkpoints::Uncompressed { span_size } => *span_size,
+            Checkpoints::Uncompressed { span_size, .. } => *span_size,
         }
     }
 
@@ -267,9 +270,9 @@ impl Ztoc {
                     .map_or(end_of_layer, |c| c.uncompressed_offset);
                 start..end
             }
-            Checkpoints::Uncompressed { span_size } => {
+            Checkpoints::Uncompressed { span_size, size } => {
                 let start = span * span_size;
-                start..(start + span_size).min(end_of_layer)
+                start..(start + span_size).min(*size)
             }
         })
     }
@@ -310,7 +313,7 @@ impl Ztoc {
                     .partition_point(|c| c.uncompressed_offset <= offset);
                 (after.saturating_sub(1) as u64).min(self.span_count().saturating_sub(1))
             }
-            Checkpoints::Uncompressed { span_size } => {
+            Checkpoints::Uncompressed { span_size, .. } => {
                 (offset / span_size).min(self.span_count().saturating_sub(1))
             }
         })

@@ -14,11 +14,6 @@ use tar::EntryType;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// PAX keys that the tar header fields already represent; everything else is kept verbatim.
-const PAX_KEYS_ABSORBED: &[&str] = &[
-    "path", "linkpath", "size", "uid", "gid", "uname", "gname", "mtime", "atime", "ctime",
-];
-
 /// Normalizes a tar entry name: drops leading `/` and `./`, resolves `.` and `..` lexically
 /// without ever climbing above the root, and removes duplicate and trailing slashes.
 /// The root itself becomes the empty string.
@@ -148,7 +143,9 @@ fn entry_metadata<R: Read>(
         .unwrap_or_default();
     let size = entry.size();
 
-    let mut xattrs = Vec::new();
+    // Every PAX record of the entry is kept verbatim and sorted by key, as AWS's builder does;
+    // readers pick `SCHILY.xattr.*` out of them. A repeated key keeps its last value.
+    let mut records = std::collections::BTreeMap::new();
     if let Some(pax) = entry
         .pax_extensions()
         .map_err(|e| field_error(&raw_name, "PAX header", e))?
@@ -169,11 +166,11 @@ fn entry_metadata<R: Read>(
                     mtime_secs = secs;
                     mtime_nanos = nanos;
                 }
-                "uname" => uname = value,
-                "gname" => gname = value,
-                k if PAX_KEYS_ABSORBED.contains(&k) => {}
-                _ => xattrs.push(Xattr { key, value }),
+                "uname" => uname = value.clone(),
+                "gname" => gname = value.clone(),
+                _ => {}
             }
+            records.insert(key, value);
         }
     }
 
@@ -200,7 +197,10 @@ fn entry_metadata<R: Read>(
         mod_time: format_mod_time(mtime_secs, mtime_nanos),
         devmajor: i64::from(devmajor),
         devminor: i64::from(devminor),
-        xattrs,
+        xattrs: records
+            .into_iter()
+            .map(|(key, value)| Xattr { key, value })
+            .collect(),
     }))
 }
 

@@ -1,0 +1,241 @@
+//! SOCI index manifests: OCI image manifests used as artifacts, one layer per zTOC.
+
+use crate::error::{Error, Result};
+use crate::manifest::{self, ParsedManifest};
+use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Media type (and artifact type) of a v1 SOCI index.
+pub const SOCI_INDEX_V1: &str = "application/vnd.amazon.soci.index.v1+json";
+/// Media type (and artifact type) of a v2 SOCI index.
+pub const SOCI_INDEX_V2: &str = "application/vnd.amazon.soci.index.v2+json";
+/// Media type of a prefetch artifact.
+pub const SOCI_PREFETCH_V1: &str = "application/vnd.amazon.soci.prefetch.v1+json";
+/// Media type of a zTOC layer in a SOCI index.
+pub const ZTOC_MEDIA_TYPE: &str = "application/octet-stream";
+/// Layer annotation: digest of the image layer the zTOC indexes.
+pub const ANNOTATION_LAYER_DIGEST: &str = "com.amazon.soci.image-layer-digest";
+/// Layer annotation: media type of the image layer the zTOC indexes.
+pub const ANNOTATION_LAYER_MEDIA_TYPE: &str = "com.amazon.soci.image-layer-mediaType";
+/// Index annotation: the tool that built the index.
+pub const ANNOTATION_BUILD_TOOL: &str = "com.amazon.soci.build-tool-identifier";
+/// Index annotation: span size used.
+pub const ANNOTATION_SPAN_SIZE: &str = "com.amazon.soci.span-size";
+/// Index annotation: xattrs disabled.
+pub const ANNOTATION_DISABLE_XATTRS: &str = "com.amazon.soci.disable-xattrs";
+/// v2 binding: on an image manifest descriptor, its SOCI index.
+pub const ANNOTATION_INDEX_DIGEST: &str = "com.amazon.soci.index-digest";
+/// v2 binding: on a SOCI index descriptor, its image manifest.
+pub const ANNOTATION_IMAGE_MANIFEST_DIGEST: &str = "com.amazon.soci.image-manifest-digest";
+/// The empty JSON config blob.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+/// Digest of [`EMPTY_CONFIG`].
+pub const EMPTY_CONFIG_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+/// SOCI index manifest version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexVersion {
+    /// v1: bound to its image by `subject`, found through referrers.
+    V1,
+    /// v2: bound by an image index built by `soci convert`.
+    V2,
+}
+
+impl IndexVersion {
+    /// The media type / artifact type string.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            IndexVersion::V1 => SOCI_INDEX_V1,
+            IndexVersion::V2 => SOCI_INDEX_V2,
+        }
+    }
+}
+
+/// A zTOC as listed in a SOCI index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZtocDescriptor {
+    /// Digest of the zTOC blob.
+    pub digest: Digest,
+    /// Size of the zTOC blob.
+    pub size: u64,
+    /// Digest of the image layer it indexes.
+    pub layer_digest: Digest,
+    /// Media type of that layer.
+    pub layer_media_type: String,
+}
+
+/// A parsed SOCI index.
+#[derive(Debug, Clone)]
+pub struct SociIndex {
+    /// v1 or v2.
+    pub version: IndexVersion,
+    /// The image manifest it indexes (v1 only).
+    pub subject: Option<Descriptor>,
+    /// zTOCs, in image layer order.
+    pub ztocs: Vec<ZtocDescriptor>,
+    /// Manifest annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+// Our own serialization structs keep the JSON byte-for-byte deterministic (field order and
+// omitted empties), so the same input always yields the same index digest.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDescriptor<'a> {
+    media_type: &'a str,
+    digest: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<&'a str, String>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireManifest<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    artifact_type: &'a str,
+    config: WireDescriptor<'a>,
+    layers: Vec<WireDescriptor<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<WireDescriptor<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+/// Builds a SOCI index manifest; returns its JSON bytes and digest.
+///
+/// `subject` is required for v1 and ignored for v2.
+pub fn build_index_manifest(
+    version: IndexVersion,
+    subject: Option<&Descriptor>,
+    ztocs: &[ZtocDescriptor],
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Vec<u8>, Digest)> {
+    let media = version.media_type();
+    let subject = match (version, subject) {
+        (IndexVersion::V1, Some(s)) => Some(WireDescriptor {
+            media_type: media_type_str(s.media_type()),
+            digest: s.digest().to_string(),
+            size: s.size(),
+            annotations: None,
+        }),
+        (IndexVersion::V1, None) => {
+            return Err(Error::InvalidManifest {
+                what: "SOCI index v1".into(),
+                reason: "a v1 index needs the image manifest as its subject".into(),
+            })
+        }
+        (IndexVersion::V2, _) => None,
+    };
+    let manifest = WireManifest {
+        schema_version: 2,
+        media_type: "application/vnd.oci.image.manifest.v1+json",
+        artifact_type: media,
+        config: WireDescriptor { media_type: media, digest: EMPTY_CONFIG_DIGEST.into(), size: 2, annotations: None },
+        layers: ztocs
+            .iter()
+            .map(|z| WireDescriptor {
+                media_type: ZTOC_MEDIA_TYPE,
+                digest: z.digest.to_string(),
+                size: z.size,
+                annotations: Some(BTreeMap::from([
+                    (ANNOTATION_LAYER_DIGEST, z.layer_digest.to_string()),
+                    (ANNOTATION_LAYER_MEDIA_TYPE, z.layer_media_type.clone()),
+                ])),
+            })
+            .collect(),
+        subject,
+        annotations: annotations.clone(),
+    };
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::InvalidManifest {
+        what: "SOCI index".into(),
+        reason: e.to_string(),
+    })?;
+    let digest = crate::digest::sha256(&bytes);
+    Ok((bytes, digest))
+}
+
+fn media_type_str(m: &MediaType) -> &'static str {
+    match m {
+        MediaType::ImageManifest => "application/vnd.oci.image.manifest.v1+json",
+        MediaType::Other(s) if s == manifest::DOCKER_MANIFEST => manifest::DOCKER_MANIFEST,
+        _ => "application/vnd.oci.image.manifest.v1+json",
+    }
+}
+
+/// Parses a SOCI index manifest (v1 or v2); anything else is an error naming `what`.
+pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
+    let manifest: ImageManifest = match manifest::parse(bytes, what)? {
+        ParsedManifest::Image(m) => m,
+        ParsedManifest::Index(_) => return Err(Error::NotASociIndex(what.to_owned())),
+    };
+    let kind = manifest
+        .artifact_type()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| manifest.config().media_type().to_string());
+    let version = match kind.as_str() {
+        SOCI_INDEX_V1 => IndexVersion::V1,
+        SOCI_INDEX_V2 => IndexVersion::V2,
+        _ => return Err(Error::NotASociIndex(what.to_owned())),
+    };
+    let mut ztocs = Vec::new();
+    for layer in manifest.layers() {
+        if layer.media_type().to_string() != ZTOC_MEDIA_TYPE {
+            continue; // prefetch artifacts and future additions
+        }
+        let annotations = layer.annotations().clone().unwrap_or_default();
+        let layer_digest = annotations.get(ANNOTATION_LAYER_DIGEST).ok_or_else(|| Error::InvalidManifest {
+            what: what.to_owned(),
+            reason: format!("zTOC {} has no {ANNOTATION_LAYER_DIGEST} annotation", layer.digest()),
+        })?;
+        ztocs.push(ZtocDescriptor {
+            digest: layer.digest().clone(),
+            size: layer.size(),
+            layer_digest: crate::digest::parse(layer_digest)?,
+            layer_media_type: annotations.get(ANNOTATION_LAYER_MEDIA_TYPE).cloned().unwrap_or_default(),
+        });
+    }
+    Ok(SociIndex {
+        version,
+        subject: manifest.subject().clone(),
+        ztocs,
+        annotations: manifest.annotations().clone().unwrap_or_default().into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn build_parse_round_trip_is_deterministic() {
+        let d = Digest::from_str(EMPTY_CONFIG_DIGEST).unwrap();
+        let subject = Descriptor::new(MediaType::ImageManifest, 1234, d.clone());
+        let ztocs = vec![ZtocDescriptor {
+            digest: d.clone(),
+            size: 99,
+            layer_digest: d.clone(),
+            layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        }];
+        let ann = BTreeMap::from([(ANNOTATION_BUILD_TOOL.to_owned(), "soci-rs".to_owned())]);
+        let (a, da) = build_index_manifest(IndexVersion::V1, Some(&subject), &ztocs, &ann).unwrap();
+        let (b, db) = build_index_manifest(IndexVersion::V1, Some(&subject), &ztocs, &ann).unwrap();
+        assert_eq!((a.clone(), da), (b, db));
+        let json: serde_json::Value = serde_json::from_slice(&a).unwrap();
+        assert_eq!(json["config"]["mediaType"], SOCI_INDEX_V1);
+        assert_eq!(json["artifactType"], SOCI_INDEX_V1);
+        assert_eq!(json["subject"]["size"], 1234);
+        let parsed = parse_index_manifest(&a, "test").unwrap();
+        assert_eq!(parsed.version, IndexVersion::V1);
+        assert_eq!(parsed.ztocs, ztocs);
+        assert_eq!(parsed.subject.unwrap().size(), 1234);
+        assert!(build_index_manifest(IndexVersion::V1, None, &ztocs, &ann).is_err());
+        let (v2, _) = build_index_manifest(IndexVersion::V2, None, &ztocs, &ann).unwrap();
+        assert_eq!(parse_index_manifest(&v2, "v2").unwrap().version, IndexVersion::V2);
+        assert!(parse_index_manifest(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#, "img").is_err());
+    }
+}
