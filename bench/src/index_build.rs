@@ -32,9 +32,16 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn build(path: &Path, span_size: u64) -> Result<ztoc::Ztoc> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let options = ztoc::BuildOptions { span_size, ..Default::default() };
-    ztoc::build_ztoc(BufReader::with_capacity(1 << 20, file), ztoc::CompressionAlgorithm::Gzip, &options)
-        .with_context(|| format!("indexing {}", path.display()))
+    let options = ztoc::BuildOptions {
+        span_size,
+        ..Default::default()
+    };
+    ztoc::build_ztoc(
+        BufReader::with_capacity(1 << 20, file),
+        ztoc::CompressionAlgorithm::Gzip,
+        &options,
+    )
+    .with_context(|| format!("indexing {}", path.display()))
 }
 
 fn gunzip(path: &Path) -> Result<()> {
@@ -79,7 +86,10 @@ fn main() -> Result<()> {
         sequential += ours;
         println!(
             "| {} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2}x |",
-            layer.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            layer
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             z.compressed_archive_size as f64 / 1e6,
             z.uncompressed_archive_size as f64 / 1e6,
             z.span_count(),
@@ -98,7 +108,9 @@ fn main() -> Result<()> {
                     .iter()
                     .map(|l| scope.spawn(move || build(l, args.span_size).map(|_| ())))
                     .collect();
-                handles.into_iter().try_for_each(|h| h.join().expect("bench thread panicked"))
+                handles
+                    .into_iter()
+                    .try_for_each(|h| h.join().expect("bench thread panicked"))
             })
         })?;
         let ideal = sequential.as_secs_f64() / cores.min(args.layers.len()) as f64;

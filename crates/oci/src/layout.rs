@@ -47,19 +47,29 @@ pub struct OciLayout {
 impl OciLayout {
     /// Opens a layout, checking `oci-layout` and reading `index.json`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let not_layout = |reason: String| Error::NotALayout { dir: dir.to_owned(), reason };
+        let not_layout = |reason: String| Error::NotALayout {
+            dir: dir.to_owned(),
+            reason,
+        };
         let marker = std::fs::read(dir.join("oci-layout"))
             .map_err(|e| not_layout(format!("cannot read its oci-layout file ({e})")))?;
-        let marker: serde_json::Value =
-            serde_json::from_slice(&marker).map_err(|e| not_layout(format!("oci-layout is not JSON ({e})")))?;
-        if marker.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+        let marker: serde_json::Value = serde_json::from_slice(&marker)
+            .map_err(|e| not_layout(format!("oci-layout is not JSON ({e})")))?;
+        if marker
+            .get("imageLayoutVersion")
+            .and_then(|v| v.as_str())
+            .is_none()
+        {
             return Err(not_layout("oci-layout has no imageLayoutVersion".into()));
         }
         let index_bytes = read_limited(&dir.join("index.json"), manifest::MAX_MANIFEST_SIZE as u64)
             .map_err(|e| not_layout(format!("cannot read index.json ({e})")))?;
-        let index: ImageIndex =
-            serde_json::from_slice(&index_bytes).map_err(|e| not_layout(format!("index.json is invalid ({e})")))?;
-        Ok(Self { dir: dir.to_owned(), index })
+        let index: ImageIndex = serde_json::from_slice(&index_bytes)
+            .map_err(|e| not_layout(format!("index.json is invalid ({e})")))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            index,
+        })
     }
 
     /// The layout directory.
@@ -85,18 +95,28 @@ impl OciLayout {
             let wanted = match (tag, digest) {
                 (_, Some(d)) => d.to_string(),
                 (Some(t), None) => format!("tag {t:?}"),
-                (None, None) => "an image (the layout has several; name one with oci:DIR:TAG)".into(),
+                (None, None) => {
+                    "an image (the layout has several; name one with oci:DIR:TAG)".into()
+                }
             };
             Error::NotInLayout {
                 wanted,
                 dir: self.dir.clone(),
-                available: if tags.is_empty() { "nothing".into() } else { tags.join(", ") },
+                available: if tags.is_empty() {
+                    "nothing".into()
+                } else {
+                    tags.join(", ")
+                },
             }
         })
     }
 
     /// Follows `desc` (an image manifest or index) to the image manifests selected.
-    pub fn image_manifests(&self, desc: &Descriptor, selection: &PlatformSelection) -> Result<Vec<ResolvedImage>> {
+    pub fn image_manifests(
+        &self,
+        desc: &Descriptor,
+        selection: &PlatformSelection,
+    ) -> Result<Vec<ResolvedImage>> {
         let mut found = Vec::new();
         self.collect(desc, selection, 0, None, &mut found)?;
         let explicit = matches!(selection, PlatformSelection::Some(_));
@@ -104,13 +124,23 @@ impl OciLayout {
             // Nothing matched: say what exists.
             let mut all = Vec::new();
             self.collect(desc, &PlatformSelection::All, 0, None, &mut all)?;
-            let available: Vec<String> =
-                all.iter().map(|i| i.platform.as_ref().map_or("unknown".into(), |p| p.to_string())).collect();
+            let available: Vec<String> = all
+                .iter()
+                .map(|i| {
+                    i.platform
+                        .as_ref()
+                        .map_or("unknown".into(), |p| p.to_string())
+                })
+                .collect();
             if found.is_empty() {
                 return Err(Error::NoMatchingPlatform {
                     wanted: match selection {
                         PlatformSelection::Host => Platform::host().to_string(),
-                        PlatformSelection::Some(ps) => ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                        PlatformSelection::Some(ps) => ps
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         PlatformSelection::All => "any".into(),
                     },
                     image: format!("{} ({})", self.dir.display(), desc.digest()),
@@ -136,14 +166,16 @@ impl OciLayout {
             });
         }
         let bytes = self.read_blob(desc, manifest::MAX_MANIFEST_SIZE as u64)?;
-        match manifest::parse(&bytes, &desc.digest().to_string())? {
+        match manifest::parse(&bytes, desc.digest().as_ref())? {
             ParsedManifest::Index(index) => {
                 for child in index.manifests() {
                     let child_platform = child.platform().as_ref().map(Platform::from_oci);
                     let keep = match (&child_platform, selection) {
                         (_, PlatformSelection::All) => true,
                         (Some(p), PlatformSelection::Host) => Platform::host().matches(p),
-                        (Some(p), PlatformSelection::Some(wanted)) => wanted.iter().any(|w| w.matches(p)),
+                        (Some(p), PlatformSelection::Some(wanted)) => {
+                            wanted.iter().any(|w| w.matches(p))
+                        }
                         (None, _) => true,
                     };
                     if keep {
@@ -158,12 +190,24 @@ impl OciLayout {
                         None => self.config_platform(&manifest)?,
                     };
                     let keep = match (&platform, selection) {
-                        (Some(p), PlatformSelection::Some(wanted)) => wanted.iter().any(|w| w.matches(p)),
-                        (Some(p), PlatformSelection::Host) if depth > 0 => Platform::host().matches(p),
+                        (Some(p), PlatformSelection::Some(wanted)) => {
+                            wanted.iter().any(|w| w.matches(p))
+                        }
+                        (Some(p), PlatformSelection::Host) if depth > 0 => {
+                            Platform::host().matches(p)
+                        }
                         _ => true,
                     };
-                    if keep && !out.iter().any(|i: &ResolvedImage| i.manifest_desc.digest() == desc.digest()) {
-                        out.push(ResolvedImage { manifest_desc: desc.clone(), manifest, platform });
+                    if keep
+                        && !out
+                            .iter()
+                            .any(|i: &ResolvedImage| i.manifest_desc.digest() == desc.digest())
+                    {
+                        out.push(ResolvedImage {
+                            manifest_desc: desc.clone(),
+                            manifest: *manifest,
+                            platform,
+                        });
                     }
                 }
             }
@@ -192,7 +236,10 @@ impl OciLayout {
 
     /// Path of a blob in the layout.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("blobs").join(digest.algorithm().as_ref()).join(digest.digest())
+        self.dir
+            .join("blobs")
+            .join(digest.algorithm().as_ref())
+            .join(digest.digest())
     }
 
     /// Reads a blob fully (at most `limit` bytes), verifying its size and digest.
@@ -203,7 +250,10 @@ impl OciLayout {
             return Err(Error::BlobCorrupt {
                 digest: digest.to_string(),
                 location,
-                reason: format!("its descriptor claims {} bytes, more than the {limit}-byte limit", desc.size()),
+                reason: format!(
+                    "its descriptor claims {} bytes, more than the {limit}-byte limit",
+                    desc.size()
+                ),
             });
         }
         let path = self.blob_path(digest);
@@ -212,18 +262,30 @@ impl OciLayout {
                 digest: digest.to_string(),
                 location: format!("OCI layout {location} (the layout is incomplete)"),
             },
-            _ => Error::Io { action: "reading", path: path.clone(), source: e },
+            _ => Error::Io {
+                action: "reading",
+                path: path.clone(),
+                source: e,
+            },
         })?;
         if bytes.len() as u64 != desc.size() {
             return Err(Error::BlobCorrupt {
                 digest: digest.to_string(),
                 location,
-                reason: format!("{} bytes on disk, {} in its descriptor", bytes.len(), desc.size()),
+                reason: format!(
+                    "{} bytes on disk, {} in its descriptor",
+                    bytes.len(),
+                    desc.size()
+                ),
             });
         }
         let actual = crate::digest::sha256(&bytes);
         if &actual != digest {
-            return Err(Error::BlobCorrupt { digest: digest.to_string(), location, reason: format!("its content hashes to {actual}") });
+            return Err(Error::BlobCorrupt {
+                digest: digest.to_string(),
+                location,
+                reason: format!("its content hashes to {actual}"),
+            });
         }
         Ok(bytes)
     }
@@ -234,7 +296,10 @@ impl OciLayout {
         File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::BlobNotFound {
                 digest: digest.to_string(),
-                location: format!("OCI layout {} (the layout is incomplete)", self.dir.display()),
+                location: format!(
+                    "OCI layout {} (the layout is incomplete)",
+                    self.dir.display()
+                ),
             },
             _ => io_err("opening", path)(e),
         })
@@ -245,18 +310,25 @@ impl OciLayout {
 fn is_image(manifest: &ImageManifest) -> bool {
     let config = manifest.config().media_type().to_string();
     manifest.artifact_type().is_none()
-        && (config == "application/vnd.oci.image.config.v1+json" || config == "application/vnd.docker.container.image.v1+json")
+        && (config == "application/vnd.oci.image.config.v1+json"
+            || config == "application/vnd.docker.container.image.v1+json")
 }
 
 fn ref_name(desc: &Descriptor) -> Option<&str> {
-    desc.annotations().as_ref()?.get(REF_NAME_ANNOTATION).map(String::as_str)
+    desc.annotations()
+        .as_ref()?
+        .get(REF_NAME_ANNOTATION)
+        .map(String::as_str)
 }
 
 fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {limit} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
     }
     Ok(bytes)
 }

@@ -18,14 +18,26 @@ impl Platform {
     /// Builds a normalized platform from its parts.
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
         let os = os.to_ascii_lowercase();
-        let (architecture, variant) = normalize_arch(&architecture.to_ascii_lowercase(), variant.map(str::to_ascii_lowercase));
-        Self { os, architecture, variant }
+        let (architecture, variant) = normalize_arch(
+            &architecture.to_ascii_lowercase(),
+            variant.map(str::to_ascii_lowercase),
+        );
+        Self {
+            os,
+            architecture,
+            variant,
+        }
     }
 
     /// Parses `os/arch[/variant]`.
     pub fn parse(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split('/').collect();
-        if parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')) {
+        if parts.iter().any(|p| {
+            p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        }) {
             return Err(Error::InvalidPlatform(s.to_owned()));
         }
         match parts.as_slice() {
@@ -49,7 +61,11 @@ impl Platform {
 
     /// The platform of an OCI descriptor or config, normalized.
     pub fn from_oci(p: &oci_spec::image::Platform) -> Self {
-        Self::new(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+        Self::new(
+            &p.os().to_string(),
+            &p.architecture().to_string(),
+            p.variant().as_deref(),
+        )
     }
 
     /// Whether `other` (an image's platform) satisfies this requested platform.
@@ -92,9 +108,16 @@ mod tests {
         assert_eq!(p.to_string(), "linux/amd64");
         assert!(p.matches(&Platform::new("linux", "x86_64", Some("v1"))));
         assert!(!p.matches(&Platform::parse("linux/arm64").unwrap()));
-        assert!(Platform::parse("linux/arm64/v8").unwrap().matches(&Platform::parse("linux/arm64").unwrap()));
-        assert!(!Platform::parse("linux/arm/v7").unwrap().matches(&Platform::parse("linux/arm/v6").unwrap()));
-        assert_eq!(Platform::parse("linux/arm").unwrap().to_string(), "linux/arm/v7");
+        assert!(Platform::parse("linux/arm64/v8")
+            .unwrap()
+            .matches(&Platform::parse("linux/arm64").unwrap()));
+        assert!(!Platform::parse("linux/arm/v7")
+            .unwrap()
+            .matches(&Platform::parse("linux/arm/v6").unwrap()));
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
         assert!(Platform::parse("linux").is_err());
         assert!(Platform::parse("linux//x").is_err());
     }

@@ -42,15 +42,23 @@ fn valid_repository(repo: &str) -> bool {
     !repo.is_empty()
         && repo.split('/').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && part.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && part
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric())
         })
 }
 
 impl ImageRef {
     /// Parses a reference.
     pub fn parse(s: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidReference { reference: s.to_owned(), reason: reason.to_owned() };
+        let invalid = |reason: &str| Error::InvalidReference {
+            reference: s.to_owned(),
+            reason: reason.to_owned(),
+        };
         if let Some(rest) = s.strip_prefix("oci:") {
             if rest.is_empty() {
                 return Err(invalid("oci: needs a directory, e.g. oci:./image:latest"));
@@ -60,10 +68,16 @@ impl ImageRef {
                 _ => (rest, None),
             };
             let (dir, tag) = match rest.rsplit_once(':') {
-                Some((dir, tag)) if !dir.is_empty() && valid_tag(tag) && digest.is_none() => (dir, Some(tag.to_owned())),
+                Some((dir, tag)) if !dir.is_empty() && valid_tag(tag) && digest.is_none() => {
+                    (dir, Some(tag.to_owned()))
+                }
                 _ => (rest, None),
             };
-            return Ok(ImageRef::OciLayout { dir: PathBuf::from(dir), tag, digest });
+            return Ok(ImageRef::OciLayout {
+                dir: PathBuf::from(dir),
+                tag,
+                digest,
+            });
         }
         let (name, digest) = match s.split_once('@') {
             Some((name, d)) => (name, Some(crate::digest::parse(d)?)),
@@ -75,14 +89,18 @@ impl ImageRef {
             Some(i) => {
                 let tag = &name[last_slash + i + 1..];
                 if !valid_tag(tag) {
-                    return Err(invalid("the tag may use letters, digits, '_', '.', '-' (at most 128)"));
+                    return Err(invalid(
+                        "the tag may use letters, digits, '_', '.', '-' (at most 128)",
+                    ));
                 }
                 (&name[..last_slash + i], Some(tag.to_owned()))
             }
             None => (name, None),
         };
         let (registry, repository) = match name.split_once('/') {
-            Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            Some((host, rest))
+                if host.contains('.') || host.contains(':') || host == "localhost" =>
+            {
                 (host.to_owned(), rest.to_owned())
             }
             _ => ("docker.io".to_owned(), name.to_owned()),
@@ -93,10 +111,21 @@ impl ImageRef {
             repository
         };
         if !valid_repository(&repository) {
-            return Err(invalid("the repository may use lower-case letters, digits and . _ - separated by /"));
+            return Err(invalid(
+                "the repository may use lower-case letters, digits and . _ - separated by /",
+            ));
         }
-        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_owned()) } else { tag };
-        Ok(ImageRef::Registry { registry, repository, tag, digest })
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".to_owned())
+        } else {
+            tag
+        };
+        Ok(ImageRef::Registry {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 }
 
@@ -113,7 +142,12 @@ impl fmt::Display for ImageRef {
                 }
                 Ok(())
             }
-            ImageRef::Registry { registry, repository, tag, digest } => {
+            ImageRef::Registry {
+                registry,
+                repository,
+                tag,
+                digest,
+            } => {
                 write!(f, "{registry}/{repository}")?;
                 if let Some(tag) = tag {
                     write!(f, ":{tag}")?;
@@ -135,16 +169,28 @@ mod tests {
     fn oci_layouts() {
         assert_eq!(
             ImageRef::parse("oci:/tmp/img:v1").unwrap(),
-            ImageRef::OciLayout { dir: "/tmp/img".into(), tag: Some("v1".into()), digest: None }
+            ImageRef::OciLayout {
+                dir: "/tmp/img".into(),
+                tag: Some("v1".into()),
+                digest: None
+            }
         );
         assert_eq!(
             ImageRef::parse("oci:img").unwrap(),
-            ImageRef::OciLayout { dir: "img".into(), tag: None, digest: None }
+            ImageRef::OciLayout {
+                dir: "img".into(),
+                tag: None,
+                digest: None
+            }
         );
         // A ':' followed by something that is not a tag belongs to the directory.
         assert_eq!(
             ImageRef::parse("oci:/a:b/c").unwrap(),
-            ImageRef::OciLayout { dir: "/a:b/c".into(), tag: None, digest: None }
+            ImageRef::OciLayout {
+                dir: "/a:b/c".into(),
+                tag: None,
+                digest: None
+            }
         );
         let d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
         let r = ImageRef::parse(&format!("oci:img@{d}")).unwrap();
@@ -154,9 +200,20 @@ mod tests {
 
     #[test]
     fn registry_refs() {
-        assert_eq!(ImageRef::parse("ubuntu").unwrap().to_string(), "docker.io/library/ubuntu:latest");
-        assert_eq!(ImageRef::parse("127.0.0.1:5000/app/web:1.2").unwrap().to_string(), "127.0.0.1:5000/app/web:1.2");
-        assert_eq!(ImageRef::parse("localhost/x").unwrap().to_string(), "localhost/x:latest");
+        assert_eq!(
+            ImageRef::parse("ubuntu").unwrap().to_string(),
+            "docker.io/library/ubuntu:latest"
+        );
+        assert_eq!(
+            ImageRef::parse("127.0.0.1:5000/app/web:1.2")
+                .unwrap()
+                .to_string(),
+            "127.0.0.1:5000/app/web:1.2"
+        );
+        assert_eq!(
+            ImageRef::parse("localhost/x").unwrap().to_string(),
+            "localhost/x:latest"
+        );
         assert!(ImageRef::parse("Upper/case").is_err());
         assert!(ImageRef::parse("x:bad tag").is_err());
     }

@@ -31,7 +31,8 @@ pub const ANNOTATION_IMAGE_MANIFEST_DIGEST: &str = "com.amazon.soci.image-manife
 /// The empty JSON config blob.
 pub const EMPTY_CONFIG: &[u8] = b"{}";
 /// Digest of [`EMPTY_CONFIG`].
-pub const EMPTY_CONFIG_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+pub const EMPTY_CONFIG_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
 /// SOCI index manifest version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct ZtocDescriptor {
     pub layer_digest: Digest,
     /// Media type of that layer.
     pub layer_media_type: String,
+    /// Span size the zTOC was built with (annotation `com.amazon.soci.span-size`).
+    pub span_size: Option<u64>,
 }
 
 /// A parsed SOCI index.
@@ -133,17 +136,28 @@ pub fn build_index_manifest(
         schema_version: 2,
         media_type: "application/vnd.oci.image.manifest.v1+json",
         artifact_type: media,
-        config: WireDescriptor { media_type: media, digest: EMPTY_CONFIG_DIGEST.into(), size: 2, annotations: None },
+        config: WireDescriptor {
+            media_type: media,
+            digest: EMPTY_CONFIG_DIGEST.into(),
+            size: 2,
+            annotations: None,
+        },
         layers: ztocs
             .iter()
             .map(|z| WireDescriptor {
                 media_type: ZTOC_MEDIA_TYPE,
                 digest: z.digest.to_string(),
                 size: z.size,
-                annotations: Some(BTreeMap::from([
-                    (ANNOTATION_LAYER_DIGEST, z.layer_digest.to_string()),
-                    (ANNOTATION_LAYER_MEDIA_TYPE, z.layer_media_type.clone()),
-                ])),
+                annotations: Some(
+                    [
+                        Some((ANNOTATION_LAYER_DIGEST, z.layer_digest.to_string())),
+                        Some((ANNOTATION_LAYER_MEDIA_TYPE, z.layer_media_type.clone())),
+                        z.span_size.map(|s| (ANNOTATION_SPAN_SIZE, s.to_string())),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                ),
             })
             .collect(),
         subject,
@@ -168,7 +182,7 @@ fn media_type_str(m: &MediaType) -> &'static str {
 /// Parses a SOCI index manifest (v1 or v2); anything else is an error naming `what`.
 pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
     let manifest: ImageManifest = match manifest::parse(bytes, what)? {
-        ParsedManifest::Image(m) => m,
+        ParsedManifest::Image(m) => *m,
         ParsedManifest::Index(_) => return Err(Error::NotASociIndex(what.to_owned())),
     };
     let kind = manifest
@@ -187,22 +201,39 @@ pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
             continue; // prefetch artifacts and future additions
         }
         let annotations = layer.annotations().clone().unwrap_or_default();
-        let layer_digest = annotations.get(ANNOTATION_LAYER_DIGEST).ok_or_else(|| Error::InvalidManifest {
-            what: what.to_owned(),
-            reason: format!("zTOC {} has no {ANNOTATION_LAYER_DIGEST} annotation", layer.digest()),
-        })?;
+        let layer_digest =
+            annotations
+                .get(ANNOTATION_LAYER_DIGEST)
+                .ok_or_else(|| Error::InvalidManifest {
+                    what: what.to_owned(),
+                    reason: format!(
+                        "zTOC {} has no {ANNOTATION_LAYER_DIGEST} annotation",
+                        layer.digest()
+                    ),
+                })?;
         ztocs.push(ZtocDescriptor {
             digest: layer.digest().clone(),
             size: layer.size(),
             layer_digest: crate::digest::parse(layer_digest)?,
-            layer_media_type: annotations.get(ANNOTATION_LAYER_MEDIA_TYPE).cloned().unwrap_or_default(),
+            layer_media_type: annotations
+                .get(ANNOTATION_LAYER_MEDIA_TYPE)
+                .cloned()
+                .unwrap_or_default(),
+            span_size: annotations
+                .get(ANNOTATION_SPAN_SIZE)
+                .and_then(|s| s.parse().ok()),
         });
     }
     Ok(SociIndex {
         version,
         subject: manifest.subject().clone(),
         ztocs,
-        annotations: manifest.annotations().clone().unwrap_or_default().into_iter().collect(),
+        annotations: manifest
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -220,6 +251,7 @@ mod tests {
             size: 99,
             layer_digest: d.clone(),
             layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            span_size: Some(4_194_304),
         }];
         let ann = BTreeMap::from([(ANNOTATION_BUILD_TOOL.to_owned(), "soci-rs".to_owned())]);
         let (a, da) = build_index_manifest(IndexVersion::V1, Some(&subject), &ztocs, &ann).unwrap();
@@ -235,7 +267,10 @@ mod tests {
         assert_eq!(parsed.subject.unwrap().size(), 1234);
         assert!(build_index_manifest(IndexVersion::V1, None, &ztocs, &ann).is_err());
         let (v2, _) = build_index_manifest(IndexVersion::V2, None, &ztocs, &ann).unwrap();
-        assert_eq!(parse_index_manifest(&v2, "v2").unwrap().version, IndexVersion::V2);
+        assert_eq!(
+            parse_index_manifest(&v2, "v2").unwrap().version,
+            IndexVersion::V2
+        );
         assert!(parse_index_manifest(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#, "img").is_err());
     }
 }

@@ -92,7 +92,8 @@ pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
     let owned = fb::Ztoc::try_from(root).map_err(invalid)?;
     let bad = |m: String| Error::InvalidZtoc(m);
 
-    let compressed_archive_size = non_negative(owned.compressed_archive_size, "compressed_archive_size")?;
+    let compressed_archive_size =
+        non_negative(owned.compressed_archive_size, "compressed_archive_size")?;
     let uncompressed_archive_size =
         non_negative(owned.uncompressed_archive_size, "uncompressed_archive_size")?;
     let info = owned

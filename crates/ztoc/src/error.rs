@@ -28,7 +28,9 @@ pub enum Error {
     },
 
     /// The compressed stream ended before the gzip/deflate stream was complete.
-    #[error("the gzip stream is truncated: it ends at compressed byte {offset} inside a deflate stream")]
+    #[error(
+        "the gzip stream is truncated: it ends at compressed byte {offset} inside a deflate stream"
+    )]
     TruncatedGzip {
         /// Bytes read before the end.
         offset: u64,

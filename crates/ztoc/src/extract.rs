@@ -48,11 +48,7 @@ pub fn extract_range(
                 .ok_or_else(|| Error::Extract {
                     first,
                     last: first,
-                    message: format!(
-                        "{} bytes given, {} needed",
-                        compressed.len(),
-                        from + wanted
-                    ),
+                    message: format!("{} bytes given, {} needed", compressed.len(), from + wanted),
                 })
         }
         Checkpoints::Gzip(zinfo) => {
@@ -85,9 +81,7 @@ fn inflate_from_checkpoint(
     let mut inflater = Inflater::new(RAW_DEFLATE).map_err(|e| e.to_string())?;
     let mut input = compressed;
     if bits != 0 {
-        let (&first_byte, rest) = input
-            .split_first()
-            .ok_or("no compressed bytes given")?;
+        let (&first_byte, rest) = input.split_first().ok_or("no compressed bytes given")?;
         inflater
             .prime(bits, first_byte >> (8 - bits))
             .map_err(|e| e.to_string())?;
@@ -127,7 +121,9 @@ fn inflate_from_checkpoint(
             inflater.reset(GZIP).map_err(|e| e.to_string())?;
             raw = false;
         } else if consumed == 0 && produced == 0 {
-            return Err(format!("inflate made no progress at uncompressed offset {position}"));
+            return Err(format!(
+                "inflate made no progress at uncompressed offset {position}"
+            ));
         }
     }
     Ok(out)
@@ -144,7 +140,9 @@ pub fn read_range<B: Read + Seek>(ztoc: &Ztoc, blob: &mut B, range: Range<u64>) 
     let end = ztoc.span_compressed_range(last)?.end;
     blob.seek(SeekFrom::Start(start))?;
     let mut compressed = Vec::with_capacity((end - start) as usize);
-    blob.by_ref().take(end - start).read_to_end(&mut compressed)?;
+    blob.by_ref()
+        .take(end - start)
+        .read_to_end(&mut compressed)?;
     if (compressed.len() as u64) < end - start {
         return Err(Error::Extract {
             first,
@@ -184,7 +182,11 @@ pub fn verify_spans(
 }
 
 /// Reads a regular file's contents from a seekable layer blob (spans verified).
-pub fn read_file<B: Read + Seek>(ztoc: &Ztoc, blob: &mut B, file: &FileMetadata) -> Result<Vec<u8>> {
+pub fn read_file<B: Read + Seek>(
+    ztoc: &Ztoc,
+    blob: &mut B,
+    file: &FileMetadata,
+) -> Result<Vec<u8>> {
     let start = file.uncompressed_offset;
     read_range(ztoc, blob, start..start + file.uncompressed_size)
 }

@@ -172,7 +172,11 @@ impl<R: Read> GzipCheckpointer<R> {
         let input = &self.in_buf[self.in_pos..self.in_len];
         let (consumed, produced, status) = self
             .inflater
-            .inflate(input, &mut self.out_buf[self.out_len..], libz_rs_sys::Z_BLOCK)
+            .inflate(
+                input,
+                &mut self.out_buf[self.out_len..],
+                libz_rs_sys::Z_BLOCK,
+            )
             .map_err(|e| Error::CorruptGzip {
                 offset: self.total_in,
                 message: e.message,
@@ -220,7 +224,10 @@ impl<R: Read> GzipCheckpointer<R> {
         if data_type & 0x38 != 0 {
             return Err(Error::CorruptGzip {
                 offset: self.total_in,
-                message: format!("inflate reported {} buffered bits at a block boundary", data_type & 63),
+                message: format!(
+                    "inflate reported {} buffered bits at a block boundary",
+                    data_type & 63
+                ),
             });
         }
         self.inflater

@@ -137,8 +137,7 @@ impl Inflater {
         let mut len: u32 = 0;
         // SAFETY: the first call only reports the length (no copy); zlib never holds more than
         // WINDOW_SIZE bytes of history for windowBits 15, which we check before copying.
-        let ret =
-            unsafe { z::inflateGetDictionary(&*self.strm, std::ptr::null_mut(), &mut len) };
+        let ret = unsafe { z::inflateGetDictionary(&*self.strm, std::ptr::null_mut(), &mut len) };
         self.check(ret, "inflateGetDictionary")?;
         let len = len as usize;
         if len > WINDOW_SIZE {

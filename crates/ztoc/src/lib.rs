@@ -32,6 +32,6 @@ pub use extract::{extract_range, read_file, read_range, verify_spans};
 pub use gzip::{GzipCheckpointer, GzipLayerIndex};
 pub use inflate::WINDOW_SIZE;
 pub use model::{
-    Checkpoints, CompressionAlgorithm, CompressionInfo, FileMetadata, FileType, SpanDigest,
-    SpanId, Toc, Xattr, Ztoc, DEFAULT_SPAN_SIZE, ZTOC_VERSION,
+    Checkpoints, CompressionAlgorithm, CompressionInfo, FileMetadata, FileType, SpanDigest, SpanId,
+    Toc, Xattr, Ztoc, DEFAULT_SPAN_SIZE, ZTOC_VERSION,
 };

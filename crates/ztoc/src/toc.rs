@@ -37,7 +37,10 @@ pub fn normalize_name(raw: &str) -> String {
 /// after the end-of-archive marker (or wherever the tar crate stopped); callers that need the
 /// rest of the stream consumed must drain it.
 pub fn read_toc<R: Read>(reader: R) -> Result<Toc> {
-    let mut counting = CountingReader { inner: reader, count: 0 };
+    let mut counting = CountingReader {
+        inner: reader,
+        count: 0,
+    };
     let files = {
         let mut archive = tar::Archive::new(&mut counting);
         let entries = archive.entries().map_err(tar_error(0))?;
@@ -133,10 +136,10 @@ fn entry_metadata<R: Read>(
             None => (&[], &[]),
         },
     };
-    let devmajor = lenient(header.device_major(), dev_major_raw, &raw_name, "devmajor")?
-        .unwrap_or(0);
-    let devminor = lenient(header.device_minor(), dev_minor_raw, &raw_name, "devminor")?
-        .unwrap_or(0);
+    let devmajor =
+        lenient(header.device_major(), dev_major_raw, &raw_name, "devmajor")?.unwrap_or(0);
+    let devminor =
+        lenient(header.device_minor(), dev_minor_raw, &raw_name, "devminor")?.unwrap_or(0);
     let linkname = entry
         .link_name_bytes()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -176,7 +179,11 @@ fn entry_metadata<R: Read>(
 
     // Only regular files carry data a reader can address; hardlinks, links and devices
     // record size 0 even when a (malformed) header claims more.
-    let uncompressed_size = if file_type == FileType::Regular { size } else { 0 };
+    let uncompressed_size = if file_type == FileType::Regular {
+        size
+    } else {
+        0
+    };
     Ok(Some(FileMetadata {
         name,
         file_type,
@@ -214,7 +221,8 @@ pub fn format_mod_time(secs: i128, nanos: u32) -> String {
         // 9999-12-31T23:59:59Z, the last instant RFC 3339 can write.
         OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     });
-    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// Parses a PAX time value `secs[.fraction]` (possibly negative) into seconds and nanoseconds.
@@ -274,7 +282,10 @@ fn field_error(name: &str, field: &str, e: std::io::Error) -> Error {
 
 fn with_offset(e: Error, at: u64) -> Error {
     match e {
-        Error::Tar { offset: 0, message } => Error::Tar { offset: at, message },
+        Error::Tar { offset: 0, message } => Error::Tar {
+            offset: at,
+            message,
+        },
         other => other,
     }
 }
@@ -301,10 +312,7 @@ fn entry_error(e: std::io::Error, last: Option<&(String, u64, u64)>) -> Error {
                 offset: *offset,
                 end: 0,
             },
-            None => Error::Tar {
-                offset: 0,
-                message,
-            },
+            None => Error::Tar { offset: 0, message },
         },
         Error::Io(_) => Error::Tar {
             offset: last.map_or(0, |(_, o, s)| o + s),
@@ -343,7 +351,10 @@ mod tests {
 
     #[test]
     fn pax_times_parse() {
-        assert_eq!(parse_pax_time("1700000000.5"), Some((1_700_000_000, 500_000_000)));
+        assert_eq!(
+            parse_pax_time("1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
         assert_eq!(parse_pax_time("12"), Some((12, 0)));
         assert_eq!(parse_pax_time("-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_pax_time("1.1234567891"), Some((1, 123_456_789)));
@@ -354,7 +365,13 @@ mod tests {
     #[test]
     fn mod_time_matches_go_rfc3339nano() {
         assert_eq!(format_mod_time(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_mod_time(1_700_000_000, 500_000_000), "2023-11-14T22:13:20.5Z");
-        assert_eq!(format_mod_time(1, 123_456_789), "1970-01-01T00:00:01.123456789Z");
+        assert_eq!(
+            format_mod_time(1_700_000_000, 500_000_000),
+            "2023-11-14T22:13:20.5Z"
+        );
+        assert_eq!(
+            format_mod_time(1, 123_456_789),
+            "1970-01-01T00:00:01.123456789Z"
+        );
     }
 }

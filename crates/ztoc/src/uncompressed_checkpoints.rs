@@ -27,12 +27,19 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, u64)> {
         .map_err(|e| bad(format!("not a TarZinfo flatbuffer: {e}")))?;
     let value = fb::TarZinfo::try_from(root).map_err(|e| bad(format!("invalid TarZinfo: {e}")))?;
     if value.version != TAR_ZINFO_VERSION {
-        return Err(bad(format!("TarZinfo version {} (expected {TAR_ZINFO_VERSION})", value.version)));
+        return Err(bad(format!(
+            "TarZinfo version {} (expected {TAR_ZINFO_VERSION})",
+            value.version
+        )));
     }
     if value.span_size <= 0 {
-        return Err(bad(format!("span size {} must be positive", value.span_size)));
+        return Err(bad(format!(
+            "span size {} must be positive",
+            value.span_size
+        )));
     }
-    let size = u64::try_from(value.size).map_err(|_| bad(format!("negative size {}", value.size)))?;
+    let size =
+        u64::try_from(value.size).map_err(|_| bad(format!("negative size {}", value.size)))?;
     Ok((value.span_size as u64, size))
 }
 

@@ -86,7 +86,10 @@ impl GzipZinfo {
     pub fn decode(bytes: &[u8], v1_first_offset: u64) -> Result<(Self, ZinfoVersion)> {
         let bad = |m: String| Error::InvalidZinfo(m);
         if bytes.len() < HEADER_LEN {
-            return Err(bad(format!("{} bytes is shorter than the header", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes is shorter than the header",
+                bytes.len()
+            )));
         }
         let count = i32::from_le_bytes(le(bytes, 0)?);
         let span_size = i64::from_le_bytes(le(bytes, 4)?);
@@ -129,7 +132,9 @@ impl GzipZinfo {
                 return Err(bad(format!("checkpoint {i} has {bits} bits (at most 7)")));
             }
             if bits != 0 && input == 0 {
-                return Err(bad(format!("checkpoint {i} has bits but no preceding byte")));
+                return Err(bad(format!(
+                    "checkpoint {i} has bits but no preceding byte"
+                )));
             }
             checkpoints.push(Checkpoint {
                 compressed_offset: input as u64,
@@ -139,7 +144,9 @@ impl GzipZinfo {
             });
         }
         if checkpoints[0].uncompressed_offset != 0 {
-            return Err(bad("the first checkpoint is not at uncompressed offset 0".into()));
+            return Err(bad(
+                "the first checkpoint is not at uncompressed offset 0".into()
+            ));
         }
         for (i, pair) in checkpoints.windows(2).enumerate() {
             if pair[1].uncompressed_offset <= pair[0].uncompressed_offset

@@ -50,7 +50,9 @@ fn opts(span: u64) -> BuildOptions {
 
 fn read_all_files(z: &Ztoc, blob: &[u8], files: &[(&str, Vec<u8>)]) {
     for (name, data) in files {
-        let f = z.find_file(name).unwrap_or_else(|| panic!("{name} missing"));
+        let f = z
+            .find_file(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
         let got = read_file(z, &mut Cursor::new(blob), f).unwrap();
         assert!(&got == data, "{name} differs");
     }
@@ -68,7 +70,12 @@ fn concatenated_gzip_members_are_indexed_whole() {
     let cut = 400_123;
     let mut blob = gzip(&tarball[..cut], 6);
     blob.extend(gzip(&tarball[cut..], 1));
-    let z = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(64 * 1024)).unwrap();
+    let z = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(64 * 1024),
+    )
+    .unwrap();
     assert_eq!(z.uncompressed_archive_size, tarball.len() as u64);
     assert_eq!(z.compressed_archive_size, blob.len() as u64);
     read_all_files(&z, &blob, &files);
@@ -76,8 +83,12 @@ fn concatenated_gzip_members_are_indexed_whole() {
     for span in 0..z.span_count() {
         let c = z.span_compressed_range(span).unwrap();
         let u = z.span_uncompressed_range(span).unwrap();
-        let got = extract_range(&z, span, &blob[c.start as usize..c.end as usize], u.clone()).unwrap();
-        assert!(got == tarball[u.start as usize..u.end as usize], "span {span}");
+        let got =
+            extract_range(&z, span, &blob[c.start as usize..c.end as usize], u.clone()).unwrap();
+        assert!(
+            got == tarball[u.start as usize..u.end as usize],
+            "span {span}"
+        );
     }
 }
 
@@ -86,7 +97,12 @@ fn trailing_zero_padding_is_accepted_and_garbage_is_not() {
     let files = vec![("f", text(100_000, 3))];
     let mut blob = gzip(&tar_of(&files), 6);
     blob.extend([0u8; 1000]);
-    let z = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(1 << 22)).unwrap();
+    let z = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(1 << 22),
+    )
+    .unwrap();
     assert_eq!(z.compressed_archive_size, blob.len() as u64);
     read_all_files(&z, &blob, &files);
     // The last span's digest covers the padding too.
@@ -95,16 +111,33 @@ fn trailing_zero_padding_is_accepted_and_garbage_is_not() {
     z.verify_span(last, &blob[c.start as usize..]).unwrap();
 
     blob.extend(b"garbage");
-    let err = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(1 << 22)).unwrap_err();
+    let err = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(1 << 22),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::TrailingGarbage { .. }), "{err}");
 }
 
 #[test]
 fn plain_tar_layers_use_fixed_spans() {
-    let files = vec![("a", text(250_000, 5)), ("b", Vec::new()), ("c", text(90_000, 11))];
+    let files = vec![
+        ("a", text(250_000, 5)),
+        ("b", Vec::new()),
+        ("c", text(90_000, 11)),
+    ];
     let tarball = tar_of(&files);
-    let z = build_ztoc(Cursor::new(&tarball), CompressionAlgorithm::Uncompressed, &opts(64 * 1024)).unwrap();
-    assert_eq!(z.compression.algorithm(), CompressionAlgorithm::Uncompressed);
+    let z = build_ztoc(
+        Cursor::new(&tarball),
+        CompressionAlgorithm::Uncompressed,
+        &opts(64 * 1024),
+    )
+    .unwrap();
+    assert_eq!(
+        z.compression.algorithm(),
+        CompressionAlgorithm::Uncompressed
+    );
     assert_eq!(z.span_count(), (tarball.len() as u64).div_ceil(64 * 1024));
     let back = decode(&encode(&z)).unwrap();
     assert_eq!(back, z);
@@ -115,10 +148,17 @@ fn plain_tar_layers_use_fixed_spans() {
 fn truncated_gzip_is_an_error() {
     let blob = gzip(&tar_of(&[("f", text(200_000, 3))]), 6);
     for cut in [5, 20, blob.len() / 2, blob.len() - 4] {
-        let err = build_ztoc(Cursor::new(&blob[..cut]), CompressionAlgorithm::Gzip, &opts(1 << 16))
-            .unwrap_err();
+        let err = build_ztoc(
+            Cursor::new(&blob[..cut]),
+            CompressionAlgorithm::Gzip,
+            &opts(1 << 16),
+        )
+        .unwrap_err();
         assert!(
-            matches!(err, Error::TruncatedGzip { .. } | Error::TarEntryPastEnd { .. } | Error::Tar { .. }),
+            matches!(
+                err,
+                Error::TruncatedGzip { .. } | Error::TarEntryPastEnd { .. } | Error::Tar { .. }
+            ),
             "cut at {cut}: {err}"
         );
     }
@@ -131,11 +171,19 @@ fn corrupt_gzip_is_an_error() {
     for b in &mut blob[mid..mid + 64] {
         *b ^= 0x5a;
     }
-    let err = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(1 << 16)).unwrap_err();
+    let err = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(1 << 16),
+    )
+    .unwrap_err();
     // Depending on what the flipped bits decode to, inflate fails outright or runs past
     // the end of the blob; either way the build fails.
     assert!(
-        matches!(err, Error::CorruptGzip { .. } | Error::TruncatedGzip { .. } | Error::Tar { .. }),
+        matches!(
+            err,
+            Error::CorruptGzip { .. } | Error::TruncatedGzip { .. } | Error::Tar { .. }
+        ),
         "{err}"
     );
 }
@@ -145,14 +193,24 @@ fn gzip_checksum_mismatch_is_an_error() {
     let mut blob = gzip(&tar_of(&[("f", text(200_000, 3))]), 6);
     let crc_at = blob.len() - 8;
     blob[crc_at] ^= 1;
-    let err = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(1 << 16)).unwrap_err();
+    let err = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(1 << 16),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::CorruptGzip { .. }), "{err}");
 }
 
 #[test]
 fn zstd_declared_as_gzip_says_so() {
     let blob = [0x28u8, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0];
-    let err = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(1 << 16)).unwrap_err();
+    let err = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(1 << 16),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("zstd"), "{err}");
 }
 
@@ -164,13 +222,19 @@ fn size_past_end_of_stream_is_an_error_naming_the_file() {
     h.set_size(1 << 20);
     h.set_cksum();
     tarball[..512].copy_from_slice(h.as_bytes());
-    for algorithm in [CompressionAlgorithm::Uncompressed, CompressionAlgorithm::Gzip] {
+    for algorithm in [
+        CompressionAlgorithm::Uncompressed,
+        CompressionAlgorithm::Gzip,
+    ] {
         let blob = match algorithm {
             CompressionAlgorithm::Gzip => gzip(&tarball, 6),
             CompressionAlgorithm::Uncompressed => tarball.clone(),
         };
         let err = build_ztoc(Cursor::new(&blob), algorithm, &opts(1 << 16)).unwrap_err();
-        assert!(matches!(err, Error::TarEntryPastEnd { ref name, .. } if name == "big"), "{err}");
+        assert!(
+            matches!(err, Error::TarEntryPastEnd { ref name, .. } if name == "big"),
+            "{err}"
+        );
     }
 }
 
@@ -188,21 +252,38 @@ fn gnu_sparse_entries_are_refused_by_name() {
     gnu.sparse[1].set_length(0);
     h.set_cksum();
     tarball[..512].copy_from_slice(h.as_bytes());
-    let err = build_ztoc(Cursor::new(&tarball), CompressionAlgorithm::Uncompressed, &opts(1 << 16)).unwrap_err();
-    assert!(matches!(err, Error::SparseEntry { ref name } if name == "holes"), "{err}");
+    let err = build_ztoc(
+        Cursor::new(&tarball),
+        CompressionAlgorithm::Uncompressed,
+        &opts(1 << 16),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::SparseEntry { ref name } if name == "holes"),
+        "{err}"
+    );
 }
 
 #[test]
 fn pax_sparse_entries_are_refused_by_name() {
     let mut b = tar::Builder::new(Vec::new());
-    b.append_pax_extensions([("GNU.sparse.major", &b"1"[..]), ("GNU.sparse.minor", &b"0"[..])])
-        .unwrap();
+    b.append_pax_extensions([
+        ("GNU.sparse.major", &b"1"[..]),
+        ("GNU.sparse.minor", &b"0"[..]),
+    ])
+    .unwrap();
     let mut h = tar::Header::new_ustar();
     h.set_size(3);
     h.set_mode(0o644);
-    b.append_data(&mut h, "GNUSparseFile.0/holes", &b"abc"[..]).unwrap();
+    b.append_data(&mut h, "GNUSparseFile.0/holes", &b"abc"[..])
+        .unwrap();
     let tarball = b.into_inner().unwrap();
-    let err = build_ztoc(Cursor::new(&tarball), CompressionAlgorithm::Uncompressed, &opts(1 << 16)).unwrap_err();
+    let err = build_ztoc(
+        Cursor::new(&tarball),
+        CompressionAlgorithm::Uncompressed,
+        &opts(1 << 16),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::SparseEntry { .. }), "{err}");
 }
 
@@ -221,14 +302,22 @@ fn dangerous_names_are_normalized() {
     }
     // The tar builder refuses such names, so write them into the header by hand.
     let second = 1024;
-    for (at, name) in [(0usize, &b"/abs/../../etc/passwd"[..]), (second, &b"../../escape"[..])] {
+    for (at, name) in [
+        (0usize, &b"/abs/../../etc/passwd"[..]),
+        (second, &b"../../escape"[..]),
+    ] {
         let mut h = tar::Header::from_byte_slice(&tarball[at..at + 512]).clone();
         h.as_old_mut().name = [0; 100];
         h.as_old_mut().name[..name.len()].copy_from_slice(name);
         h.set_cksum();
         tarball[at..at + 512].copy_from_slice(h.as_bytes());
     }
-    let z = build_ztoc(Cursor::new(&tarball), CompressionAlgorithm::Uncompressed, &opts(1 << 16)).unwrap();
+    let z = build_ztoc(
+        Cursor::new(&tarball),
+        CompressionAlgorithm::Uncompressed,
+        &opts(1 << 16),
+    )
+    .unwrap();
     let names: Vec<_> = z.toc.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["etc/passwd", "escape"]);
 }
@@ -237,20 +326,33 @@ fn dangerous_names_are_normalized() {
 fn span_digest_mismatch_is_detected() {
     let files = vec![("f", noisy(300_000))];
     let blob = gzip(&tar_of(&files), 6);
-    let z = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(1 << 14)).unwrap();
+    let z = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(1 << 14),
+    )
+    .unwrap();
     assert!(z.span_count() > 2);
     let mut bad = blob.clone();
     let c = z.span_compressed_range(1).unwrap();
     bad[(c.start + 5) as usize] ^= 1;
     let f = z.find_file("f").unwrap();
     let err = read_file(&z, &mut Cursor::new(&bad), f).unwrap_err();
-    assert!(matches!(err, Error::SpanDigestMismatch { span: 1, .. }), "{err}");
+    assert!(
+        matches!(err, Error::SpanDigestMismatch { span: 1, .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn corrupt_ztocs_are_rejected_without_panicking() {
     let blob = gzip(&tar_of(&[("f", text(100_000, 3))]), 6);
-    let z = build_ztoc(Cursor::new(&blob), CompressionAlgorithm::Gzip, &opts(1 << 15)).unwrap();
+    let z = build_ztoc(
+        Cursor::new(&blob),
+        CompressionAlgorithm::Gzip,
+        &opts(1 << 15),
+    )
+    .unwrap();
     let bytes = encode(&z);
     assert!(decode(&bytes[..bytes.len() / 2]).is_err());
     assert!(decode(b"").is_err());

@@ -45,8 +45,25 @@ fn content() -> impl Strategy<Value = Vec<u8>> {
 
 fn text_like(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "import ", "numpy", " as np\n", "def ", "return ", "self", ".append(", "value", "):\n",
-        "    ", "lambda ", "0123", "Hello", "container ", "layer", "\n", "{", "}", " = ",
+        "import ",
+        "numpy",
+        " as np\n",
+        "def ",
+        "return ",
+        "self",
+        ".append(",
+        "value",
+        "):\n",
+        "    ",
+        "lambda ",
+        "0123",
+        "Hello",
+        "container ",
+        "layer",
+        "\n",
+        "{",
+        "}",
+        " = ",
     ];
     let mut state = seed | 1;
     let mut out = Vec::with_capacity(len);
@@ -114,7 +131,9 @@ fn entries() -> impl Strategy<Value = Vec<Entry>> {
                 0..=4 => Kind::Regular(data),
                 5 => Kind::Dir,
                 6 => Kind::Symlink(target),
-                7 if !regulars.is_empty() => Kind::Hardlink(regulars[dev.0 as usize % regulars.len()]),
+                7 if !regulars.is_empty() => {
+                    Kind::Hardlink(regulars[dev.0 as usize % regulars.len()])
+                }
                 7 => Kind::Fifo,
                 8 => {
                     if dev.0 % 2 == 0 {
@@ -130,7 +149,16 @@ fn entries() -> impl Strategy<Value = Vec<Entry>> {
                 .map(|(k, v)| (format!("SCHILY.xattr.user.{k}"), v))
                 .collect::<Vec<_>>();
             let pax = pax || !xattrs.is_empty();
-            out.push(Entry { name, kind, mode, uid, gid, mtime, xattrs, pax });
+            out.push(Entry {
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime,
+                xattrs,
+                pax,
+            });
         }
         out
     })
@@ -139,7 +167,11 @@ fn entries() -> impl Strategy<Value = Vec<Entry>> {
 fn make_tar(entries: &[Entry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
-        let mut h = if e.pax { tar::Header::new_ustar() } else { tar::Header::new_gnu() };
+        let mut h = if e.pax {
+            tar::Header::new_ustar()
+        } else {
+            tar::Header::new_gnu()
+        };
         h.set_mode(e.mode);
         h.set_uid(e.uid);
         h.set_gid(e.gid);
@@ -152,7 +184,10 @@ fn make_tar(entries: &[Entry]) -> Vec<u8> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
                 .collect();
-            recs.push(("mtime".into(), format!("{}.{:09}", e.mtime.0, e.mtime.1).into_bytes()));
+            recs.push((
+                "mtime".into(),
+                format!("{}.{:09}", e.mtime.0, e.mtime.1).into_bytes(),
+            ));
             if e.name.len() > 99 {
                 recs.push(("path".into(), e.name.clone().into_bytes()));
             }
@@ -222,7 +257,12 @@ fn external(cmd: &[&str], data: &[u8]) -> Vec<u8> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{} is required for this test (apt-get install {}): {e}", cmd[0], cmd[0]));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is required for this test (apt-get install {}): {e}",
+                cmd[0], cmd[0]
+            )
+        });
     let mut stdin = child.stdin.take().unwrap();
     let input = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
@@ -241,8 +281,16 @@ struct Coverage {
     empty_files: usize,
 }
 
-fn check(entries: &[Entry], gz: &[u8], tarball: &[u8], cov: &mut Coverage) -> Result<(), TestCaseError> {
-    let opts = BuildOptions { span_size: SPAN, ..Default::default() };
+fn check(
+    entries: &[Entry],
+    gz: &[u8],
+    tarball: &[u8],
+    cov: &mut Coverage,
+) -> Result<(), TestCaseError> {
+    let opts = BuildOptions {
+        span_size: SPAN,
+        ..Default::default()
+    };
     let z = build_ztoc(Cursor::new(gz), CompressionAlgorithm::Gzip, &opts)
         .map_err(|e| TestCaseError::fail(format!("build: {e}")))?;
     prop_assert_eq!(z.uncompressed_archive_size, tarball.len() as u64);
@@ -261,11 +309,18 @@ fn check(entries: &[Entry], gz: &[u8], tarball: &[u8], cov: &mut Coverage) -> Re
         prop_assert_eq!(u64::from(f.gid), e.gid);
         prop_assert_eq!(&f.uname, "user");
         let (secs, nanos) = if e.pax { e.mtime } else { (e.mtime.0, 0) };
-        prop_assert_eq!(&f.mod_time, &ztoc::toc::format_mod_time(i128::from(secs), nanos));
+        prop_assert_eq!(
+            &f.mod_time,
+            &ztoc::toc::format_mod_time(i128::from(secs), nanos)
+        );
         // Every PAX record is kept verbatim, sorted by key.
-        let xattrs: Vec<(String, String)> =
-            f.xattrs.iter().map(|x| (x.key.clone(), x.value.clone())).collect();
-        let mut want: std::collections::BTreeMap<String, String> = e.xattrs.iter().cloned().collect();
+        let xattrs: Vec<(String, String)> = f
+            .xattrs
+            .iter()
+            .map(|x| (x.key.clone(), x.value.clone()))
+            .collect();
+        let mut want: std::collections::BTreeMap<String, String> =
+            e.xattrs.iter().cloned().collect();
         if e.pax {
             want.insert("mtime".into(), format!("{}.{:09}", e.mtime.0, e.mtime.1));
             if e.name.len() > 99 {
@@ -281,8 +336,10 @@ fn check(entries: &[Entry], gz: &[u8], tarball: &[u8], cov: &mut Coverage) -> Re
                     cov.empty_files += 1;
                     (0, 0)
                 } else {
-                    z.spans_for_range(&(f.uncompressed_offset..f.uncompressed_offset + data.len() as u64))
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                    z.spans_for_range(
+                        &(f.uncompressed_offset..f.uncompressed_offset + data.len() as u64),
+                    )
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?
                 };
                 if last > first {
                     cov.multi_span_files += 1;
@@ -305,7 +362,11 @@ fn check(entries: &[Entry], gz: &[u8], tarball: &[u8], cov: &mut Coverage) -> Re
                 prop_assert_eq!(&f.linkname, &entries[*i].name);
             }
             Kind::Char(maj, min) | Kind::Block(maj, min) => {
-                let want = if matches!(e.kind, Kind::Char(..)) { FileType::Char } else { FileType::Block };
+                let want = if matches!(e.kind, Kind::Char(..)) {
+                    FileType::Char
+                } else {
+                    FileType::Block
+                };
                 prop_assert_eq!(f.file_type, want);
                 prop_assert_eq!((f.devmajor, f.devminor), (i64::from(*maj), i64::from(*min)));
             }
@@ -317,10 +378,15 @@ fn check(entries: &[Entry], gz: &[u8], tarball: &[u8], cov: &mut Coverage) -> Re
         let c = z.span_compressed_range(span).unwrap();
         let u = z.span_uncompressed_range(span).unwrap();
         let bytes = &gz[c.start as usize..c.end as usize];
-        z.verify_span(span, bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        z.verify_span(span, bytes)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let got = extract_range(&z, span, bytes, u.clone())
             .map_err(|e| TestCaseError::fail(format!("span {span}: {e}")))?;
-        prop_assert!(got == tarball[u.start as usize..u.end as usize], "span {} differs", span);
+        prop_assert!(
+            got == tarball[u.start as usize..u.end as usize],
+            "span {} differs",
+            span
+        );
     }
     Ok(())
 }
@@ -334,8 +400,15 @@ fn random_trees_round_trip_through_every_compressor() {
         Compressor::Gzip,
         Compressor::Pigz,
     ];
-    let cases: u32 = std::env::var("ZTOC_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let cases: u32 = std::env::var("ZTOC_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let mut cov = Coverage::default();
     let cov_cell = std::cell::RefCell::new(&mut cov);
     runner
@@ -352,11 +425,24 @@ fn random_trees_round_trip_through_every_compressor() {
     eprintln!(
         "checked {} files; {} checkpoints with bits != 0; {} file reads starting in such spans; \
          {} multi-span files; {} empty files",
-        cov.files_checked, cov.bits_checkpoints, cov.reads_from_bits_span, cov.multi_span_files, cov.empty_files
+        cov.files_checked,
+        cov.bits_checkpoints,
+        cov.reads_from_bits_span,
+        cov.multi_span_files,
+        cov.empty_files
     );
     // The corpus must exercise the hard cases, or this test proves less than it claims.
-    assert!(cov.bits_checkpoints > 0, "no checkpoint with bits != 0 was produced");
-    assert!(cov.reads_from_bits_span > 0, "no file read started in a span with bits != 0");
-    assert!(cov.multi_span_files > 0, "no file straddled a span boundary");
+    assert!(
+        cov.bits_checkpoints > 0,
+        "no checkpoint with bits != 0 was produced"
+    );
+    assert!(
+        cov.reads_from_bits_span > 0,
+        "no file read started in a span with bits != 0"
+    );
+    assert!(
+        cov.multi_span_files > 0,
+        "no file straddled a span boundary"
+    );
     assert!(cov.empty_files > 0, "no empty file was generated");
 }
