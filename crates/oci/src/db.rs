@@ -238,15 +238,16 @@ impl MetadataDb {
 
     /// Replaces every record (used by `rebuild`).
     pub fn replace_all(&self, indexes: &[IndexRecord], ztocs: &[ZtocRecord]) -> Result<()> {
-        let encode = |v: &dyn erased::Json| v.json();
         let index_rows: Vec<(String, Vec<u8>)> = indexes
             .iter()
-            .map(|i| (i.digest.clone(), encode(i)))
-            .collect();
+            .map(|i| serde_json::to_vec(i).map(|j| (i.digest.clone(), j)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))?;
         let ztoc_rows: Vec<(String, Vec<u8>)> = ztocs
             .iter()
-            .map(|z| (z.digest.clone(), encode(z)))
-            .collect();
+            .map(|z| serde_json::to_vec(z).map(|j| (z.digest.clone(), j)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))?;
         self.write(|txn| {
             txn.delete_table(INDEXES)?;
             txn.delete_table(ZTOCS)?;
@@ -367,16 +368,4 @@ fn file_time(path: &Path) -> String {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-mod erased {
-    /// Serializes records that are known to serialize (plain structs of strings and ints).
-    pub trait Json {
-        fn json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
-        }
-    }
 }
