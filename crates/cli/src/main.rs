@@ -6,7 +6,7 @@ mod ztoc_info;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use oci::db::{IndexRecord, MetadataDb};
+use oci::db::{IndexRecord, MetadataDb, ZtocRecord};
 use oci::store::ContentStore;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -367,12 +367,7 @@ fn ztoc_cmd(root: &Path, cmd: ZtocCommand) -> Result<()> {
             Ok(())
         }
         ZtocCommand::Info { digest } => {
-            let d = digest_arg(&digest)?;
-            if local.db.get_ztoc(&d)?.is_none() && local.db.get_index(&d)?.is_some() {
-                bail!("{digest} is a SOCI index, not a zTOC; use `soci index info {digest}`");
-            }
-            let bytes = load_ztoc_blob(&local, &d)?;
-            let z = ztoc::decode(&bytes).with_context(|| format!("decoding zTOC {digest}"))?;
+            let (_, bytes, z) = load_ztoc(&local, &digest_arg(&digest)?)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&ztoc_info::info(&z, bytes.len() as u64))?
@@ -386,13 +381,11 @@ fn ztoc_cmd(root: &Path, cmd: ZtocCommand) -> Result<()> {
             layer,
             stats,
         } => {
-            let d = digest_arg(&digest)?;
-            let record = local.db.get_ztoc(&d)?;
-            let bytes = load_ztoc_blob(&local, &d)?;
-            let z = ztoc::decode(&bytes).with_context(|| format!("decoding zTOC {digest}"))?;
-            let layer_path = match (layer, &record) {
-                (Some(p), _) => p,
-                (None, Some(r)) => {
+            let (record, _, z) = load_ztoc(&local, &digest_arg(&digest)?)?;
+            let layer_path = match layer {
+                Some(p) => p,
+                None => {
+                    let r = &record;
                     let source = r.source.as_deref().with_context(|| {
                         format!("zTOC {digest} has no known layer location; pass the layer blob with --layer FILE")
                     })?;
@@ -402,7 +395,6 @@ fn ztoc_cmd(root: &Path, cmd: ZtocCommand) -> Result<()> {
                         .join("sha256")
                         .join(layer_digest.digest())
                 }
-                (None, None) => unreachable!("load_ztoc_blob fails for unknown zTOCs"),
             };
             let file = resolve_file(&z, &path)?;
             let mut blob = CountingFile::open(&layer_path)?;
@@ -468,11 +460,17 @@ fn resolve_file<'a>(z: &'a ztoc::Ztoc, path: &str) -> Result<&'a ztoc::FileMetad
     bail!("{path:?}: too many levels of links")
 }
 
-fn load_ztoc_blob(local: &Local, d: &oci::Digest) -> Result<Vec<u8>> {
-    if local.db.get_ztoc(d)?.is_none() {
+/// Looks a zTOC up once: its record, its verified blob, and the decoded zTOC.
+fn load_ztoc(local: &Local, d: &oci::Digest) -> Result<(ZtocRecord, Vec<u8>, ztoc::Ztoc)> {
+    let Some(record) = local.db.get_ztoc(d)? else {
+        if local.db.get_index(d)?.is_some() {
+            bail!("{d} is a SOCI index, not a zTOC; use `soci index info {d}`");
+        }
         bail!("zTOC {d} not found; `soci ztoc list` shows what exists");
-    }
-    Ok(local.store.get(d)?)
+    };
+    let bytes = local.store.get(d)?;
+    let z = ztoc::decode(&bytes).with_context(|| format!("decoding zTOC {d}"))?;
+    Ok((record, bytes, z))
 }
 
 /// A layer file that counts the bytes read from it (for `--stats`).
