@@ -1,5 +1,8 @@
 //! `soci create`: build zTOCs for an image's layers (in parallel) and a SOCI index (v1).
+//! Layers are read once, straight into the zTOC builder, from an OCI layout or streamed from a
+//! registry; nothing of the image is stored locally.
 
+use crate::remote::{self, RegistryArgs, Remote};
 use crate::Local;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -14,7 +17,7 @@ use oci::{Descriptor, Digest};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `soci create`.
 #[derive(Args)]
@@ -35,12 +38,119 @@ pub struct CreateArgs {
     /// Rebuild zTOCs even when one already exists for a layer.
     #[arg(long, short = 'f')]
     force: bool,
-    /// Image to index: oci:DIR[:TAG] or oci:DIR@DIGEST (an OCI image layout).
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Image to index: a registry reference (HOST/REPO[:TAG|@DIGEST]), or oci:DIR[:TAG] or
+    /// oci:DIR@DIGEST for an OCI image layout.
     image: String,
 }
 
+/// Where layers are read from.
+pub(crate) enum Source {
+    Layout {
+        layout: Box<OciLayout>,
+        dir: PathBuf,
+    },
+    Registry {
+        remote: Box<Remote>,
+        repo: registry::Repository,
+        label: String,
+    },
+}
+
+/// An image reference opened for reading.
+pub(crate) struct Opened {
+    pub source: Source,
+    /// The reference's top descriptor (image manifest or index).
+    pub top: Descriptor,
+    /// The image manifests selected.
+    pub images: Vec<ResolvedImage>,
+}
+
+impl Source {
+    /// Opens an image (registry reference or OCI layout) and selects its platform manifests.
+    pub(crate) fn open(
+        reference: &ImageRef,
+        registry_args: &RegistryArgs,
+        selection: &PlatformSelection,
+    ) -> Result<Opened> {
+        match reference {
+            ImageRef::OciLayout { dir, tag, digest } => {
+                let dir = std::fs::canonicalize(dir)
+                    .with_context(|| format!("OCI layout {} not found", dir.display()))?;
+                let layout = OciLayout::open(&dir)?;
+                let top = layout.resolve(tag.as_deref(), digest.as_ref())?;
+                let images = layout.image_manifests(&top, selection)?;
+                Ok(Opened {
+                    source: Source::Layout {
+                        layout: Box::new(layout),
+                        dir,
+                    },
+                    top,
+                    images,
+                })
+            }
+            ImageRef::Registry {
+                registry,
+                repository,
+                ..
+            } => {
+                let remote = Remote::new(registry_args)?;
+                let repo = remote.repository(reference)?;
+                let (top, images) = remote::resolve_images(&remote, &repo, reference, selection)?;
+                let label = format!("docker://{registry}/{repository}");
+                Ok(Opened {
+                    source: Source::Registry {
+                        remote: Box::new(remote),
+                        repo,
+                        label,
+                    },
+                    top,
+                    images,
+                })
+            }
+        }
+    }
+
+    /// Reads a manifest, index or config, verified against its digest.
+    pub(crate) fn fetch(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        match self {
+            Source::Layout { layout, .. } => {
+                Ok(layout.read_blob(desc, oci::manifest::MAX_MANIFEST_SIZE as u64)?)
+            }
+            Source::Registry { remote, repo, .. } => {
+                let mut f = remote::RegistryFetcher {
+                    rt: &remote.rt,
+                    repo,
+                    cache: HashMap::new(),
+                };
+                Ok(oci::resolve::ManifestFetcher::fetch(
+                    &mut f,
+                    desc,
+                    oci::manifest::MAX_MANIFEST_SIZE as u64,
+                )?)
+            }
+        }
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        match self {
+            Source::Layout { layout, .. } => Ok(Box::new(layout.open_blob(desc.digest())?)),
+            Source::Registry { remote, repo, .. } => remote::open_blob(remote, repo, desc),
+        }
+    }
+
+    /// Where the layer can be read again; recorded with each zTOC.
+    fn label(&self) -> String {
+        match self {
+            Source::Layout { dir, .. } => dir.display().to_string(),
+            Source::Registry { label, .. } => label.clone(),
+        }
+    }
+}
+
 /// What happened to one layer.
-enum LayerOutcome {
+pub(crate) enum LayerOutcome {
     Built(ZtocRecord),
     Reused(ZtocRecord),
     Skipped(String),
@@ -56,36 +166,59 @@ pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
         bail!("--span-size must be positive");
     }
     let reference = ImageRef::parse(&args.image)?;
-    let ImageRef::OciLayout { dir, tag, digest } = &reference else {
-        bail!(
-            "{} is a registry reference; this version indexes OCI image layouts only \
-             (copy the image with `skopeo copy docker://{0} oci:DIR:TAG`, then `soci create oci:DIR:TAG`)",
-            args.image
-        );
-    };
-    let dir = std::fs::canonicalize(dir)
-        .with_context(|| format!("OCI layout {} not found", dir.display()))?;
+    let selection = platform_selection(&args.platform, args.all_platforms)?;
     let image_ref = crate::normalize_ref(&args.image)?;
-    let layout = OciLayout::open(&dir)?;
-    let top = layout.resolve(tag.as_deref(), digest.as_ref())?;
-    let selection = if args.all_platforms {
+    let Opened { source, images, .. } = Source::open(&reference, &args.registry, &selection)?;
+    let local = Local::open(root)?;
+    let opts = IndexOptions {
+        span_size: args.span_size,
+        min_layer_size: args.min_layer_size,
+        force: args.force,
+    };
+    let by_layer = index_layers(&source, &local, &images, &opts)?;
+    for image in &images {
+        write_index(&local, image, &by_layer, &image_ref, &args)?;
+    }
+    Ok(())
+}
+
+/// Which platforms to use, from `--platform` / `--all-platforms`.
+pub(crate) fn platform_selection(platforms: &[String], all: bool) -> Result<PlatformSelection> {
+    Ok(if all {
         PlatformSelection::All
-    } else if args.platform.is_empty() {
+    } else if platforms.is_empty() {
         PlatformSelection::Host
     } else {
         PlatformSelection::Some(
-            args.platform
+            platforms
                 .iter()
                 .map(|p| Platform::parse(p))
                 .collect::<Result<_, _>>()?,
         )
-    };
-    let images = layout.image_manifests(&top, &selection)?;
-    let local = Local::open(root)?;
+    })
+}
 
+/// How layers are indexed.
+pub(crate) struct IndexOptions {
+    pub span_size: u64,
+    pub min_layer_size: u64,
+    pub force: bool,
+}
+
+/// Builds (or reuses) a zTOC for every distinct layer of `images`, in parallel, each layer
+/// streamed once. zTOC blobs land in the local store; nothing is recorded in the database.
+pub(crate) fn index_layers(
+    source: &Source,
+    local: &Local,
+    images: &[ResolvedImage],
+    opts: &IndexOptions,
+) -> Result<HashMap<String, LayerOutcome>> {
+    if opts.span_size == 0 {
+        bail!("--span-size must be positive");
+    }
     // Each distinct layer is indexed once, even if several platforms share it.
     let mut jobs: Vec<LayerJob> = Vec::new();
-    for image in &images {
+    for image in images {
         for layer in image.manifest.layers() {
             if !jobs.iter().any(|j| j.desc.digest() == layer.digest()) {
                 jobs.push(LayerJob {
@@ -97,7 +230,7 @@ pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
     }
     let existing = |layer: &Digest| -> Result<Option<ZtocRecord>> {
         Ok(local.db.find_ztocs_by_layer(layer)?.into_iter().find(|z| {
-            z.span_size == args.span_size
+            z.span_size == opts.span_size
                 && oci::digest::parse(&z.digest).is_ok_and(|d| local.store.exists(&d))
         }))
     };
@@ -118,13 +251,13 @@ pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
                 if let Some(reason) = job.compression.skip_reason() {
                     return Ok(LayerOutcome::Skipped(reason));
                 }
-                if size < args.min_layer_size {
+                if size < opts.min_layer_size {
                     return Ok(LayerOutcome::Skipped(format!(
                         "size {size} is less than min-layer-size {}",
-                        args.min_layer_size
+                        opts.min_layer_size
                     )));
                 }
-                if !args.force {
+                if !opts.force {
                     if let Some(found) = existing(job.desc.digest())? {
                         return Ok(LayerOutcome::Reused(found));
                     }
@@ -132,7 +265,7 @@ pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
                 let bar = progress.add(ProgressBar::new(size));
                 bar.set_style(style.clone());
                 bar.set_prefix(short(job.desc.digest()));
-                let result = build_layer(&layout, &local, job, args.span_size, &bar, &dir);
+                let result = build_layer(source, local, job, opts.span_size, &bar);
                 bar.finish_and_clear();
                 result.map(LayerOutcome::Built)
             })
@@ -156,21 +289,16 @@ pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
             failures.join("\n  ")
         );
     }
-
-    for image in &images {
-        write_index(&local, image, &by_layer, &image_ref, &args)?;
-    }
-    Ok(())
+    Ok(by_layer)
 }
 
-/// Prints the per-layer lines for one image and records its SOCI index.
-fn write_index(
-    local: &Local,
+/// Prints the per-layer lines for one image and returns its zTOCs in layer order (empty when
+/// every layer was skipped).
+pub(crate) fn image_ztocs(
     image: &ResolvedImage,
     by_layer: &HashMap<String, LayerOutcome>,
-    image_ref: &str,
-    args: &CreateArgs,
-) -> Result<()> {
+    span_size: u64,
+) -> Result<(Vec<ZtocDescriptor>, Vec<ZtocRecord>)> {
     let mut ztocs = Vec::new();
     let mut records = Vec::new();
     for layer in image.manifest.layers() {
@@ -188,7 +316,7 @@ fn write_index(
                     size: z.size,
                     layer_digest: layer.digest().clone(),
                     layer_media_type: layer.media_type().to_string(),
-                    span_size: Some(args.span_size),
+                    span_size: Some(span_size),
                 });
                 records.push(z.clone());
             }
@@ -198,6 +326,18 @@ fn write_index(
             None => bail!("internal error: layer {digest} was not processed"),
         }
     }
+    Ok((ztocs, records))
+}
+
+/// Prints the per-layer lines for one image and records its SOCI index.
+fn write_index(
+    local: &Local,
+    image: &ResolvedImage,
+    by_layer: &HashMap<String, LayerOutcome>,
+    image_ref: &str,
+    args: &CreateArgs,
+) -> Result<()> {
+    let (ztocs, records) = image_ztocs(image, by_layer, args.span_size)?;
     let platform = image
         .platform
         .as_ref()
@@ -244,19 +384,18 @@ fn write_index(
 
 /// Streams one layer blob once through the zTOC builder, verifying its digest and size.
 fn build_layer(
-    layout: &OciLayout,
+    source: &Source,
     local: &Local,
     job: &LayerJob,
     span_size: u64,
     bar: &ProgressBar,
-    layout_dir: &Path,
 ) -> Result<ZtocRecord> {
     let desc = &job.desc;
     let algorithm = match job.compression {
         LayerCompression::Gzip => ztoc::CompressionAlgorithm::Gzip,
         _ => ztoc::CompressionAlgorithm::Uncompressed,
     };
-    let file = layout.open_blob(desc.digest())?;
+    let file = source.open_blob(desc)?;
     let mut reader = oci::digest::DigestingReader::new(ProgressReader { inner: file, bar });
     let options = ztoc::BuildOptions {
         span_size,
@@ -273,8 +412,8 @@ fn build_layer(
     let (actual, size) = reader.finish();
     if &actual != desc.digest() || size != desc.size() {
         bail!(
-            "the blob in {} does not match its descriptor (digest {actual}, {size} bytes; expected {}, {} bytes): the layout is corrupt",
-            layout_dir.display(),
+            "the layer blob from {} does not match its descriptor (digest {actual}, {size} bytes; expected {}, {} bytes): the image is corrupt",
+            source.label(),
             desc.digest(),
             desc.size()
         );
@@ -289,7 +428,7 @@ fn build_layer(
         layer_media_type: desc.media_type().to_string(),
         layer_size: desc.size(),
         span_size,
-        source: Some(layout_dir.display().to_string()),
+        source: Some(source.label()),
     })
 }
 

@@ -1,6 +1,10 @@
 //! `soci`: build and inspect SOCI indexes. Commands and flags follow AWS's `soci` CLI.
 
+mod convert;
 mod create;
+mod discover;
+mod push;
+mod remote;
 mod table;
 mod ztoc_info;
 
@@ -37,8 +41,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a SOCI index for an image (oci:DIR[:TAG] for an OCI image layout).
+    /// Create a SOCI index for an image in a registry (HOST/REPO:TAG) or an OCI layout
+    /// (oci:DIR[:TAG]); layers are streamed once and nothing of the image is stored.
     Create(create::CreateArgs),
+    /// Push an image's SOCI index (v1) and zTOCs to the image's repository, discoverable
+    /// through the referrers API or the sha256-<digest> tag schema.
+    Push(push::PushArgs),
+    /// Convert an image into a SOCI-enabled image (SOCI index manifest v2): a new image
+    /// index binding each image manifest to its SOCI index; layers are shared, not copied.
+    Convert(convert::ConvertArgs),
     /// List, inspect and remove SOCI indexes.
     #[command(subcommand)]
     Index(IndexCommand),
@@ -73,8 +84,15 @@ enum IndexCommand {
 #[derive(Args)]
 struct IndexListArgs {
     /// Only indexes built for this image reference.
-    #[arg(long = "ref")]
+    #[arg(long = "ref", conflicts_with = "remote")]
     image_ref: Option<String>,
+    /// List the SOCI indexes a registry holds for this image (v2 bindings in its image index,
+    /// v1 indexes through the referrers API or the sha256-<digest> tag schema) instead of the
+    /// local ones.
+    #[arg(long, value_name = "IMAGE")]
+    remote: Option<String>,
+    #[command(flatten)]
+    registry: remote::RegistryArgs,
     /// Only indexes for these platforms (os/arch[/variant]).
     #[arg(long, short = 'p')]
     platform: Vec<String>,
@@ -162,6 +180,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Create(args) => create::run(&cli.root, args),
+        Command::Push(args) => push::run(&cli.root, args),
+        Command::Convert(args) => convert::run(&cli.root, args),
         Command::Index(cmd) => index(&cli.root, cmd),
         Command::Ztoc(cmd) => ztoc_cmd(&cli.root, cmd),
         Command::RebuildDb => {
@@ -201,6 +221,7 @@ fn sorted_indexes(mut v: Vec<IndexRecord>) -> Vec<IndexRecord> {
 fn index(root: &Path, cmd: IndexCommand) -> Result<()> {
     let local = Local::open(root)?;
     match cmd {
+        IndexCommand::List(args) if args.remote.is_some() => discover::run(&args),
         IndexCommand::List(args) => {
             let platforms: Vec<oci::platform::Platform> = args
                 .platform

@@ -6,6 +6,9 @@ use thiserror::Error;
 /// Everything that can go wrong in this crate.
 #[derive(Debug, Error)]
 pub enum Error {
+    /// Fetching from elsewhere (a registry) failed; the source says where and why.
+    #[error(transparent)]
+    Remote(Box<dyn std::error::Error + Send + Sync>),
     /// A file system operation failed.
     #[error("{action} {path}: {source}")]
     Io {

@@ -1,40 +1,23 @@
 //! Reading OCI image layouts (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`).
 
 use crate::error::{io_err, Error, Result};
-use crate::manifest::{self, ParsedManifest};
-use crate::platform::Platform;
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
+use crate::manifest;
+use oci_spec::image::{Descriptor, Digest, ImageIndex};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Annotation holding a manifest's tag in `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-/// Nested indexes deeper than this are refused (a loop or a hostile layout).
-const MAX_INDEX_DEPTH: usize = 8;
-/// Largest image config we read.
-const MAX_CONFIG_SIZE: u64 = 8 * 1024 * 1024;
+pub use crate::resolve::{PlatformSelection, ResolvedImage};
 
-/// Which platforms of a multi-platform image to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlatformSelection {
-    /// The platform this program runs on.
-    Host,
-    /// These platforms.
-    Some(Vec<Platform>),
-    /// Every platform in the index.
-    All,
-}
+/// Reads manifests and configs for [`crate::resolve::image_manifests`] from the layout.
+struct LayoutFetcher<'a>(&'a OciLayout);
 
-/// One image manifest found in a layout.
-#[derive(Debug, Clone)]
-pub struct ResolvedImage {
-    /// Descriptor of the image manifest (what a SOCI index's `subject` points to).
-    pub manifest_desc: Descriptor,
-    /// The manifest itself.
-    pub manifest: ImageManifest,
-    /// The image's platform, from the index entry or the image config.
-    pub platform: Option<Platform>,
+impl crate::resolve::ManifestFetcher for LayoutFetcher<'_> {
+    fn fetch(&mut self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
+        self.0.read_blob(desc, limit)
+    }
 }
 
 /// An OCI image layout directory.
@@ -117,121 +100,8 @@ impl OciLayout {
         desc: &Descriptor,
         selection: &PlatformSelection,
     ) -> Result<Vec<ResolvedImage>> {
-        let mut found = Vec::new();
-        self.collect(desc, selection, 0, None, &mut found)?;
-        let explicit = matches!(selection, PlatformSelection::Some(_));
-        if found.is_empty() || (explicit && found.iter().all(|i| i.platform.is_none())) {
-            // Nothing matched: say what exists.
-            let mut all = Vec::new();
-            self.collect(desc, &PlatformSelection::All, 0, None, &mut all)?;
-            let available: Vec<String> = all
-                .iter()
-                .map(|i| {
-                    i.platform
-                        .as_ref()
-                        .map_or("unknown".into(), |p| p.to_string())
-                })
-                .collect();
-            if found.is_empty() {
-                return Err(Error::NoMatchingPlatform {
-                    wanted: match selection {
-                        PlatformSelection::Host => Platform::host().to_string(),
-                        PlatformSelection::Some(ps) => ps
-                            .iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        PlatformSelection::All => "any".into(),
-                    },
-                    image: format!("{} ({})", self.dir.display(), desc.digest()),
-                    available: available.join(", "),
-                });
-            }
-        }
-        Ok(found)
-    }
-
-    fn collect(
-        &self,
-        desc: &Descriptor,
-        selection: &PlatformSelection,
-        depth: usize,
-        platform: Option<Platform>,
-        out: &mut Vec<ResolvedImage>,
-    ) -> Result<()> {
-        if depth > MAX_INDEX_DEPTH {
-            return Err(Error::InvalidManifest {
-                what: desc.digest().to_string(),
-                reason: format!("image indexes nested deeper than {MAX_INDEX_DEPTH}"),
-            });
-        }
-        let bytes = self.read_blob(desc, manifest::MAX_MANIFEST_SIZE as u64)?;
-        match manifest::parse(&bytes, desc.digest().as_ref())? {
-            ParsedManifest::Index(index) => {
-                for child in index.manifests() {
-                    let child_platform = child.platform().as_ref().map(Platform::from_oci);
-                    let keep = match (&child_platform, selection) {
-                        (_, PlatformSelection::All) => true,
-                        (Some(p), PlatformSelection::Host) => Platform::host().matches(p),
-                        (Some(p), PlatformSelection::Some(wanted)) => {
-                            wanted.iter().any(|w| w.matches(p))
-                        }
-                        (None, _) => true,
-                    };
-                    if keep {
-                        self.collect(child, selection, depth + 1, child_platform, out)?;
-                    }
-                }
-            }
-            ParsedManifest::Image(manifest) => {
-                if is_image(&manifest) {
-                    let platform = match platform {
-                        Some(p) => Some(p),
-                        None => self.config_platform(&manifest)?,
-                    };
-                    let keep = match (&platform, selection) {
-                        (Some(p), PlatformSelection::Some(wanted)) => {
-                            wanted.iter().any(|w| w.matches(p))
-                        }
-                        (Some(p), PlatformSelection::Host) if depth > 0 => {
-                            Platform::host().matches(p)
-                        }
-                        _ => true,
-                    };
-                    if keep
-                        && !out
-                            .iter()
-                            .any(|i: &ResolvedImage| i.manifest_desc.digest() == desc.digest())
-                    {
-                        out.push(ResolvedImage {
-                            manifest_desc: desc.clone(),
-                            manifest: *manifest,
-                            platform,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the platform from an image's config blob, if it has a readable one.
-    fn config_platform(&self, manifest: &ImageManifest) -> Result<Option<Platform>> {
-        let config = manifest.config();
-        let media = config.media_type().to_string();
-        if !(media.contains("image.config") || media.contains("container.image")) {
-            return Ok(None);
-        }
-        let bytes = self.read_blob(config, MAX_CONFIG_SIZE)?;
-        let parsed: ImageConfiguration = match serde_json::from_slice(&bytes) {
-            Ok(c) => c,
-            Err(_) => return Ok(None),
-        };
-        Ok(Some(Platform::new(
-            &parsed.os().to_string(),
-            &parsed.architecture().to_string(),
-            parsed.variant().as_deref(),
-        )))
+        let name = self.dir.display().to_string();
+        crate::resolve::image_manifests(&mut LayoutFetcher(self), &name, desc, selection)
     }
 
     /// Path of a blob in the layout.
@@ -307,13 +177,6 @@ impl OciLayout {
 }
 
 /// Whether a manifest describes a runnable image (not an artifact such as a SOCI index).
-fn is_image(manifest: &ImageManifest) -> bool {
-    let config = manifest.config().media_type().to_string();
-    manifest.artifact_type().is_none()
-        && (config == "application/vnd.oci.image.config.v1+json"
-            || config == "application/vnd.docker.container.image.v1+json")
-}
-
 fn ref_name(desc: &Descriptor) -> Option<&str> {
     desc.annotations()
         .as_ref()?

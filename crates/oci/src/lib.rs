@@ -9,6 +9,7 @@ pub mod layout;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
+pub mod resolve;
 pub mod soci_index;
 pub mod store;
 

@@ -6,7 +6,11 @@ use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
 /// Largest manifest or index we parse (registries commonly cap at 4 MiB too).
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
-/// Docker schema 2 image manifest media type.
+/// OCI image manifest media type.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index media type.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker schema 2 manifest media type.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker schema 2 manifest list media type.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";

@@ -1,0 +1,616 @@
+//! `soci convert`: make a SOCI-enabled image (SOCI index manifest v2). The result is a new
+//! image index at the destination that holds a copy of each image manifest annotated with its
+//! SOCI index digest, plus the SOCI index manifests themselves. Layers are shared with the
+//! original image: never re-uploaded (same repository) or mounted (another repository).
+
+use crate::create::{self, IndexOptions, Opened, Source};
+use crate::remote::RegistryArgs;
+use crate::Local;
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use oci::db::IndexRecord;
+use oci::reference::ImageRef;
+use oci::resolve::ResolvedImage;
+use oci::soci_index::{self, IndexVersion};
+use oci::{Descriptor, Digest};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Output format of `--standalone`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An OCI image layout directory.
+    OciDir,
+    /// An OCI image layout in a tar file (not supported yet).
+    OciArchive,
+}
+
+/// Arguments of `soci convert`.
+#[derive(Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Uncompressed bytes between gzip checkpoints.
+    #[arg(long, default_value_t = ztoc::DEFAULT_SPAN_SIZE)]
+    span_size: u64,
+    /// Layers smaller than this get no zTOC (they are fetched whole at run time).
+    #[arg(long, default_value_t = 10 << 20)]
+    min_layer_size: u64,
+    /// Platform(s) to index, os/arch[/variant] (default: this machine's, or the image's own
+    /// platform for a single-platform image).
+    #[arg(long, short = 'p', conflicts_with = "all_platforms")]
+    platform: Vec<String>,
+    /// Index every platform of a multi-platform image.
+    #[arg(long)]
+    all_platforms: bool,
+    /// Rebuild zTOCs even when one already exists for a layer.
+    #[arg(long, short = 'f')]
+    force: bool,
+    /// Convert OCI image layouts on disk instead of images in a registry (no registry, no
+    /// containerd): SRC and DST are directories.
+    #[arg(long)]
+    standalone: bool,
+    /// Output format with --standalone.
+    #[arg(long, value_enum, default_value = "oci-dir", requires = "standalone")]
+    format: OutputFormat,
+    /// Image to convert: HOST/REPO[:TAG|@DIGEST], or with --standalone an OCI layout
+    /// directory (DIR, oci:DIR or oci:DIR:TAG).
+    src: String,
+    /// Where to write the converted image: HOST/REPO[:TAG] on the same registry, or with
+    /// --standalone a new (or empty) directory.
+    dst: String,
+}
+
+/// Where the converted image goes.
+enum Dest {
+    Registry {
+        repo: registry::Repository,
+        tag: String,
+        /// Source repository name when it differs from the destination (blobs are mounted).
+        mount_from: Option<String>,
+    },
+    Layout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
+}
+
+pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
+    if args.span_size == 0 {
+        bail!("--span-size must be positive");
+    }
+    let src_ref = if args.standalone {
+        if args.format == OutputFormat::OciArchive {
+            bail!("--format oci-archive is not supported yet; use --format oci-dir (and `tar` the directory if you need an archive)");
+        }
+        match ImageRef::parse(&args.src) {
+            Ok(r @ ImageRef::OciLayout { .. }) => r,
+            _ => ImageRef::OciLayout {
+                dir: PathBuf::from(&args.src),
+                tag: None,
+                digest: None,
+            },
+        }
+    } else {
+        let r = ImageRef::parse(&args.src)?;
+        if matches!(r, ImageRef::OciLayout { .. }) {
+            bail!(
+                "{} is an OCI layout; convert layouts with --standalone SRC_DIR DST_DIR",
+                args.src
+            );
+        }
+        r
+    };
+    let selection = create::platform_selection(&args.platform, args.all_platforms)?;
+    let Opened {
+        source,
+        top,
+        images,
+    } = Source::open(&src_ref, &args.registry, &selection)?;
+
+    let dest = match (&source, &src_ref) {
+        (Source::Registry { repo, remote, .. }, ImageRef::Registry { registry, .. }) => {
+            let dst = ImageRef::parse(&args.dst)?;
+            let ImageRef::Registry {
+                registry: dst_registry,
+                repository: dst_repo,
+                tag,
+                digest,
+            } = &dst
+            else {
+                bail!(
+                    "destination {} must be a registry reference HOST/REPO:TAG",
+                    args.dst
+                );
+            };
+            if digest.is_some() {
+                bail!("destination {} must name a tag, not a digest: the converted image is a new image", args.dst);
+            }
+            if dst_registry != registry {
+                bail!(
+                    "destination registry {dst_registry} differs from the source's ({registry}); \
+                     convert within one registry (layers are mounted, not copied), then copy \
+                     the result with `skopeo copy --all`"
+                );
+            }
+            let dst_repo_handle = remote.client.repository(dst_registry, dst_repo)?;
+            Dest::Registry {
+                repo: dst_repo_handle,
+                tag: tag.clone().unwrap_or_else(|| "latest".to_owned()),
+                mount_from: (repo.name() != dst_repo).then(|| repo.name().to_owned()),
+            }
+        }
+        (Source::Layout { dir, .. }, ImageRef::OciLayout { tag, .. }) => {
+            let out = PathBuf::from(args.dst.strip_prefix("oci:").unwrap_or(&args.dst));
+            if out.exists()
+                && std::fs::read_dir(&out)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
+                bail!(
+                    "{} exists and is not empty; the converted layout is written to a new or empty directory",
+                    out.display()
+                );
+            }
+            if std::fs::canonicalize(&out).ok().as_ref() == Some(dir) {
+                bail!("source and destination are the same directory");
+            }
+            Dest::Layout {
+                dir: out,
+                tag: tag.clone(),
+            }
+        }
+        _ => bail!("internal error: source and destination kinds disagree"),
+    };
+
+    // Refuse images that are already SOCI-enabled: converting them again would nest indexes.
+    let top_bytes = source.fetch(&top)?;
+    let top_json: Value = serde_json::from_slice(&top_bytes)
+        .with_context(|| format!("{} is not valid JSON", top.digest()))?;
+    let top_is_index = top_json.get("manifests").is_some();
+    if top_is_index {
+        if let Some(found) = top_json["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m.get("artifactType").and_then(Value::as_str) == Some(soci_index::SOCI_INDEX_V2)
+            })
+        {
+            bail!(
+                "{} is already a SOCI-enabled image (it holds SOCI index {}); convert the original image instead",
+                args.src,
+                found.get("digest").and_then(Value::as_str).unwrap_or("?")
+            );
+        }
+    }
+    for image in &images {
+        if let Some(d) = image
+            .manifest
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(soci_index::ANNOTATION_INDEX_DIGEST))
+        {
+            bail!(
+                "{} is already a SOCI-enabled image (manifest {} names SOCI index {d}); convert the original image instead",
+                args.src,
+                image.manifest_desc.digest()
+            );
+        }
+    }
+
+    let local = Local::open(root)?;
+    let opts = IndexOptions {
+        span_size: args.span_size,
+        min_layer_size: args.min_layer_size,
+        force: args.force,
+    };
+    let by_layer = create::index_layers(&source, &local, &images, &opts)?;
+
+    // One v2 SOCI index per image that has at least one zTOC.
+    struct Built {
+        image: ResolvedImage,
+        digest: Digest,
+        bytes: Vec<u8>,
+        ztoc_records: Vec<oci::db::ZtocRecord>,
+    }
+    let mut built: Vec<Built> = Vec::new();
+    for image in &images {
+        let platform = image
+            .platform
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let (ztocs, records) = create::image_ztocs(image, &by_layer, args.span_size)?;
+        if ztocs.is_empty() {
+            println!("platform {platform}: every layer was skipped; no SOCI index for it");
+            continue;
+        }
+        let annotations = BTreeMap::from([(
+            soci_index::ANNOTATION_BUILD_TOOL.to_owned(),
+            ztoc::DEFAULT_BUILD_TOOL.to_owned(),
+        )]);
+        let (bytes, digest) =
+            soci_index::build_index_manifest(IndexVersion::V2, None, &ztocs, &annotations)?;
+        local.store.put_bytes(&bytes)?;
+        built.push(Built {
+            image: image.clone(),
+            digest,
+            bytes,
+            ztoc_records: records,
+        });
+    }
+    if built.is_empty() {
+        bail!("no zTOCs were created for {}: every layer was skipped; lower --min-layer-size to index small layers", args.src);
+    }
+
+    let mut io = DestIo {
+        dest: &dest,
+        source: &source,
+        store: &local.store,
+    };
+    io.prepare()?;
+
+    // The entries of the new image index.
+    let mut entries: Vec<Value> = if top_is_index {
+        top_json["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        let mut d = serde_json::to_value(&top)?;
+        // A bare manifest has no platform in its descriptor; runtimes need it in an index.
+        if let Some(p) = images.first().and_then(|i| i.platform.as_ref()) {
+            d["platform"] = platform_json(p);
+        }
+        vec![d]
+    };
+    let mut soci_entries = Vec::new();
+    let mut records = Vec::new();
+    for entry in entries.iter_mut() {
+        let desc: Descriptor = serde_json::from_value(entry.clone())
+            .context("the image index has an invalid descriptor")?;
+        let media = desc.media_type().to_string();
+        let is_manifest =
+            media == oci::manifest::OCI_MANIFEST || media == oci::manifest::DOCKER_MANIFEST;
+        if !is_manifest {
+            io.copy_referenced(&desc, None)?;
+            continue;
+        }
+        let bytes = source.fetch(&desc)?;
+        let index_for = built
+            .iter()
+            .find(|b| b.image.manifest_desc.digest() == desc.digest());
+        let needs_rewrite = index_for.is_some() || media == oci::manifest::DOCKER_MANIFEST;
+        if !needs_rewrite {
+            io.copy_referenced(&desc, Some(&bytes))?;
+            continue;
+        }
+        let mut manifest: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("manifest {} is not valid JSON", desc.digest()))?;
+        // Registries dislike Docker manifests next to OCI artifacts in one index, so the copy
+        // is an OCI manifest (with an OCI config type), as AWS's convert does.
+        manifest["mediaType"] = json!(oci::manifest::OCI_MANIFEST);
+        if manifest["config"]["mediaType"].as_str()
+            == Some("application/vnd.docker.container.image.v1+json")
+        {
+            manifest["config"]["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+        }
+        if let Some(b) = index_for {
+            let ann = manifest
+                .as_object_mut()
+                .context("manifest is not a JSON object")?
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()));
+            ann[soci_index::ANNOTATION_INDEX_DIGEST] = json!(b.digest.to_string());
+        }
+        let new_bytes = serde_json::to_vec(&manifest)?;
+        let new_digest = oci::digest::sha256(&new_bytes);
+        io.put_image_manifest(&desc, &new_digest, &new_bytes)?;
+        entry["mediaType"] = json!(oci::manifest::OCI_MANIFEST);
+        entry["digest"] = json!(new_digest.to_string());
+        entry["size"] = json!(new_bytes.len());
+        if let Some(b) = index_for {
+            let ann = entry
+                .as_object_mut()
+                .context("index entry is not a JSON object")?
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()));
+            ann[soci_index::ANNOTATION_INDEX_DIGEST] = json!(b.digest.to_string());
+            let platform = b.image.platform.as_ref();
+            let mut soci = json!({
+                "mediaType": oci::manifest::OCI_MANIFEST,
+                "digest": b.digest.to_string(),
+                "size": b.bytes.len(),
+                "artifactType": soci_index::SOCI_INDEX_V2,
+                "annotations": { soci_index::ANNOTATION_IMAGE_MANIFEST_DIGEST: new_digest.to_string() },
+            });
+            if let Some(p) = platform {
+                soci["platform"] = platform_json(p);
+            }
+            // zTOCs, the empty config and the SOCI index itself go before the index that
+            // names them.
+            io.put_soci_index(b.digest.clone(), &b.bytes, &b.ztoc_records)?;
+            soci_entries.push(soci);
+            records.push(IndexRecord {
+                digest: b.digest.to_string(),
+                size: b.bytes.len() as u64,
+                image_ref: String::new(),
+                platform: platform.map(|p| p.to_string()).unwrap_or_default(),
+                media_type: soci_index::SOCI_INDEX_V2.to_owned(),
+                manifest_digest: new_digest.to_string(),
+                created: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                ztocs: b.ztoc_records.iter().map(|z| z.digest.clone()).collect(),
+                span_size: args.span_size,
+                min_layer_size: args.min_layer_size,
+            });
+        }
+    }
+    entries.extend(soci_entries);
+    let mut index = if top_is_index {
+        top_json.clone()
+    } else {
+        json!({"schemaVersion": 2})
+    };
+    index["mediaType"] = json!(oci::manifest::OCI_INDEX);
+    index["manifests"] = Value::Array(entries);
+    let index_bytes = serde_json::to_vec(&index)?;
+    let index_digest = oci::digest::sha256(&index_bytes);
+    let dst_name = io.put_top(&index_digest, &index_bytes)?;
+
+    let dst_ref = match &dest {
+        Dest::Registry { .. } => crate::normalize_ref(&args.dst)?,
+        Dest::Layout { dir, tag } => {
+            let dir = std::fs::canonicalize(dir).unwrap_or(dir.clone());
+            ImageRef::OciLayout {
+                dir,
+                tag: tag.clone(),
+                digest: None,
+            }
+            .to_string()
+        }
+    };
+    for mut rec in records {
+        rec.image_ref = dst_ref.clone();
+        let ztocs: Vec<oci::db::ZtocRecord> = built
+            .iter()
+            .find(|b| b.digest.to_string() == rec.digest)
+            .map(|b| b.ztoc_records.clone())
+            .unwrap_or_default();
+        local.db.put_index(&rec, &ztocs)?;
+        println!(
+            "soci index {} (v2) for {} -> manifest {}",
+            rec.digest, rec.platform, rec.manifest_digest
+        );
+    }
+    println!("converted image {index_digest} written to {dst_name}");
+    Ok(())
+}
+
+fn platform_json(p: &oci::platform::Platform) -> Value {
+    let s = p.to_string();
+    let mut parts = s.split('/');
+    let os = parts.next().unwrap_or_default();
+    let arch = parts.next().unwrap_or_default();
+    let mut v = json!({"architecture": arch, "os": os});
+    if let Some(variant) = parts.next() {
+        v["variant"] = json!(variant);
+    }
+    v
+}
+
+/// Writes objects to the destination, copying or mounting what the new image shares with
+/// the original.
+struct DestIo<'a> {
+    dest: &'a Dest,
+    source: &'a Source,
+    /// Local content store holding the zTOCs just built.
+    store: &'a oci::store::ContentStore,
+}
+
+impl DestIo<'_> {
+    /// Standalone: copies the source layout's blobs (hard links when possible).
+    fn prepare(&mut self) -> Result<()> {
+        let (Dest::Layout { dir, .. }, Source::Layout { dir: src, .. }) = (self.dest, self.source)
+        else {
+            return Ok(());
+        };
+        let from = src.join("blobs/sha256");
+        let to = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        for entry in
+            std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))?
+        {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if std::fs::hard_link(entry.path(), &target).is_err() {
+                std::fs::copy(entry.path(), &target).with_context(|| {
+                    format!("copying {} to {}", entry.path().display(), target.display())
+                })?;
+            }
+        }
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .with_context(|| format!("writing {}/oci-layout", dir.display()))?;
+        Ok(())
+    }
+
+    fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        match self.dest {
+            Dest::Registry { repo, .. } => {
+                let rt = self.runtime()?;
+                rt.block_on(repo.push_blob(digest, Bytes::copy_from_slice(bytes), &[]))?;
+            }
+            Dest::Layout { dir, .. } => {
+                let path = dir.join("blobs/sha256").join(digest.digest());
+                if !path.exists() {
+                    let tmp = path.with_extension("partial");
+                    std::fs::write(&tmp, bytes)
+                        .with_context(|| format!("writing {}", tmp.display()))?;
+                    std::fs::rename(&tmp, &path)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+        match self.source {
+            Source::Registry { remote, .. } => Ok(&remote.rt),
+            Source::Layout { .. } => bail!("internal error: no registry runtime"),
+        }
+    }
+
+    /// Makes sure the blobs a manifest references (config and layers) are in the destination
+    /// repository: nothing to do in the same repository, a mount from another one.
+    fn ensure_blobs(&self, manifest_bytes: &[u8]) -> Result<()> {
+        let Dest::Registry {
+            repo,
+            mount_from: Some(from),
+            ..
+        } = self.dest
+        else {
+            return Ok(());
+        };
+        let m: Value = serde_json::from_slice(manifest_bytes)?;
+        let mut digests = vec![m["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()];
+        for l in m["layers"].as_array().into_iter().flatten() {
+            digests.push(l["digest"].as_str().unwrap_or_default().to_owned());
+        }
+        let rt = self.runtime()?;
+        for d in digests.iter().filter(|d| !d.is_empty()) {
+            let digest = oci::digest::parse(d)?;
+            if !rt.block_on(repo.mount_blob(&digest, from))? {
+                bail!(
+                    "the registry did not mount blob {d} from {from} into {}; it may not support cross-repository mounts",
+                    repo.name()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies an unchanged manifest (or other object) into the destination when it is
+    /// another repository; in the same repository it is already there.
+    fn copy_referenced(&self, desc: &Descriptor, bytes: Option<&[u8]>) -> Result<()> {
+        match self.dest {
+            Dest::Registry {
+                mount_from: None, ..
+            }
+            | Dest::Layout { .. } => Ok(()),
+            Dest::Registry { repo, .. } => {
+                let bytes = match bytes {
+                    Some(b) => b.to_vec(),
+                    None => self.source.fetch(desc)?,
+                };
+                let media = desc.media_type().to_string();
+                if media.contains("index") || media.contains("manifest.list") {
+                    bail!(
+                        "{} is a nested image index; converting into another repository supports flat indexes only (convert into the same repository)",
+                        desc.digest()
+                    );
+                }
+                self.ensure_blobs(&bytes)?;
+                let rt = self.runtime()?;
+                rt.block_on(repo.put_manifest(desc.digest().as_ref(), &media, Bytes::from(bytes)))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn put_image_manifest(
+        &self,
+        original: &Descriptor,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<()> {
+        match self.dest {
+            Dest::Registry { repo, .. } => {
+                let original_bytes = self.source.fetch(original)?;
+                self.ensure_blobs(&original_bytes)?;
+                let rt = self.runtime()?;
+                rt.block_on(repo.put_manifest(
+                    digest.as_ref(),
+                    oci::manifest::OCI_MANIFEST,
+                    Bytes::copy_from_slice(bytes),
+                ))?;
+                Ok(())
+            }
+            Dest::Layout { .. } => self.put_blob(digest, bytes),
+        }
+    }
+
+    fn put_soci_index(
+        &self,
+        digest: Digest,
+        bytes: &[u8],
+        ztocs: &[oci::db::ZtocRecord],
+    ) -> Result<()> {
+        for z in ztocs {
+            let d = oci::digest::parse(&z.digest)?;
+            let b = self
+                .store
+                .get(&d)
+                .with_context(|| format!("reading zTOC {d} from the local store"))?;
+            self.put_blob(&d, &b)?;
+        }
+        self.put_blob(
+            &oci::digest::parse(soci_index::EMPTY_CONFIG_DIGEST)?,
+            soci_index::EMPTY_CONFIG,
+        )?;
+        match self.dest {
+            Dest::Registry { repo, .. } => {
+                let rt = self.runtime()?;
+                rt.block_on(repo.put_manifest(
+                    digest.as_ref(),
+                    oci::manifest::OCI_MANIFEST,
+                    Bytes::copy_from_slice(bytes),
+                ))?;
+            }
+            Dest::Layout { .. } => self.put_blob(&digest, bytes)?,
+        }
+        Ok(())
+    }
+
+    /// Writes the new image index under the destination tag; returns a printable name.
+    fn put_top(&self, digest: &Digest, bytes: &[u8]) -> Result<String> {
+        match self.dest {
+            Dest::Registry { repo, tag, .. } => {
+                let rt = self.runtime()?;
+                rt.block_on(repo.put_manifest(
+                    tag,
+                    oci::manifest::OCI_INDEX,
+                    Bytes::copy_from_slice(bytes),
+                ))?;
+                Ok(format!("{}/{}:{tag}", repo.registry(), repo.name()))
+            }
+            Dest::Layout { dir, tag } => {
+                self.put_blob(digest, bytes)?;
+                let mut desc = json!({
+                    "mediaType": oci::manifest::OCI_INDEX,
+                    "digest": digest.to_string(),
+                    "size": bytes.len(),
+                });
+                if let Some(t) = tag {
+                    desc["annotations"] = json!({ oci::layout::REF_NAME_ANNOTATION: t });
+                }
+                let index = json!({
+                    "schemaVersion": 2,
+                    "mediaType": oci::manifest::OCI_INDEX,
+                    "manifests": [desc],
+                });
+                let path = dir.join("index.json");
+                std::fs::write(&path, serde_json::to_vec(&index)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok(dir.display().to_string())
+            }
+        }
+    }
+}

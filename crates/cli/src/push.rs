@@ -1,0 +1,320 @@
+//! `soci push`: upload an image's SOCI index (v1) and its zTOCs to the image's repository and
+//! make the index discoverable (referrers API, or the `sha256-<hex>` tag schema).
+
+use crate::remote::{self, RegistryArgs, Remote};
+use crate::Local;
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use oci::db::IndexRecord;
+use oci::platform::Platform;
+use oci::reference::ImageRef;
+use oci::resolve::PlatformSelection;
+use oci::soci_index;
+use oci::Descriptor;
+use registry::{BlobPush, Repository};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What to do when the registry already holds another SOCI index for the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExistingIndex {
+    /// Print a warning and push anyway.
+    Warn,
+    /// Do not push.
+    Skip,
+    /// Push without checking.
+    Allow,
+}
+
+/// Arguments of `soci push`.
+#[derive(Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Platform(s) whose index to push, os/arch[/variant] (default: this machine's).
+    #[arg(long, short = 'p', conflicts_with = "all_platforms")]
+    platform: Vec<String>,
+    /// Push the indexes of every platform built locally for the image.
+    #[arg(long)]
+    all_platforms: bool,
+    /// When the registry already has a SOCI index for the image: warn (and push), skip, or
+    /// allow (push without checking).
+    #[arg(long, value_enum, default_value = "warn")]
+    existing_index: ExistingIndex,
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 3)]
+    max_concurrent_uploads: usize,
+    /// Print only the digests of the indexes pushed.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Image whose SOCI index to push (HOST/REPO[:TAG|@DIGEST]), as given to `soci create`.
+    image: String,
+}
+
+pub fn run(root: &Path, args: PushArgs) -> Result<()> {
+    let reference = ImageRef::parse(&args.image)?;
+    if !matches!(reference, ImageRef::Registry { .. }) {
+        bail!(
+            "{} is not a registry reference; push needs HOST/REPO[:TAG] (indexes of OCI layouts \
+             are pushed by building them from the image in the registry: `soci create HOST/REPO:TAG`)",
+            args.image
+        );
+    }
+    let image_ref = crate::normalize_ref(&args.image)?;
+    let local = Local::open(root)?;
+    let wanted: Option<Vec<Platform>> = if args.all_platforms {
+        None
+    } else if args.platform.is_empty() {
+        Some(vec![Platform::host()])
+    } else {
+        Some(
+            args.platform
+                .iter()
+                .map(|p| Platform::parse(p))
+                .collect::<Result<_, _>>()?,
+        )
+    };
+
+    // The newest local v1 index per platform, as AWS's soci picks.
+    let mut newest: HashMap<String, IndexRecord> = HashMap::new();
+    for rec in local.db.list_indexes()? {
+        if rec.image_ref != image_ref || rec.media_type != soci_index::SOCI_INDEX_V1 {
+            continue;
+        }
+        let keep = match &wanted {
+            None => true,
+            Some(ws) => {
+                Platform::parse(&rec.platform).is_ok_and(|p| ws.iter().any(|w| w.matches(&p)))
+            }
+        };
+        if !keep {
+            continue;
+        }
+        match newest.get(&rec.platform) {
+            Some(old) if old.created >= rec.created => {}
+            _ => {
+                newest.insert(rec.platform.clone(), rec);
+            }
+        }
+    }
+    if newest.is_empty() {
+        let which = match &wanted {
+            None => "any platform".to_owned(),
+            Some(ws) => ws
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        bail!(
+            "no SOCI index (v1) for {image_ref} ({which}) in {}; create one with `soci create {}`",
+            root.display(),
+            args.image
+        );
+    }
+    let mut indexes: Vec<IndexRecord> = newest.into_values().collect();
+    indexes.sort_by(|a, b| a.platform.cmp(&b.platform));
+
+    let remote = Remote::new(&args.registry)?;
+    let repo = remote.repository(&reference)?;
+    // The image as the registry has it now: an index must have been built for exactly these
+    // manifests, or it would describe layers the image does not have.
+    let (_, images) = remote::resolve_images(&remote, &repo, &reference, &PlatformSelection::All)?;
+
+    let mut pushed = 0;
+    for rec in &indexes {
+        let Some(image) = images
+            .iter()
+            .find(|i| i.manifest_desc.digest().to_string() == rec.manifest_digest)
+        else {
+            let now: Vec<String> = images
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} ({})",
+                        i.manifest_desc.digest(),
+                        i.platform
+                            .as_ref()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            bail!(
+                "refusing to push SOCI index {}: it was built for image manifest {} ({}), but {} \
+                 now points at {}; rebuild it with `soci create {}`",
+                rec.digest,
+                rec.manifest_digest,
+                rec.platform,
+                args.image,
+                now.join(", "),
+                args.image
+            );
+        };
+        if push_one(&remote, &repo, &local, rec, &image.manifest_desc, &args)? {
+            pushed += 1;
+        }
+    }
+    if !args.quiet {
+        println!(
+            "{pushed} of {} SOCI index(es) pushed to {}",
+            indexes.len(),
+            args.image
+        );
+    }
+    Ok(())
+}
+
+/// Pushes one index; returns false when it was skipped.
+fn push_one(
+    remote: &Remote,
+    repo: &Repository,
+    local: &Local,
+    rec: &IndexRecord,
+    manifest: &Descriptor,
+    args: &PushArgs,
+) -> Result<bool> {
+    let say = |s: String| {
+        if !args.quiet {
+            println!("{s}");
+        }
+    };
+    let index_digest = oci::digest::parse(&rec.digest)?;
+    let index_bytes = local
+        .store
+        .get(&index_digest)
+        .with_context(|| format!("reading SOCI index {} from the local store", rec.digest))?;
+    let index = soci_index::parse_index_manifest(&index_bytes, &rec.digest)?;
+    match &index.subject {
+        Some(s) if s.digest() == manifest.digest() => {}
+        _ => bail!(
+            "refusing to push SOCI index {}: its subject is not image manifest {}",
+            rec.digest,
+            manifest.digest()
+        ),
+    }
+
+    let existing = remote
+        .rt
+        .block_on(repo.referrers(manifest.digest(), Some(soci_index::SOCI_INDEX_V1)))
+        .with_context(|| format!("looking for SOCI indexes of {}", manifest.digest()))?;
+    let already = existing
+        .descriptors
+        .iter()
+        .any(|d| d.digest() == &index_digest);
+    let others: Vec<String> = existing
+        .descriptors
+        .iter()
+        .filter(|d| d.digest() != &index_digest)
+        .map(|d| d.digest().to_string())
+        .collect();
+    if args.existing_index != ExistingIndex::Allow && !others.is_empty() {
+        let found = if others.len() == 1 {
+            format!(
+                "SOCI index {} already in the registry for {}",
+                others[0],
+                manifest.digest()
+            )
+        } else {
+            format!(
+                "{} SOCI indexes already in the registry for {}",
+                others.len(),
+                manifest.digest()
+            )
+        };
+        match args.existing_index {
+            ExistingIndex::Skip => {
+                say(format!("{found}: skipping ({})", rec.platform));
+                return Ok(false);
+            }
+            _ => eprintln!("warning: {found}: pushing {} anyway", rec.digest),
+        }
+    }
+
+    if args.quiet {
+        println!("{}", rec.digest);
+    } else {
+        println!(
+            "pushing soci index {} ({}) for {}",
+            rec.digest,
+            rec.platform,
+            manifest.digest()
+        );
+    }
+    // Blobs first, the manifest last: a registry never holds an index whose zTOCs are missing.
+    let mut blobs: Vec<(oci::Digest, Bytes)> = vec![(
+        oci::digest::parse(soci_index::EMPTY_CONFIG_DIGEST)?,
+        Bytes::from_static(soci_index::EMPTY_CONFIG),
+    )];
+    for z in &index.ztocs {
+        let bytes = local
+            .store
+            .get(&z.digest)
+            .with_context(|| format!("reading zTOC {} from the local store", z.digest))?;
+        blobs.push((z.digest.clone(), Bytes::from(bytes)));
+    }
+    let results: Vec<(oci::Digest, usize, BlobPush)> = remote.rt.block_on(async {
+        stream::iter(blobs.into_iter().map(|(d, b)| async move {
+            let len = b.len();
+            let r = repo.push_blob(&d, b, &[]).await?;
+            Ok::<_, registry::Error>((d, len, r))
+        }))
+        .buffer_unordered(args.max_concurrent_uploads.max(1))
+        .try_collect()
+        .await
+    })?;
+    for (d, len, r) in &results {
+        let what = match r {
+            BlobPush::Existed => "already in the registry",
+            BlobPush::Mounted => "mounted",
+            BlobPush::Uploaded => "uploaded",
+        };
+        say(format!("  blob {d} ({len} bytes): {what}"));
+    }
+    let put = remote.rt.block_on(repo.put_manifest(
+        &rec.digest,
+        oci::manifest::OCI_MANIFEST,
+        Bytes::from(index_bytes.clone()),
+    ))?;
+    if put.subject_handled {
+        say(format!(
+            "  index {}: pushed; the registry's referrers API lists it",
+            rec.digest
+        ));
+    } else {
+        let desc = referrer_descriptor(&index_digest, index_bytes.len() as u64, &index);
+        let added = remote
+            .rt
+            .block_on(repo.add_referrer_to_tag_schema(manifest.digest(), &desc))?;
+        say(format!(
+            "  index {}: pushed; {} referrers tag {}",
+            rec.digest,
+            if added { "added to" } else { "already in" },
+            registry::client::referrers_tag(manifest.digest())
+        ));
+    }
+    if already {
+        say(format!(
+            "  (the registry already had {}; nothing new was added)",
+            rec.digest
+        ));
+    }
+    Ok(true)
+}
+
+/// The descriptor of a SOCI index as listed in a referrers index: OCI manifest media type,
+/// its artifact type, and its annotations (clients filter on both).
+pub(crate) fn referrer_descriptor(
+    digest: &oci::Digest,
+    size: u64,
+    index: &soci_index::SociIndex,
+) -> Descriptor {
+    let mut d = Descriptor::new(oci::MediaType::ImageManifest, size, digest.clone());
+    d.set_artifact_type(Some(oci::MediaType::from(index.version.media_type())));
+    if !index.annotations.is_empty() {
+        d.set_annotations(Some(index.annotations.clone().into_iter().collect()));
+    }
+    d
+}

@@ -1,0 +1,185 @@
+//! Registry access for the CLI: the shared flags (`--user`, `--plain-http`, …), a client built
+//! from them, and blocking bridges so the (synchronous, rayon-parallel) indexer can read layers
+//! streamed from a registry.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use oci::reference::ImageRef;
+use oci::resolve::{ManifestFetcher, PlatformSelection, ResolvedImage};
+use oci::Descriptor;
+use registry::credentials::{self, DockerConfig};
+use registry::hosts::HostDefaults;
+use registry::{Client, ClientConfig, Repository};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use tokio::runtime::Runtime;
+
+/// Flags for commands that talk to a registry (the same names as AWS's `soci`).
+#[derive(Args, Clone, Debug)]
+pub struct RegistryArgs {
+    /// Registry credentials as user:password (default: Docker's config.json and its
+    /// credential helpers, e.g. docker-credential-ecr-login).
+    #[arg(long, short = 'u', env = "SOCI_USER", hide_env_values = true)]
+    pub user: Option<String>,
+    /// Use plain HTTP (always the case for localhost and 127.0.0.0/8, as in containerd).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Skip TLS certificate verification (only for registries you trust on the path).
+    #[arg(long, short = 'k', visible_alias = "insecure")]
+    pub skip_verify: bool,
+    /// Extra root CA certificate(s) (PEM) for the registry, besides the system's.
+    #[arg(long, visible_alias = "ca-file", value_name = "FILE")]
+    pub tlscacert: Option<PathBuf>,
+    /// containerd-style host configuration directory (`<dir>/<host>/hosts.toml`) for mirrors
+    /// and per-registry TLS, e.g. /etc/containerd/certs.d.
+    #[arg(long, value_name = "DIR", env = "SOCI_HOSTS_DIR")]
+    pub hosts_dir: Option<PathBuf>,
+}
+
+/// A registry client and the runtime that drives it.
+pub struct Remote {
+    /// Tokio runtime for the client's futures.
+    pub rt: Runtime,
+    /// The client.
+    pub client: Client,
+}
+
+impl Remote {
+    /// Builds the client from flags; credentials come from `--user` or Docker's config.
+    pub fn new(args: &RegistryArgs) -> Result<Self> {
+        let user = args
+            .user
+            .as_deref()
+            .map(credentials::parse_user_flag)
+            .transpose()?;
+        let docker_config = if user.is_none() {
+            Some(DockerConfig::load_default()?)
+        } else {
+            None
+        };
+        let config = ClientConfig {
+            hosts_dir: args.hosts_dir.clone(),
+            host_defaults: HostDefaults {
+                plain_http: args.plain_http,
+                insecure: args.skip_verify,
+                ca_file: args.tlscacert.clone(),
+            },
+            user,
+            docker_config,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok(Remote {
+            rt,
+            client: Client::new(config),
+        })
+    }
+
+    /// The repository of a registry reference.
+    pub fn repository(&self, reference: &ImageRef) -> Result<Repository> {
+        let ImageRef::Registry {
+            registry,
+            repository,
+            ..
+        } = reference
+        else {
+            anyhow::bail!("{reference} is not a registry reference");
+        };
+        Ok(self.client.repository(registry, repository)?)
+    }
+}
+
+/// Tag or digest of a registry reference (digest wins, as in Docker).
+pub fn reference_of(reference: &ImageRef) -> String {
+    match reference {
+        ImageRef::Registry { tag, digest, .. } => match (digest, tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_owned(),
+        },
+        ImageRef::OciLayout { .. } => String::new(),
+    }
+}
+
+/// Reads manifests, indexes and configs from a registry for [`oci::resolve`], verified by
+/// digest; remembers what it fetched so nothing is fetched twice.
+pub struct RegistryFetcher<'a> {
+    /// Runtime to block on.
+    pub rt: &'a Runtime,
+    /// Repository to read from.
+    pub repo: &'a Repository,
+    /// Objects fetched so far, by digest.
+    pub cache: HashMap<String, Vec<u8>>,
+}
+
+impl ManifestFetcher for RegistryFetcher<'_> {
+    fn fetch(&mut self, desc: &Descriptor, limit: u64) -> oci::Result<Vec<u8>> {
+        let key = desc.digest().to_string();
+        if let Some(b) = self.cache.get(&key) {
+            return Ok(b.clone());
+        }
+        let media = desc.media_type().to_string();
+        let is_manifest = media.contains("manifest") || media.contains("index");
+        let bytes = self
+            .rt
+            .block_on(async {
+                if is_manifest {
+                    self.repo.get_manifest(&key).await.map(|m| m.bytes)
+                } else {
+                    self.repo.get_blob_bytes(desc.digest(), limit).await
+                }
+            })
+            .map_err(|e| oci::Error::Remote(Box::new(e)))?
+            .to_vec();
+        self.cache.insert(key, bytes.clone());
+        Ok(bytes)
+    }
+}
+
+/// Resolves a registry reference to its top descriptor and the image manifests selected.
+pub fn resolve_images(
+    remote: &Remote,
+    repo: &Repository,
+    reference: &ImageRef,
+    selection: &PlatformSelection,
+) -> Result<(Descriptor, Vec<ResolvedImage>)> {
+    let r = reference_of(reference);
+    let top = remote.rt.block_on(repo.get_manifest(&r))?;
+    let media = if top.media_type.is_empty() {
+        oci::manifest::OCI_MANIFEST.to_owned()
+    } else {
+        top.media_type.clone()
+    };
+    let desc = Descriptor::new(
+        oci::MediaType::from(media.as_str()),
+        top.bytes.len() as u64,
+        top.digest.clone(),
+    );
+    let mut fetcher = RegistryFetcher {
+        rt: &remote.rt,
+        repo,
+        cache: HashMap::from([(top.digest.to_string(), top.bytes.to_vec())]),
+    };
+    let images =
+        oci::resolve::image_manifests(&mut fetcher, &reference.to_string(), &desc, selection)?;
+    Ok((desc, images))
+}
+
+/// A blocking reader over a blob streamed from a registry (for use off the runtime's threads).
+pub fn open_blob(
+    remote: &Remote,
+    repo: &Repository,
+    desc: &Descriptor,
+) -> Result<Box<dyn Read + Send>> {
+    let stream = remote.rt.block_on(repo.get_blob(desc.digest()))?;
+    let reader = tokio_util::io::StreamReader::new(stream.stream);
+    Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+        reader,
+        remote.rt.handle().clone(),
+    )))
+}

@@ -1,0 +1,233 @@
+//! The registry client against Debian's real `docker-registry` (distribution 2.8) on loopback.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use registry::retry::RetryPolicy;
+use registry::{BlobPush, Client, ClientConfig, Error, RangeReply, ReferrersSource};
+use std::time::Duration;
+use testutil::Registry;
+
+fn client(user: Option<(&str, &str)>) -> Client {
+    Client::new(ClientConfig {
+        user: user.map(|(u, p)| registry::credentials::Credential::Basic {
+            username: u.into(),
+            password: p.into(),
+        }),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            max_elapsed: Duration::from_secs(5),
+        },
+        upload_chunk_size: 100_000,
+        ..Default::default()
+    })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn manifest_for(config: &(oci::Digest, usize), layers: &[(oci::Digest, usize)]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0.to_string(), "size": config.1},
+        "layers": layers.iter().map(|(d, s)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d.to_string(), "size": s
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+#[test]
+fn blobs_manifests_ranges_mounts_and_referrers() {
+    let reg = Registry::start();
+    let rt = rt();
+    let c = client(None);
+    let repo = c.repository(&reg.addr(), "test/app").unwrap();
+    rt.block_on(async {
+        // Monolithic and chunked uploads, then existence and reads.
+        let small = Bytes::from(testutil::noisy(50_000, 3));
+        let big = Bytes::from(testutil::random_bytes(350_000, 9));
+        let ds = oci::digest::sha256(&small);
+        let db = oci::digest::sha256(&big);
+        assert_eq!(repo.blob_size(&ds).await.unwrap(), None);
+        assert_eq!(repo.push_blob(&ds, small.clone(), &[]).await.unwrap(), BlobPush::Uploaded);
+        assert_eq!(repo.push_blob(&db, big.clone(), &[]).await.unwrap(), BlobPush::Uploaded);
+        assert_eq!(repo.push_blob(&ds, small.clone(), &[]).await.unwrap(), BlobPush::Existed);
+        assert_eq!(repo.blob_size(&db).await.unwrap(), Some(big.len() as u64));
+        assert_eq!(repo.get_blob_bytes(&db, 1 << 20).await.unwrap(), big);
+
+        // Wrong bytes for a digest are refused before anything is sent.
+        let err = repo.push_blob(&ds, big.clone(), &[]).await.unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+
+        // Ranges: 206 with the exact bytes.
+        match repo.get_blob_range(&db, (1000, 5000)).await.unwrap() {
+            RangeReply::Partial(b) => assert_eq!(&b[..], &big[1000..5000]),
+            RangeReply::Whole(_) => panic!("distribution answers ranges with 206"),
+        }
+        assert_eq!(repo.read_blob_range(&db, (349_990, 350_000)).await.unwrap(), big.slice(349_990..));
+
+        // Streaming a whole blob.
+        let mut s = repo.get_blob(&db).await.unwrap();
+        assert_eq!(s.size, Some(big.len() as u64));
+        let mut got = Vec::new();
+        while let Some(chunk) = s.stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, big);
+
+        // Cross-repository mount.
+        let other = c.repository(&reg.addr(), "test/other").unwrap();
+        assert_eq!(other.push_blob(&db, big.clone(), &["test/app"]).await.unwrap(), BlobPush::Mounted);
+        assert_eq!(other.blob_size(&db).await.unwrap(), Some(big.len() as u64));
+
+        // Manifests by tag and digest; unknown ones.
+        let manifest = manifest_for(&(ds.clone(), small.len()), &[(db.clone(), big.len())]);
+        let put = repo
+            .put_manifest("v1", oci::manifest::OCI_MANIFEST, Bytes::from(manifest.clone()))
+            .await
+            .unwrap();
+        assert!(!put.subject_handled, "distribution 2.8 has no referrers API");
+        let by_tag = repo.get_manifest("v1").await.unwrap();
+        assert_eq!(by_tag.bytes, manifest);
+        assert_eq!(by_tag.digest, put.digest);
+        assert_eq!(by_tag.media_type, oci::manifest::OCI_MANIFEST);
+        let by_digest = repo.get_manifest(&put.digest.to_string()).await.unwrap();
+        assert_eq!(by_digest.bytes, manifest);
+        let (head_digest, head_size) = repo.head_manifest("v1").await.unwrap().unwrap();
+        assert_eq!(head_digest, Some(put.digest.clone()));
+        assert_eq!(head_size, manifest.len() as u64);
+        let err = repo.get_manifest("nope").await.unwrap_err();
+        assert_eq!(err.to_string(), format!("manifest unknown: {}/test/app:nope", reg.addr()));
+        assert!(repo.head_manifest("nope").await.unwrap().is_none());
+        let err = repo.get_blob_bytes(&oci::digest::sha256(b"absent"), 10).await.unwrap_err();
+        assert!(matches!(err, Error::BlobUnknown { .. }), "{err}");
+        assert_eq!(repo.list_tags().await.unwrap(), vec!["v1".to_owned()]);
+
+        // Referrers through the tag schema: entries accumulate, none is dropped or doubled.
+        let subject = put.digest.clone();
+        let refs = repo.referrers(&subject, None).await.unwrap();
+        assert_eq!(refs.source, ReferrersSource::TagSchema);
+        assert!(refs.descriptors.is_empty());
+        let mut descs = Vec::new();
+        for (i, at) in ["application/vnd.amazon.soci.index.v1+json", "application/example"].iter().enumerate() {
+            let bytes = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2, "mediaType": oci::manifest::OCI_MANIFEST, "artifactType": at,
+                "config": {"mediaType": at, "digest": ds.to_string(), "size": small.len()},
+                "layers": [],
+                "subject": {"mediaType": oci::manifest::OCI_MANIFEST, "digest": subject.to_string(), "size": manifest.len()},
+                "annotations": {"n": i.to_string()},
+            }))
+            .unwrap();
+            let p = repo
+                .put_manifest(&oci::digest::sha256(&bytes).to_string(), oci::manifest::OCI_MANIFEST, Bytes::from(bytes.clone()))
+                .await
+                .unwrap();
+            let mut d = oci::Descriptor::new(oci::MediaType::ImageManifest, bytes.len() as u64, p.digest);
+            d.set_artifact_type(Some(oci::MediaType::from(*at)));
+            descs.push(d);
+        }
+        assert!(repo.add_referrer_to_tag_schema(&subject, &descs[0]).await.unwrap());
+        assert!(repo.add_referrer_to_tag_schema(&subject, &descs[1]).await.unwrap());
+        assert!(!repo.add_referrer_to_tag_schema(&subject, &descs[0]).await.unwrap());
+        let all = repo.referrers(&subject, None).await.unwrap();
+        assert_eq!(all.descriptors.len(), 2);
+        let soci = repo
+            .referrers(&subject, Some("application/vnd.amazon.soci.index.v1+json"))
+            .await
+            .unwrap();
+        assert_eq!(soci.descriptors.len(), 1);
+        assert_eq!(soci.descriptors[0].digest(), descs[0].digest());
+    });
+}
+
+#[test]
+fn corrupt_blob_in_storage_is_rejected() {
+    let reg = Registry::start();
+    let rt = rt();
+    let c = client(None);
+    let repo = c.repository(&reg.addr(), "corrupt/me").unwrap();
+    let data = Bytes::from(testutil::noisy(10_000, 5));
+    let d = oci::digest::sha256(&data);
+    rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap();
+    let path = reg.blob_data_path(&d.to_string());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let err = rt.block_on(repo.get_blob_bytes(&d, 1 << 20)).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("corrupt/me"), "{err}");
+}
+
+#[test]
+fn basic_auth_right_wrong_and_missing_credentials() {
+    let reg = Registry::start_with_auth("alice", "s3cret");
+    let rt = rt();
+    let data = Bytes::from_static(b"hello registry");
+    let d = oci::digest::sha256(&data);
+
+    let good = client(Some(("alice", "s3cret")));
+    let repo = good.repository(&reg.addr(), "private/app").unwrap();
+    assert_eq!(
+        rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap(),
+        BlobPush::Uploaded
+    );
+    assert_eq!(rt.block_on(repo.get_blob_bytes(&d, 100)).unwrap(), data);
+
+    let bad = client(Some(("alice", "wrong")));
+    let err = rt
+        .block_on(
+            bad.repository(&reg.addr(), "private/app")
+                .unwrap()
+                .get_blob_bytes(&d, 100),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&reg.addr()) && msg.contains("--user flag"),
+        "{msg}"
+    );
+
+    let anonymous = client(None);
+    let err = rt
+        .block_on(
+            anonymous
+                .repository(&reg.addr(), "private/app")
+                .unwrap()
+                .get_manifest("latest"),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{msg}");
+    assert!(msg.contains("anonymous"), "{msg}");
+}
+
+#[test]
+fn stopped_registry_gives_a_bounded_transport_error_and_recovers() {
+    let mut reg = Registry::start();
+    let rt = rt();
+    let c = client(None);
+    let repo = c.repository(&reg.addr(), "down/app").unwrap();
+    let data = Bytes::from_static(b"x");
+    let d = oci::digest::sha256(&data);
+    rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap();
+    reg.stop();
+    let started = std::time::Instant::now();
+    let err = rt.block_on(repo.blob_size(&d)).unwrap_err();
+    assert!(matches!(err, Error::Transport { attempts: 3, .. }), "{err}");
+    assert!(err.to_string().contains("down/app"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    reg.restart();
+    assert_eq!(rt.block_on(repo.blob_size(&d)).unwrap(), Some(1));
+}

@@ -1,0 +1,1 @@
+//! Test harness for soci-rs (filled in by the harness work).
