@@ -129,6 +129,10 @@ enum ZtocCommand {
         /// Print how many spans and bytes were read to standard error.
         #[arg(long)]
         stats: bool,
+        /// Registry access, for zTOCs built from an image in a registry (the layer's spans
+        /// are then fetched with HTTP Range requests).
+        #[command(flatten)]
+        registry: remote::RegistryArgs,
     },
 }
 
@@ -401,27 +405,46 @@ fn ztoc_cmd(root: &Path, cmd: ZtocCommand) -> Result<()> {
             output,
             layer,
             stats,
+            registry,
         } => {
             let (record, _, z) = load_ztoc(&local, &digest_arg(&digest)?)?;
-            let layer_path = match layer {
-                Some(p) => p,
-                None => {
-                    let r = &record;
-                    let source = r.source.as_deref().with_context(|| {
-                        format!("zTOC {digest} has no known layer location; pass the layer blob with --layer FILE")
-                    })?;
-                    let layer_digest = digest_arg(&r.layer_digest)?;
-                    Path::new(source)
-                        .join("blobs")
-                        .join("sha256")
-                        .join(layer_digest.digest())
-                }
-            };
             let file = resolve_file(&z, &path)?;
-            let mut blob = CountingFile::open(&layer_path)?;
-            let data = ztoc::read_file(&z, &mut blob, file).with_context(|| {
-                format!("extracting {path} from layer {}", layer_path.display())
-            })?;
+            let layer_digest = digest_arg(&record.layer_digest)?;
+            let registry_source = record
+                .source
+                .as_deref()
+                .and_then(|s| s.strip_prefix("docker://"))
+                .filter(|_| layer.is_none());
+            let (data, read) = if let Some(location) = registry_source {
+                let (host, repository) = location
+                    .split_once('/')
+                    .with_context(|| format!("bad layer location {location:?}"))?;
+                let remote = remote::Remote::new(&registry)?;
+                let repo = remote.client.repository(host, repository)?;
+                let mut blob =
+                    remote::RangeReader::new(&remote, &repo, layer_digest, record.layer_size);
+                let data = ztoc::read_file(&z, &mut blob, file)
+                    .with_context(|| format!("extracting {path} from layer in {location}"))?;
+                (data, blob.fetched)
+            } else {
+                let layer_path = match layer {
+                    Some(p) => p,
+                    None => {
+                        let source = record.source.as_deref().with_context(|| {
+                            format!("zTOC {digest} has no known layer location; pass the layer blob with --layer FILE")
+                        })?;
+                        Path::new(source)
+                            .join("blobs")
+                            .join("sha256")
+                            .join(layer_digest.digest())
+                    }
+                };
+                let mut blob = CountingFile::open(&layer_path)?;
+                let data = ztoc::read_file(&z, &mut blob, file).with_context(|| {
+                    format!("extracting {path} from layer {}", layer_path.display())
+                })?;
+                (data, blob.read)
+            };
             match output {
                 Some(out) => {
                     // Write next to the target, then rename: a failed extraction never
@@ -447,9 +470,9 @@ fn ztoc_cmd(root: &Path, cmd: ZtocCommand) -> Result<()> {
                     "{path}: {} bytes from spans {first}..={last} of {}; read {} of {} compressed layer bytes ({:.2}%)",
                     data.len(),
                     z.span_count(),
-                    blob.read,
+                    read,
                     z.compressed_archive_size,
-                    100.0 * blob.read as f64 / z.compressed_archive_size.max(1) as f64
+                    100.0 * read as f64 / z.compressed_archive_size.max(1) as f64
                 );
             }
             Ok(())

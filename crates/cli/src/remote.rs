@@ -171,15 +171,132 @@ pub fn resolve_images(
 }
 
 /// A blocking reader over a blob streamed from a registry (for use off the runtime's threads).
+/// A task on the runtime pulls the HTTP body and hands chunks over a bounded channel, so the
+/// network keeps flowing while the indexer works and no read blocks on the runtime itself.
 pub fn open_blob(
     remote: &Remote,
     repo: &Repository,
     desc: &Descriptor,
 ) -> Result<Box<dyn Read + Send>> {
-    let stream = remote.rt.block_on(repo.get_blob(desc.digest()))?;
-    let reader = tokio_util::io::StreamReader::new(stream.stream);
-    Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
-        reader,
-        remote.rt.handle().clone(),
-    )))
+    let mut stream = remote.rt.block_on(repo.get_blob(desc.digest()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(64);
+    remote.rt.spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(chunk) = stream.stream.next().await {
+            let failed = chunk.is_err();
+            // The reader hung up (the layer failed to index): stop fetching.
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Ok(Box::new(ChannelReader {
+        rx,
+        current: bytes::Bytes::new(),
+        done: false,
+    }))
+}
+
+/// Reads chunks sent by the body-pulling task.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+    done: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                None => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A `Read + Seek` view of a registry blob that fetches what is read with HTTP Range
+/// requests (1 MiB at least per request), so `ztoc get-file` reads only the spans it needs.
+pub struct RangeReader<'a> {
+    remote: &'a Remote,
+    repo: &'a Repository,
+    digest: oci::Digest,
+    size: u64,
+    pos: u64,
+    buf: bytes::Bytes,
+    buf_start: u64,
+    /// Bytes fetched from the registry so far.
+    pub fetched: u64,
+}
+
+impl<'a> RangeReader<'a> {
+    /// A reader over blob `digest` of `size` bytes.
+    pub fn new(remote: &'a Remote, repo: &'a Repository, digest: oci::Digest, size: u64) -> Self {
+        RangeReader {
+            remote,
+            repo,
+            digest,
+            size,
+            pos: 0,
+            buf: bytes::Bytes::new(),
+            buf_start: 0,
+            fetched: 0,
+        }
+    }
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.size || out.is_empty() {
+            return Ok(0);
+        }
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if self.pos < self.buf_start || self.pos >= buf_end {
+            let want = (out.len() as u64).max(1 << 20);
+            let end = self.size.min(self.pos + want);
+            let bytes = self
+                .remote
+                .rt
+                .block_on(self.repo.read_blob_range(&self.digest, (self.pos, end)))
+                .map_err(std::io::Error::other)?;
+            self.fetched += bytes.len() as u64;
+            self.buf = bytes;
+            self.buf_start = self.pos;
+        }
+        let offset = (self.pos - self.buf_start) as usize;
+        let n = out.len().min(self.buf.len() - offset);
+        out[..n].copy_from_slice(&self.buf[offset..offset + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for RangeReader<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let new = match pos {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.size.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the blob",
+            )
+        })?;
+        Ok(self.pos)
+    }
 }

@@ -777,7 +777,10 @@ impl Repository {
             s if s.is_success() => {
                 let digest = header_str(resp.headers(), DIGEST_HEADER)
                     .and_then(|d| oci::digest::parse(&d).ok());
-                Ok(Some((digest, resp.content_length().unwrap_or(0))))
+                Ok(Some((
+                    digest,
+                    header_content_length(resp.headers()).unwrap_or(0),
+                )))
             }
             s => Err(Error::Status {
                 ctx: self.ctx(&op),
@@ -800,7 +803,7 @@ impl Repository {
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
+            s if s.is_success() => Ok(Some(header_content_length(resp.headers()).unwrap_or(0))),
             s => Err(Error::Status {
                 ctx: self.ctx(&op),
                 status: s.as_u16(),
@@ -1440,6 +1443,12 @@ fn basic_header(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
+}
+
+/// `Content-Length` as sent: for HEAD answers the HTTP stack reports the (empty) body's
+/// length instead, which is not what the registry said.
+fn header_content_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, "content-length")?.parse().ok()
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -99,7 +99,7 @@ fn blobs_manifests_ranges_mounts_and_referrers() {
         assert_eq!(by_tag.bytes, manifest);
         assert_eq!(by_tag.digest, put.digest);
         assert_eq!(by_tag.media_type, oci::manifest::OCI_MANIFEST);
-        let by_digest = repo.get_manifest(&put.digest.to_string()).await.unwrap();
+        let by_digest = repo.get_manifest(put.digest.as_ref()).await.unwrap();
         assert_eq!(by_digest.bytes, manifest);
         let (head_digest, head_size) = repo.head_manifest("v1").await.unwrap().unwrap();
         assert_eq!(head_digest, Some(put.digest.clone()));
@@ -127,7 +127,7 @@ fn blobs_manifests_ranges_mounts_and_referrers() {
             }))
             .unwrap();
             let p = repo
-                .put_manifest(&oci::digest::sha256(&bytes).to_string(), oci::manifest::OCI_MANIFEST, Bytes::from(bytes.clone()))
+                .put_manifest(oci::digest::sha256(&bytes).as_ref(), oci::manifest::OCI_MANIFEST, Bytes::from(bytes.clone()))
                 .await
                 .unwrap();
             let mut d = oci::Descriptor::new(oci::MediaType::ImageManifest, bytes.len() as u64, p.digest);
@@ -157,7 +157,7 @@ fn corrupt_blob_in_storage_is_rejected() {
     let data = Bytes::from(testutil::noisy(10_000, 5));
     let d = oci::digest::sha256(&data);
     rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap();
-    let path = reg.blob_data_path(&d.to_string());
+    let path = reg.blob_data_path(d.as_ref());
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();

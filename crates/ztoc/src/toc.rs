@@ -37,9 +37,10 @@ pub fn normalize_name(raw: &str) -> String {
 /// after the end-of-archive marker (or wherever the tar crate stopped); callers that need the
 /// rest of the stream consumed must drain it.
 pub fn read_toc<R: Read>(reader: R) -> Result<Toc> {
+    let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let mut counting = CountingReader {
         inner: reader,
-        count: 0,
+        count: count.clone(),
     };
     let files = {
         let mut archive = tar::Archive::new(&mut counting);
@@ -49,7 +50,19 @@ pub fn read_toc<R: Read>(reader: R) -> Result<Toc> {
         for entry in entries {
             let mut entry = match entry {
                 Ok(entry) => entry,
-                Err(e) => return Err(entry_error(e, last.as_ref())),
+                // A stream that ends right after the last entry's data, without the padding
+                // and end-of-archive blocks, is accepted, as Go's archive/tar (and so
+                // containerd and AWS's soci) accept it; some image tools write such layers.
+                Err(e)
+                    if (e.kind() == std::io::ErrorKind::UnexpectedEof
+                        || e.to_string().contains("unexpected EOF"))
+                        && last
+                            .as_ref()
+                            .is_some_and(|(_, offset, size)| offset + size <= count.get()) =>
+                {
+                    break
+                }
+                Err(e) => return Err(entry_error(e, last.as_ref(), count.get())),
             };
             let data_offset = entry.raw_file_position();
             let header_offset = data_offset.saturating_sub(512);
@@ -66,10 +79,10 @@ pub fn read_toc<R: Read>(reader: R) -> Result<Toc> {
     // The tar crate skips the data of the last entry lazily; make sure it really existed.
     if let Some(file) = files.last() {
         let end = file.uncompressed_offset + file.uncompressed_size;
-        if end > counting.count {
+        if end > count.get() {
             let mut sink = std::io::sink();
             let more = std::io::copy(&mut counting.inner, &mut sink).map_err(from_io)?;
-            let total = counting.count + more;
+            let total = count.get() + more;
             if end > total {
                 return Err(Error::TarEntryPastEnd {
                     name: file.name.clone(),
@@ -302,7 +315,7 @@ fn tar_error(offset: u64) -> impl Fn(std::io::Error) -> Error {
 
 /// Maps an error from the entry iterator, recognising a previous entry whose data ran past
 /// the end of the stream.
-fn entry_error(e: std::io::Error, last: Option<&(String, u64, u64)>) -> Error {
+fn entry_error(e: std::io::Error, last: Option<&(String, u64, u64)>, read: u64) -> Error {
     let message = e.to_string();
     match from_io(e) {
         Error::Io(_) if message.contains("unexpected EOF") => match last {
@@ -310,7 +323,7 @@ fn entry_error(e: std::io::Error, last: Option<&(String, u64, u64)>) -> Error {
                 name: name.clone(),
                 size: *size,
                 offset: *offset,
-                end: 0,
+                end: read,
             },
             None => Error::Tar { offset: 0, message },
         },
@@ -325,13 +338,13 @@ fn entry_error(e: std::io::Error, last: Option<&(String, u64, u64)>) -> Error {
 /// Counts bytes read so a short stream can be told apart from a long entry.
 struct CountingReader<R> {
     inner: R,
-    count: u64,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
+        self.count.set(self.count.get() + n as u64);
         Ok(n)
     }
 }

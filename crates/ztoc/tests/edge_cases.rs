@@ -363,3 +363,37 @@ fn corrupt_ztocs_are_rejected_without_panicking() {
         let _ = decode(&copy);
     }
 }
+
+#[test]
+fn tar_without_end_padding_or_marker_is_accepted_like_go_does() {
+    // Some tools write layers that stop right after the last file's data: no padding to 512,
+    // no end-of-archive blocks. Go's archive/tar (containerd, AWS's soci) reads them.
+    let files = [("a", text(3000, 7)), ("last", text(10_000, 5))];
+    let full = tar_of(&files);
+    let cut = 512 + 3072 + 512 + 10_000; // header, padded data, header, unpadded data
+    let tarball = full[..cut].to_vec();
+    for algorithm in [
+        CompressionAlgorithm::Uncompressed,
+        CompressionAlgorithm::Gzip,
+    ] {
+        let blob = match algorithm {
+            CompressionAlgorithm::Gzip => gzip(&tarball, 6),
+            CompressionAlgorithm::Uncompressed => tarball.clone(),
+        };
+        let z = build_ztoc(Cursor::new(&blob), algorithm, &opts(1 << 12)).unwrap();
+        assert_eq!(z.toc.files.len(), 2);
+        read_all_files(&z, &blob, &files);
+    }
+    // One byte less and the last file really is short: still an error.
+    let short = full[..cut - 1].to_vec();
+    let err = build_ztoc(
+        Cursor::new(&short),
+        CompressionAlgorithm::Uncompressed,
+        &opts(1 << 12),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::TarEntryPastEnd { ref name, .. } if name == "last"),
+        "{err}"
+    );
+}
