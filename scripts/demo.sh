@@ -36,26 +36,9 @@ fi
 rm -rf "$root"
 
 # A registry on loopback (Debian's docker-registry, distribution 2.8), stopped on exit.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-reg="$work/registry"
-rm -rf "$reg"
-mkdir -p "$reg"
-cat >"$reg/config.yml" <<YAML
-version: 0.1
-log: {level: warn}
-storage:
-  filesystem: {rootdirectory: $reg/data}
-  delete: {enabled: true}
-http: {addr: "127.0.0.1:$port", secret: soci-demo}
-YAML
-docker-registry serve "$reg/config.yml" >"$reg/log" 2>&1 &
-reg_pid=$!
-trap 'kill $reg_pid 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v2/')" 2>/dev/null && break
-    sleep 0.2
-done
-ref="127.0.0.1:$port/demo/python:latest"
+. scripts/lib-registry.sh
+start_registry "$work/registry"
+ref="$REGISTRY_ADDR/demo/python:latest"
 echo "== skopeo copy oci:$work/image:latest docker://$ref" >&2
 skopeo copy -q --dest-tls-verify=false "oci:$work/image:latest" "docker://$ref"
 

@@ -485,3 +485,117 @@ fn push_refuses_an_index_built_for_another_image() {
         "{err}"
     );
 }
+
+#[test]
+fn multi_platform_images_index_and_push_per_platform() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mut arm = testutil::sample_image();
+    arm.arch = "arm64".into();
+    // A layer of its own, so the two platforms differ.
+    arm.layers[2] = testutil::LayerSpec {
+        compression: testutil::Compression::Gzip,
+        entries: vec![testutil::EntrySpec::File(testutil::FileSpec {
+            path: "opt/arm.bin".into(),
+            data: testutil::random_bytes(11_000_000, 99),
+            mode: 0o644,
+        })],
+    };
+    let dir = tmp.path().join("multi");
+    let built = testutil::write_oci_layout(&dir, "latest", &[testutil::sample_image(), arm]);
+    let r = format!("{}/multi:v1", reg.addr());
+    testutil::skopeo_push(&dir, "latest", &r, None);
+
+    // Default: this machine's platform only.
+    let out = ok(soci(&root, &["create", &r]));
+    assert_eq!(out.matches("soci index sha256:").count(), 1, "{out}");
+    let out = ok(soci(&root, &["create", "--all-platforms", &r]));
+    assert_eq!(out.matches("soci index sha256:").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("(already exists)").count(),
+        3,
+        "shared and reused layers: {out}"
+    );
+    let list = ok(soci(
+        &root,
+        &[
+            "index",
+            "list",
+            "--ref",
+            &r,
+            "--platform",
+            "linux/arm64",
+            "-q",
+        ],
+    ));
+    assert_eq!(list.lines().count(), 1);
+
+    ok(soci(&root, &["push", "--all-platforms", &r]));
+    for b in &built {
+        let tag = b.manifest_digest.replace(':', "-");
+        let referrers = raw(&format!("{}/multi:{tag}", reg.addr()));
+        assert_eq!(
+            referrers["manifests"].as_array().unwrap().len(),
+            1,
+            "{}",
+            b.manifest_digest
+        );
+    }
+    let remote = ok(soci(
+        &root,
+        &["index", "list", "--remote", &r, "--platform", "linux/arm64"],
+    ));
+    assert!(
+        remote.contains("linux/arm64") && !remote.contains("linux/amd64"),
+        "{remote}"
+    );
+
+    // Convert only arm64: the new index keeps both images, with one SOCI index.
+    ok(soci(
+        &root,
+        &[
+            "convert",
+            "--platform",
+            "linux/arm64",
+            &r,
+            &format!("{}/multi:v1-soci", reg.addr()),
+        ],
+    ));
+    let converted = raw(&format!("{}/multi:v1-soci", reg.addr()));
+    let entries = converted["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{converted}");
+    let soci_entry = entries
+        .iter()
+        .find(|e| !e["artifactType"].is_null())
+        .unwrap();
+    assert_eq!(soci_entry["platform"]["architecture"], "arm64");
+    let amd = entries
+        .iter()
+        .find(|e| e["platform"]["architecture"] == "amd64")
+        .unwrap();
+    assert_eq!(
+        amd["digest"],
+        built[0].manifest_digest.as_str(),
+        "the amd64 image is unchanged"
+    );
+}
+
+#[test]
+fn a_layer_that_does_not_match_its_digest_is_rejected() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let image = push_sample(&reg, tmp.path(), "app:v1", None);
+    // Flip one byte of the big layer in the registry's storage.
+    let path = reg.blob_data_path(&image.layers[0].digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let err = fails(soci(&root, &["create", &format!("{}/app:v1", reg.addr())]));
+    assert!(err.contains(&image.layers[0].digest), "{err}");
+    assert!(err.contains("no SOCI index was created"), "{err}");
+    let list = ok(soci(&root, &["index", "list", "-q"]));
+    assert!(list.trim().is_empty(), "{list}");
+}

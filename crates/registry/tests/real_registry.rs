@@ -231,3 +231,62 @@ fn stopped_registry_gives_a_bounded_transport_error_and_recovers() {
     reg.restart();
     assert_eq!(rt.block_on(repo.blob_size(&d)).unwrap(), Some(1));
 }
+
+#[test]
+fn pulls_go_through_a_hosts_toml_mirror_first() {
+    // The mirror holds the image; the "upstream" registry named in the reference does not.
+    let mirror = Registry::start();
+    let upstream = Registry::start();
+    let rt = rt();
+    let data = Bytes::from(testutil::noisy(20_000, 21));
+    let d = oci::digest::sha256(&data);
+    let seed = client(None);
+    rt.block_on(
+        seed.repository(&mirror.addr(), "lib/app")
+            .unwrap()
+            .push_blob(&d, data.clone(), &[]),
+    )
+    .unwrap();
+
+    let hosts = tempfile::tempdir().unwrap();
+    let dir = hosts.path().join(upstream.addr());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.addr(),
+            mirror.addr()
+        ),
+    )
+    .unwrap();
+    let c = Client::new(ClientConfig {
+        hosts_dir: Some(hosts.path().to_owned()),
+        ..Default::default()
+    });
+    let repo = c.repository(&upstream.addr(), "lib/app").unwrap();
+    assert_eq!(repo.hosts().len(), 2);
+    assert_eq!(rt.block_on(repo.get_blob_bytes(&d, 1 << 20)).unwrap(), data);
+    // Pushes go to the registry itself (the mirror has no push capability).
+    assert_eq!(
+        rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap(),
+        BlobPush::Uploaded
+    );
+    let direct = c.repository(&upstream.addr(), "lib/app").unwrap();
+    assert_eq!(
+        rt.block_on(direct.blob_size(&d)).unwrap(),
+        Some(data.len() as u64)
+    );
+    // A blob only upstream has: the mirror answers 404 and the client falls through.
+    let only_up = Bytes::from_static(b"upstream only");
+    let du = oci::digest::sha256(&only_up);
+    let up_only = client(None);
+    rt.block_on(
+        up_only
+            .repository(&upstream.addr(), "lib/app")
+            .unwrap()
+            .push_blob(&du, only_up.clone(), &[]),
+    )
+    .unwrap();
+    assert_eq!(rt.block_on(repo.get_blob_bytes(&du, 100)).unwrap(), only_up);
+}
