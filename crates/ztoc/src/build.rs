@@ -7,7 +7,7 @@ use crate::model::{
     ZTOC_VERSION,
 };
 use crate::toc::read_toc;
-use sha2::{Digest as _, Sha256};
+use crate::sha256::Sha256;
 use std::io::{self, Read};
 
 /// Build tool identifier written into zTOCs and index annotations by default.

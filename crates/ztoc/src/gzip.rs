@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::inflate::{Inflater, Status, GZIP, WINDOW_SIZE};
 use crate::zinfo::{Checkpoint, GzipZinfo};
 use crate::SpanDigest;
-use sha2::{Digest as _, Sha256};
+use crate::sha256::Sha256;
 use std::io::{self, Read};
 
 const IN_BUF: usize = 256 * 1024;

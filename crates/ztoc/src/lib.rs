@@ -20,6 +20,7 @@ mod fbs;
 mod fbs_tar;
 mod gzip;
 mod inflate;
+pub mod sha256;
 pub mod model;
 pub mod toc;
 mod uncompressed_checkpoints;

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::zinfo::GzipZinfo;
-use sha2::{Digest as _, Sha256};
+use crate::sha256::Sha256;
 use std::fmt;
 use std::ops::Range;
 
@@ -177,7 +177,9 @@ pub struct SpanDigest(String);
 impl SpanDigest {
     /// Digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self::from_hasher(Sha256::new_with_prefix(bytes))
+        let mut h = Sha256::new();
+        h.update(bytes);
+        Self::from_hasher(h)
     }
 
     /// Finishes a running SHA-256.
