@@ -1,27 +1,53 @@
 //! Test harness for soci-rs: starts real components for integration tests (Debian's
-//! `docker-registry`, distribution 2.8, on loopback), builds OCI image layouts locally with
-//! deterministic bytes, and pushes them with skopeo. Panics with clear messages: it is only
-//! used by tests.
+//! `docker-registry`, i.e. CNCF distribution 2.8, on loopback), builds OCI image layouts locally
+//! with deterministic bytes, and pushes them with skopeo.
+//!
+//! Everything here panics with a clear message on failure: it is only used by tests.
+//! The external programs come from `scripts/install-deps.sh` (`docker-registry`,
+//! `apache2-utils` for `htpasswd`, `skopeo`).
 
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Panics with an install hint when a program the tests need is missing.
+/// How long a registry gets to answer `GET /v2/` after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many free ports [`Registry`] tries before it gives up.
+const START_ATTEMPTS: usize = 5;
+/// `--command-timeout` of a `skopeo copy`.
+const SKOPEO_COPY_TIMEOUT: &str = "300s";
+/// `--command-timeout` of a `skopeo inspect`.
+const SKOPEO_INSPECT_TIMEOUT: &str = "60s";
+/// Lines of the registry's log quoted in panic messages.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Panics with "`<name>` not found: run scripts/install-deps.sh" when no executable called
+/// `name` is on `PATH`.
 pub fn require_tool(name: &str) {
     let found = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
     assert!(found, "{name} not found: run scripts/install-deps.sh");
 }
 
-/// A `docker-registry` process on 127.0.0.1 with filesystem storage in its own temp dir.
+/// A `docker-registry serve` process (distribution 2.8) listening on 127.0.0.1 with
+/// filesystem storage in a temp dir it owns (removed on drop).
+///
+/// The config enables deletes, sets a fixed `http.secret`, logs at `info` level to a file in
+/// the temp dir (its tail is quoted when the registry fails to come up) and disables upload
+/// purging. The process is killed and reaped on [`Registry::stop`] and on drop.
 pub struct Registry {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    /// Owns the storage, config and log; removed when the registry is dropped.
+    _dir: tempfile::TempDir,
+    storage: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
     port: u16,
 }
 
@@ -31,20 +57,27 @@ impl Registry {
         Self::start_inner("", None)
     }
 
-    /// Starts a registry that wants htpasswd (bcrypt) basic auth for `user`/`password`.
+    /// Starts a registry that wants HTTP basic auth (htpasswd file with a bcrypt hash made by
+    /// `htpasswd -Bbn`, realm `soci-test`) for `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
         Self::start_inner("", Some((user, password)))
     }
 
-    /// Starts a registry without auth, with `extra_yaml` appended to its config (top-level
-    /// keys, e.g. a `notifications:` section).
+    /// Starts a registry without auth, with `extra_yaml` appended to its config as top-level
+    /// keys (e.g. a `notifications:` section). It must not repeat a key the harness writes
+    /// (`version`, `log`, `storage`, `http`).
     pub fn start_with_config(extra_yaml: &str) -> Registry {
         Self::start_inner(extra_yaml, None)
     }
 
     fn start_inner(extra_yaml: &str, auth: Option<(&str, &str)>) -> Registry {
         require_tool("docker-registry");
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("soci-registry-")
+            .tempdir()
+            .expect("create the registry's temp dir");
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("create the registry's storage dir");
         let mut auth_yaml = String::new();
         if let Some((user, password)) = auth {
             require_tool("htpasswd");
@@ -52,80 +85,100 @@ impl Registry {
                 .args(["-Bbn", user, password])
                 .output()
                 .expect("run htpasswd");
-            assert!(out.status.success(), "htpasswd failed");
+            assert!(
+                out.status.success(),
+                "htpasswd -Bbn failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+            std::fs::write(&htpasswd, &out.stdout).expect("write the htpasswd file");
             auth_yaml = format!(
                 "auth:\n  htpasswd:\n    realm: soci-test\n    path: {}\n",
-                htpasswd.display()
+                yaml_str(&htpasswd.display().to_string())
             );
         }
         let mut reg = Registry {
             child: None,
-            dir,
+            config: dir.path().join("config.yml"),
+            log: dir.path().join("registry.log"),
+            storage,
+            _dir: dir,
             port: 0,
         };
-        let mut last_log = String::new();
-        // The free port we picked can be taken before the registry binds it: try a few.
-        for _ in 0..5 {
+        let mut failures = String::new();
+        // Another process can take the free port before the registry binds it: try a few.
+        for attempt in 1..=START_ATTEMPTS {
             reg.port = free_port();
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n  secret: soci-test-secret\n{auth_yaml}{extra_yaml}\n",
-                reg.storage_dir().display(),
-                reg.port
+                "version: 0.1\n\
+                 log:\n  level: info\n  formatter: text\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
+                 maintenance:\n    uploadpurging:\n      enabled: false\n\
+                 http:\n  addr: 127.0.0.1:{}\n  secret: soci-testutil-http-secret\n\
+                 {auth_yaml}{extra_yaml}\n",
+                yaml_str(&reg.storage.display().to_string()),
+                reg.port,
             );
-            std::fs::write(reg.dir.path().join("config.yml"), config).expect("write config");
+            std::fs::write(&reg.config, config).expect("write the registry config");
             match reg.spawn() {
                 Ok(()) => return reg,
-                Err(log) => last_log = log,
+                Err(why) => {
+                    failures.push_str(&format!("attempt {attempt} (port {}): {why}\n", reg.port))
+                }
             }
         }
-        panic!("docker-registry did not come up; last log:\n{last_log}");
+        panic!(
+            "docker-registry did not come up after {START_ATTEMPTS} attempts\n{failures}\
+             config:\n{}\nlog tail:\n{}",
+            std::fs::read_to_string(&reg.config).unwrap_or_default(),
+            reg.log_tail()
+        );
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("registry.log")
-    }
-
+    /// The last lines of the registry's log.
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
     }
 
-    /// Starts the process and waits (bounded) until `GET /v2/` answers.
+    /// Starts the process and waits (bounded) until `GET /v2/` answers 200 or 401.
     fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path())
-            .expect("open registry log");
+            .open(&self.log)
+            .expect("open the registry log");
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
+            .arg(&self.config)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
+            .stdout(log.try_clone().expect("clone the registry log handle"))
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    self.child = None;
-                    return Err(format!("exited with {status}:\n{}", self.log_tail()));
-                }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if !self.is_running() {
+                self.kill();
+                return Err("docker-registry exited".to_owned());
             }
-            if let Some(code) = http_status(self.port, "/v2/") {
-                if code == 200 || code == 401 {
+            if let Some(200 | 401) = http_status(self.port, "/v2/") {
+                // Something answers; make sure it is our process and not a squatter.
+                if self.is_running() {
                     return Ok(());
                 }
             }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "no answer to GET /v2/ within {} s",
+                    READY_TIMEOUT.as_secs()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.kill();
-        Err(format!("no answer within 20 s:\n{}", self.log_tail()))
     }
 
     fn kill(&mut self) {
@@ -135,40 +188,52 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`, the registry host for references (`{addr}/repo:tag`).
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The filesystem storage root.
-    pub fn storage_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+    /// The filesystem storage root (`storage.filesystem.rootdirectory`).
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage
     }
 
-    /// Where the registry keeps a blob's bytes (to corrupt them in tests).
+    /// Where the registry keeps a blob's bytes:
+    /// `<root>/docker/registry/v2/blobs/sha256/<first 2 hex>/<hex>/data` (e.g. to corrupt
+    /// them in a test). `digest` may have the `sha256:` prefix or not.
     pub fn blob_data_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.storage_dir()
+        self.storage
             .join("docker/registry/v2/blobs/sha256")
             .join(&hex[..2.min(hex.len())])
             .join(hex)
             .join("data")
     }
 
-    /// Stops the registry (kill and wait); the port is released, the storage kept.
+    /// The registry's whole log so far (stdout and stderr of every run).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the registry (kill and wait): its port is released, its storage kept.
     pub fn stop(&mut self) {
         self.kill();
     }
 
-    /// Starts it again on the same port with the same storage.
+    /// Starts the registry again on the same port with the same storage and config (stops it
+    /// first if it is running). Panics with the log's tail if it does not come up.
     pub fn restart(&mut self) {
         self.kill();
-        if let Err(log) = self.spawn() {
-            panic!("docker-registry did not restart:\n{log}");
+        if let Err(why) = self.spawn() {
+            panic!(
+                "docker-registry did not restart on port {}: {why}\nlog tail:\n{}",
+                self.port,
+                self.log_tail()
+            );
         }
     }
 
-    /// Whether the process is alive.
+    /// Whether the registry process is alive.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -183,121 +248,141 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+/// A YAML single-quoted scalar.
+fn yaml_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The status code of a plain HTTP/1.0 GET on loopback, if anything answers.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    l.local_addr()
+        .expect("local address of a bound socket")
+        .port()
+}
+
+/// The status code of a minimal HTTP/1.0 `GET` on 127.0.0.1:`port`, if anything answers.
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_millis(500),
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).ok()?;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace().nth(1)?.parse().ok()
+    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    if !words.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    words.next()?.parse().ok()
 }
 
 /// A regular file in a test layer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileSpec {
-    /// Path inside the layer (no leading `/`).
+    /// Path inside the layer, relative, without a leading `./` or `/`.
     pub path: String,
     /// Contents.
     pub data: Vec<u8>,
-    /// Permission bits.
+    /// Permission bits, e.g. `0o644`.
     pub mode: u32,
 }
 
 /// One tar entry of a test layer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntrySpec {
     /// A regular file.
     File(FileSpec),
     /// A directory.
     Dir {
-        /// Path.
+        /// Path (conventionally with a trailing `/`).
         path: String,
-        /// Permission bits.
+        /// Permission bits, e.g. `0o755`.
         mode: u32,
     },
-    /// A symbolic link.
+    /// A symbolic link (mode `0o777`).
     Symlink {
-        /// Path.
+        /// Path of the link.
         path: String,
-        /// Link target.
+        /// What it points to, verbatim.
         target: String,
     },
-    /// A hard link to an earlier entry.
+    /// A hard link to an earlier entry of the same layer.
     Hardlink {
-        /// Path.
+        /// Path of the link.
         path: String,
         /// The earlier entry's path.
         target: String,
     },
 }
 
-/// Layer compression.
+/// How a test layer's tar is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    /// gzip (level 6).
+    /// gzip via flate2 at level 6 (`application/vnd.oci.image.layer.v1.tar+gzip`).
     Gzip,
-    /// Plain tar.
+    /// Plain tar (`application/vnd.oci.image.layer.v1.tar`).
     Uncompressed,
 }
 
 /// A test layer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerSpec {
     /// Its entries, in tar order.
     pub entries: Vec<EntrySpec>,
-    /// How the tar is compressed.
+    /// How the tar is stored.
     pub compression: Compression,
 }
 
-/// A test image (one platform).
-#[derive(Clone, Debug)]
+/// A test image for one platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSpec {
     /// Layers, bottom first.
     pub layers: Vec<LayerSpec>,
-    /// `os` of the config.
+    /// `os` of the config and the platform (e.g. `linux`).
     pub os: String,
-    /// `architecture` of the config.
+    /// `architecture` of the config and the platform (e.g. `amd64`).
     pub arch: String,
 }
 
-/// A layer as written.
-#[derive(Clone, Debug)]
+/// A layer as written to a layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerInfo {
-    /// Digest of the blob.
+    /// `sha256:…` digest of the blob.
     pub digest: String,
-    /// Size of the blob.
+    /// Size of the blob in bytes.
     pub size: u64,
     /// Media type in the manifest.
     pub media_type: String,
-    /// Digest of the uncompressed tar.
+    /// `sha256:…` digest of the uncompressed tar (the config's `rootfs.diff_ids` entry).
     pub diff_id: String,
 }
 
-/// An image as written.
-#[derive(Clone, Debug)]
+/// An image as written to a layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuiltImage {
-    /// Image manifest digest.
+    /// `sha256:…` digest of the image manifest.
     pub manifest_digest: String,
-    /// Image manifest size.
+    /// Size of the image manifest in bytes.
     pub manifest_size: u64,
-    /// Config digest.
+    /// `sha256:…` digest of the image config.
     pub config_digest: String,
     /// Layers, bottom first.
     pub layers: Vec<LayerInfo>,
 }
 
-/// Compressible pseudo-random text (xorshift over a 38-character alphabet), deterministic.
+/// Compressible pseudo-random text (xorshift32 over the 38-character alphabet
+/// `a-z0-9`, space, newline), deterministic for a `seed`. gzip shrinks it to about 2/3.
 pub fn noisy(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
@@ -310,7 +395,7 @@ pub fn noisy(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// Incompressible deterministic bytes (xorshift64*).
+/// Incompressible deterministic bytes (xorshift64*) for a `seed`.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
@@ -328,14 +413,22 @@ fn sha(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// Writes `bytes` as the blob `digest` of the layout at `dir`.
+fn put_blob_as(dir: &Path, digest: &str, bytes: &[u8]) {
+    let p = dir.join("blobs/sha256").join(&digest[7..]);
+    std::fs::create_dir_all(p.parent().expect("blob path has a parent"))
+        .expect("create blobs/sha256");
+    std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("write blob {}: {e}", p.display()));
+}
+
+/// Writes `bytes` as a blob of the layout at `dir` and returns its digest.
 fn put_blob(dir: &Path, bytes: &[u8]) -> String {
     let d = sha(bytes);
-    let p = dir.join("blobs/sha256").join(&d[7..]);
-    std::fs::create_dir_all(p.parent().expect("blob dir")).expect("create blobs dir");
-    std::fs::write(p, bytes).expect("write blob");
+    put_blob_as(dir, &d, bytes);
     d
 }
 
+/// The tar of `entries`: GNU headers, mtime 1 700 000 000, uid/gid 0.
 fn tar_of(entries: &[EntrySpec]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
@@ -349,70 +442,163 @@ fn tar_of(entries: &[EntrySpec]) -> Vec<u8> {
                 h.set_size(f.data.len() as u64);
                 h.set_mode(f.mode);
                 b.append_data(&mut h, &f.path, &f.data[..])
-                    .expect("tar file");
+                    .unwrap_or_else(|e| panic!("tar file {}: {e}", f.path));
             }
             EntrySpec::Dir { path, mode } => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
                 h.set_mode(*mode);
-                b.append_data(&mut h, path, &[][..]).expect("tar dir");
+                b.append_data(&mut h, path, &[][..])
+                    .unwrap_or_else(|e| panic!("tar dir {path}: {e}"));
             }
             EntrySpec::Symlink { path, target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
                 h.set_mode(0o777);
-                b.append_link(&mut h, path, target).expect("tar symlink");
+                b.append_link(&mut h, path, target)
+                    .unwrap_or_else(|e| panic!("tar symlink {path}: {e}"));
             }
             EntrySpec::Hardlink { path, target } => {
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_size(0);
                 h.set_mode(0o644);
-                b.append_link(&mut h, path, target).expect("tar hardlink");
+                b.append_link(&mut h, path, target)
+                    .unwrap_or_else(|e| panic!("tar hardlink {path}: {e}"));
             }
         }
     }
     b.into_inner().expect("finish tar")
 }
 
+/// A gzip'd layer: its bytes and their digest.
+type Gzipped = Arc<(Vec<u8>, String)>;
+
+/// gzip (flate2, level 6) of `tar`, whose digest is `diff_id`, memoized.
+///
+/// Compressing is slow in the debug profile (~1.5 MB/s), so results are kept for the life of
+/// the process and, for tars of 1 MiB or more, on disk next to the test binary
+/// (`target/<profile>/soci-testutil-cache/`) for later runs and other test binaries. The
+/// bytes are the same either way: deflate is deterministic.
+fn gzip_cached(tar: &[u8], diff_id: &str) -> Gzipped {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<OnceLock<Gzipped>>>>> = OnceLock::new();
+    let slot = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(diff_id.to_owned())
+        .or_default()
+        .clone();
+    slot.get_or_init(|| {
+        let disk = (tar.len() >= 1 << 20)
+            .then(disk_cache_dir)
+            .flatten()
+            .map(|d| d.join(format!("{}.gz6", &diff_id[7..])));
+        if let Some(hit) = disk.as_deref().and_then(|p| read_disk_cache(p, tar.len())) {
+            return Arc::new(hit);
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(tar).expect("gzip a layer");
+        let gz = e.finish().expect("gzip a layer");
+        let digest = sha(&gz);
+        if let Some(p) = disk {
+            write_disk_cache(&p, &gz, &digest);
+        }
+        Arc::new((gz, digest))
+    })
+    .clone()
+}
+
+/// `target/<profile>/soci-testutil-cache` when running from `target/<profile>/deps/`.
+fn disk_cache_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    if deps.file_name()? != "deps" {
+        return None;
+    }
+    let dir = deps.parent()?.join("soci-testutil-cache");
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
+/// Length of the `sha256:<hex>` digest stored after the gzip stream in a cache file.
+const DIGEST_LEN: usize = 71;
+
+/// A cached gzip stream and its digest (one file: the stream, then the digest), if it is
+/// there and the stream's trailer (ISIZE) matches the tar's length.
+fn read_disk_cache(path: &Path, tar_len: usize) -> Option<(Vec<u8>, String)> {
+    let mut gz = std::fs::read(path).ok()?;
+    let digest = String::from_utf8(gz.split_off(gz.len().checked_sub(DIGEST_LEN)?)).ok()?;
+    let isize = u32::from_le_bytes(gz.get(gz.len().checked_sub(4)?..)?.try_into().ok()?);
+    let ok = digest.starts_with("sha256:") && isize == tar_len as u32;
+    ok.then_some((gz, digest))
+}
+
+/// Stores a cache entry atomically (temp file + rename); failures only cost a recompression.
+fn write_disk_cache(path: &Path, gz: &[u8], digest: &str) {
+    let put = || -> Option<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(path.parent()?).ok()?;
+        tmp.write_all(gz).ok()?;
+        tmp.write_all(digest.as_bytes()).ok()?;
+        tmp.persist(path).ok()?;
+        Some(())
+    };
+    let _ = put();
+}
+
+/// Writes the blobs of one image (layers, config, manifest) to the layout at `dir`.
 fn write_image(dir: &Path, spec: &ImageSpec) -> BuiltImage {
     let mut layers = Vec::new();
     for l in &spec.layers {
         let tar = tar_of(&l.entries);
         let diff_id = sha(&tar);
-        let (bytes, media_type) = match l.compression {
+        let info = match l.compression {
             Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-                e.write_all(&tar).expect("gzip");
-                (
-                    e.finish().expect("gzip"),
-                    "application/vnd.oci.image.layer.v1.tar+gzip",
-                )
+                let gz = gzip_cached(&tar, &diff_id);
+                put_blob_as(dir, &gz.1, &gz.0);
+                LayerInfo {
+                    digest: gz.1.clone(),
+                    size: gz.0.len() as u64,
+                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip".to_owned(),
+                    diff_id,
+                }
             }
-            Compression::Uncompressed => (tar, "application/vnd.oci.image.layer.v1.tar"),
+            Compression::Uncompressed => {
+                put_blob_as(dir, &diff_id, &tar);
+                LayerInfo {
+                    digest: diff_id.clone(),
+                    size: tar.len() as u64,
+                    media_type: "application/vnd.oci.image.layer.v1.tar".to_owned(),
+                    diff_id,
+                }
+            }
         };
-        let digest = put_blob(dir, &bytes);
-        layers.push(LayerInfo {
-            digest,
-            size: bytes.len() as u64,
-            media_type: media_type.to_owned(),
-            diff_id,
-        });
+        layers.push(info);
     }
     let config = serde_json::to_vec(&json!({
         "architecture": spec.arch,
         "os": spec.os,
         "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
+        },
     }))
-    .expect("config json");
+    .expect("config JSON");
     let config_digest = put_blob(dir, &config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": layers
+            .iter()
+            .map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))
+            .collect::<Vec<_>>(),
     }))
-    .expect("manifest json");
+    .expect("manifest JSON");
     let manifest_digest = put_blob(dir, &manifest);
     BuiltImage {
         manifest_digest,
@@ -422,45 +608,65 @@ fn write_image(dir: &Path, spec: &ImageSpec) -> BuiltImage {
     }
 }
 
-/// Writes an OCI image layout at `dir` holding `images` under `tag`: one image → `index.json`
-/// names its manifest; several → `index.json` names a nested image index with each platform.
+/// Writes an OCI image layout at `dir` (created if missing; `oci-layout`, `index.json`,
+/// `blobs/sha256/…`) holding `images` under `tag`, and returns what was written, in order.
+///
+/// With one image, `index.json` names its manifest directly (annotation
+/// `org.opencontainers.image.ref.name` = `tag`, plus its platform); with several, it names
+/// (with the tag) a nested OCI image index listing each image manifest with its platform.
+/// The bytes depend only on the specs, so digests are reproducible.
 pub fn write_oci_layout(dir: &Path, tag: &str, images: &[ImageSpec]) -> Vec<BuiltImage> {
-    std::fs::create_dir_all(dir.join("blobs/sha256")).expect("create layout");
+    assert!(
+        !images.is_empty(),
+        "write_oci_layout needs at least one image"
+    );
+    std::fs::create_dir_all(dir.join("blobs/sha256"))
+        .unwrap_or_else(|e| panic!("create layout {}: {e}", dir.display()));
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
         .expect("write oci-layout");
     let built: Vec<BuiltImage> = images.iter().map(|s| write_image(dir, s)).collect();
+    let platform = |s: &ImageSpec| json!({"architecture": s.arch, "os": s.os});
     let ref_name = json!({"org.opencontainers.image.ref.name": tag});
-    let top: Value = if built.len() == 1 {
+    let top: Value = if let [one] = &built[..] {
         json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": built[0].manifest_digest,
-            "size": built[0].manifest_size,
+            "digest": one.manifest_digest,
+            "size": one.manifest_size,
             "annotations": ref_name,
+            "platform": platform(&images[0]),
         })
     } else {
         let index = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": built.iter().zip(images).map(|(b, s)| json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": b.manifest_digest,
-                "size": b.manifest_size,
-                "platform": {"os": s.os, "architecture": s.arch},
-            })).collect::<Vec<_>>(),
+            "manifests": built
+                .iter()
+                .zip(images)
+                .map(|(b, s)| json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": b.manifest_digest,
+                    "size": b.manifest_size,
+                    "platform": platform(s),
+                }))
+                .collect::<Vec<_>>(),
         }))
-        .expect("index json");
-        let d = put_blob(dir, &index);
+        .expect("image index JSON");
+        let digest = put_blob(dir, &index);
         json!({
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": d,
+            "digest": digest,
             "size": index.len(),
             "annotations": ref_name,
         })
     };
-    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [top]});
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [top],
+    });
     std::fs::write(
         dir.join("index.json"),
-        serde_json::to_vec(&index).expect("json"),
+        serde_json::to_vec(&index).expect("index.json JSON"),
     )
     .expect("write index.json");
     built
@@ -474,12 +680,23 @@ fn file(path: &str, data: Vec<u8>, mode: u32) -> EntrySpec {
     })
 }
 
-/// linux/amd64: a ~16 MB gzip layer of tools (files, a directory, a symlink, a hard link), a
-/// small config layer (a few KB), and a ~12 MB layer with one big data file (both big
-/// layers are above the default 10 MiB minimum layer size).
+fn dir(path: &str) -> EntrySpec {
+    EntrySpec::Dir {
+        path: path.to_owned(),
+        mode: 0o755,
+    }
+}
+
+/// A linux/amd64 image with three gzip layers:
+///
+/// 1. ~12 MB compressed (17 MB of noisy text): `usr/`, `usr/bin/` with `tool` (10 MB),
+///    `small`, the symlink `alias` → `tool` and the hard link `tool2` → `usr/bin/tool`,
+///    `usr/lib/` with `libbig.so` (7 MB) and `notes.txt`;
+/// 2. a few KB: `etc/config` (`key=value\n`) and `etc/motd`;
+/// 3. ~12 MB compressed: `opt/data.bin`, 4 MB of noisy text then 9 MB of random bytes.
 pub fn sample_image() -> ImageSpec {
     let mut data = noisy(4_000_000, 41);
-    data.extend(random_bytes(10_000_000, 42));
+    data.extend(random_bytes(9_000_000, 42));
     ImageSpec {
         os: "linux".into(),
         arch: "amd64".into(),
@@ -487,15 +704,9 @@ pub fn sample_image() -> ImageSpec {
             LayerSpec {
                 compression: Compression::Gzip,
                 entries: vec![
-                    EntrySpec::Dir {
-                        path: "usr/".into(),
-                        mode: 0o755,
-                    },
-                    EntrySpec::Dir {
-                        path: "usr/bin/".into(),
-                        mode: 0o755,
-                    },
-                    file("usr/bin/tool", random_bytes(9_000_000, 7), 0o755),
+                    dir("usr/"),
+                    dir("usr/bin/"),
+                    file("usr/bin/tool", noisy(10_000_000, 7), 0o755),
                     file("usr/bin/small", noisy(5_000, 8), 0o755),
                     EntrySpec::Symlink {
                         path: "usr/bin/alias".into(),
@@ -505,90 +716,104 @@ pub fn sample_image() -> ImageSpec {
                         path: "usr/bin/tool2".into(),
                         target: "usr/bin/tool".into(),
                     },
-                    EntrySpec::Dir {
-                        path: "usr/lib/".into(),
-                        mode: 0o755,
-                    },
-                    file("usr/lib/libbig.so", random_bytes(7_000_000, 11), 0o644),
-                    file("usr/lib/notes.txt", noisy(2_000_000, 12), 0o644),
+                    dir("usr/lib/"),
+                    file("usr/lib/libbig.so", noisy(7_000_000, 11), 0o644),
+                    file("usr/lib/notes.txt", noisy(200_000, 12), 0o644),
                 ],
             },
             LayerSpec {
                 compression: Compression::Gzip,
                 entries: vec![
-                    EntrySpec::Dir {
-                        path: "etc/".into(),
-                        mode: 0o755,
-                    },
+                    dir("etc/"),
                     file("etc/config", b"key=value\n".to_vec(), 0o644),
                     file("etc/motd", noisy(3_000, 13), 0o644),
                 ],
             },
             LayerSpec {
                 compression: Compression::Gzip,
-                entries: vec![
-                    EntrySpec::Dir {
-                        path: "opt/".into(),
-                        mode: 0o755,
-                    },
-                    file("opt/data.bin", data, 0o644),
-                ],
+                entries: vec![dir("opt/"), file("opt/data.bin", data, 0o644)],
             },
         ],
     }
 }
 
-/// Pushes `oci:LAYOUT[:TAG]` to `docker://DEST` with skopeo, keeping digests (every platform
-/// of a multi-platform image). An empty tag uses the layout's only image.
-pub fn skopeo_push(layout_dir: &Path, tag: &str, dest: &str, creds: Option<(&str, &str)>) {
+/// `skopeo` with flags every call wants: `--insecure-policy` (no dependence on
+/// `/etc/containers/policy.json`) and a bounded `--command-timeout`.
+fn skopeo(timeout: &str) -> Command {
     require_tool("skopeo");
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "--command-timeout", timeout]);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Pushes `oci:LAYOUT_DIR:TAG` to `docker://DEST` (plain HTTP) with
+/// `skopeo copy --all --preserve-digests`, so every platform of a multi-platform image goes
+/// and the registry's digests equal the layout's. An empty `tag` means the layout's only
+/// image. Without `creds` the push is anonymous (`--dest-no-creds`: no ambient auth files).
+/// Panics with skopeo's stderr on failure.
+pub fn skopeo_push(layout_dir: &Path, tag: &str, dest: &str, creds: Option<(&str, &str)>) {
     let src = if tag.is_empty() {
         format!("oci:{}", layout_dir.display())
     } else {
         format!("oci:{}:{tag}", layout_dir.display())
     };
-    let mut cmd = Command::new("skopeo");
+    let mut cmd = skopeo(SKOPEO_COPY_TIMEOUT);
     cmd.args([
         "copy",
-        "-q",
+        "--quiet",
         "--all",
         "--preserve-digests",
+        "--retry-times",
+        "0",
         "--dest-tls-verify=false",
     ]);
-    if let Some((u, p)) = creds {
-        cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
-    }
+    match creds {
+        Some((u, p)) => cmd.arg("--dest-creds").arg(format!("{u}:{p}")),
+        None => cmd.arg("--dest-no-creds"),
+    };
     let out = cmd
         .arg(&src)
         .arg(format!("docker://{dest}"))
         .output()
-        .expect("run skopeo");
+        .expect("run skopeo copy");
     assert!(
         out.status.success(),
-        "skopeo copy {src} docker://{dest} failed:\n{}",
+        "skopeo copy {src} docker://{dest} failed ({}):\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
-/// The raw manifest bytes of `docker://REFERENCE`, or `None` if the registry does not have it.
+/// The raw manifest bytes of `docker://REFERENCE` (`skopeo inspect --raw`, plain HTTP), or
+/// `None` if the registry answers "manifest unknown" / "name unknown". Without `creds` the
+/// request is anonymous (`--no-creds`). Panics with skopeo's stderr on any other failure
+/// (e.g. "unauthorized").
 pub fn skopeo_inspect_raw(reference: &str, creds: Option<(&str, &str)>) -> Option<Vec<u8>> {
-    require_tool("skopeo");
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--raw", "--tls-verify=false"]);
-    if let Some((u, p)) = creds {
-        cmd.arg("--creds").arg(format!("{u}:{p}"));
-    }
+    let mut cmd = skopeo(SKOPEO_INSPECT_TIMEOUT);
+    cmd.args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--retry-times",
+        "0",
+    ]);
+    match creds {
+        Some((u, p)) => cmd.arg("--creds").arg(format!("{u}:{p}")),
+        None => cmd.arg("--no-creds"),
+    };
     let out = cmd
         .arg(format!("docker://{reference}"))
         .output()
-        .expect("run skopeo");
+        .expect("run skopeo inspect");
     if out.status.success() {
         return Some(out.stdout);
     }
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("manifest unknown") || err.contains("not found"),
-        "skopeo inspect {reference} failed:\n{err}"
+        err.contains("manifest unknown") || err.contains("name unknown"),
+        "skopeo inspect --raw docker://{reference} failed ({}):\n{err}",
+        out.status
     );
     None
 }

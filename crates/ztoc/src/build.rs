@@ -6,8 +6,8 @@ use crate::model::{
     Checkpoints, CompressionAlgorithm, CompressionInfo, SpanDigest, Ztoc, DEFAULT_SPAN_SIZE,
     ZTOC_VERSION,
 };
-use crate::toc::read_toc;
 use crate::sha256::Sha256;
+use crate::toc::read_toc;
 use std::io::{self, Read};
 
 /// Build tool identifier written into zTOCs and index annotations by default.

@@ -8,9 +8,9 @@
 
 use crate::error::{Error, Result};
 use crate::inflate::{Inflater, Status, GZIP, WINDOW_SIZE};
+use crate::sha256::Sha256;
 use crate::zinfo::{Checkpoint, GzipZinfo};
 use crate::SpanDigest;
-use crate::sha256::Sha256;
 use std::io::{self, Read};
 
 const IN_BUF: usize = 256 * 1024;

@@ -5,8 +5,8 @@
 //! span covers) lives here because every consumer needs it.
 
 use crate::error::{Error, Result};
-use crate::zinfo::GzipZinfo;
 use crate::sha256::Sha256;
+use crate::zinfo::GzipZinfo;
 use std::fmt;
 use std::ops::Range;
 
