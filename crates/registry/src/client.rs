@@ -1490,7 +1490,8 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((s, e, total))
 }
 
-fn parse_link_next(link: &str) -> Option<String> {
+/// The `rel="next"` target of a `Link` header (tag-list pagination).
+pub fn parse_link_next(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
         if !params.contains("rel=\"next\"") && !params.contains("rel=next") {

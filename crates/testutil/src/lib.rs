@@ -6,6 +6,8 @@
 //! The external programs come from `scripts/install-deps.sh` (`docker-registry`,
 //! `apache2-utils` for `htpasswd`, `skopeo`).
 
+#![warn(missing_docs)]
+
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;

@@ -125,7 +125,12 @@ fn sample_image_pushes_with_its_digests() {
         for l in &image.layers {
             let stored = std::fs::read(reg.blob_data_path(&l.digest)).unwrap();
             assert_eq!(stored.len() as u64, l.size);
+            assert_eq!(stored, read_blob(tmp.path(), &l.digest));
+            assert_eq!(sha(&stored), l.digest);
         }
+        // Layers 1 and 3 are above SOCI's default 10 MiB minimum layer size.
+        assert!(image.layers[0].size > 10 << 20 && image.layers[2].size > 10 << 20);
+        assert!(image.layers[1].size < 10_000);
         assert!(reg.blob_data_path(&image.config_digest).exists());
         let by_digest = format!("{}/harness/app@{}", reg.addr(), image.manifest_digest);
         assert!(skopeo_inspect_raw(&by_digest, None).is_some());
