@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
-# Property tests do heavy (de)compression; release mode keeps them quick.
-cargo test --workspace --release
+# Property tests do heavy (de)compression: optimized, but without LTO (profile ci-test).
+cargo test --workspace --profile ci-test
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
