@@ -251,6 +251,13 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
         source: &source,
         store: &local.store,
     };
+    // A standalone output directory is ours from here on: if anything fails it is removed
+    // again, so a failed run leaves no half-written layout behind (the next run would refuse
+    // the non-empty directory).
+    let mut cleanup = RemoveOnError(match &dest {
+        Dest::Layout { dir, .. } if !dir.exists() => Some(dir.clone()),
+        _ => None,
+    });
     io.prepare()?;
 
     // The entries of the new image index.
@@ -361,6 +368,7 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     let index_bytes = serde_json::to_vec(&index)?;
     let index_digest = oci::digest::sha256(&index_bytes);
     let dst_name = io.put_top(&index_digest, &index_bytes)?;
+    cleanup.0 = None;
 
     let dst_ref = match &dest {
         Dest::Registry { .. } => crate::normalize_ref(&args.dst)?,
@@ -610,6 +618,22 @@ impl DestIo<'_> {
                 std::fs::write(&path, serde_json::to_vec(&index)?)
                     .with_context(|| format!("writing {}", path.display()))?;
                 Ok(dir.display().to_string())
+            }
+        }
+    }
+}
+
+/// Removes a directory on drop unless disarmed (by setting it to `None`).
+struct RemoveOnError(Option<PathBuf>);
+
+impl Drop for RemoveOnError {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!(
+                    "warning: could not remove the partial output {}: {e}",
+                    dir.display()
+                );
             }
         }
     }
