@@ -290,3 +290,65 @@ fn pulls_go_through_a_hosts_toml_mirror_first() {
     .unwrap();
     assert_eq!(rt.block_on(repo.get_blob_bytes(&du, 100)).unwrap(), only_up);
 }
+
+#[test]
+fn tls_needs_the_ca_file_or_an_explicit_skip_verify() {
+    let reg = Registry::start_with_tls();
+    let rt = rt();
+    let data = Bytes::from_static(b"over tls");
+    let d = oci::digest::sha256(&data);
+    // The registry's address is loopback with a port, so the default would be plain HTTP:
+    // a hosts.toml names https for it, as a real node would.
+    let hosts = tempfile::tempdir().unwrap();
+    let dir = hosts.path().join(reg.addr());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!("server = \"https://{}\"\n", reg.addr()),
+    )
+    .unwrap();
+    let make = |ca: Option<std::path::PathBuf>, insecure: bool| {
+        Client::new(ClientConfig {
+            hosts_dir: Some(hosts.path().to_owned()),
+            host_defaults: registry::hosts::HostDefaults {
+                plain_http: false,
+                insecure,
+                ca_file: ca,
+            },
+            retry: RetryPolicy::none(),
+            ..Default::default()
+        })
+    };
+
+    // Unknown certificate: refused, and the message says why.
+    let strict = make(None, false);
+    let err = rt
+        .block_on(
+            strict
+                .repository(&reg.addr(), "tls/app")
+                .unwrap()
+                .blob_size(&d),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Transport { .. }), "{msg}");
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+
+    // Trusting the registry's certificate through the CA file works.
+    let with_ca = make(reg.tls_cert().map(|p| p.to_owned()), false);
+    let repo = with_ca.repository(&reg.addr(), "tls/app").unwrap();
+    assert_eq!(repo.hosts()[0].scheme, "https");
+    assert_eq!(
+        rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap(),
+        BlobPush::Uploaded
+    );
+    assert_eq!(rt.block_on(repo.get_blob_bytes(&d, 100)).unwrap(), data);
+
+    // So does skipping verification, when asked.
+    let insecure = make(None, true);
+    let repo = insecure.repository(&reg.addr(), "tls/app").unwrap();
+    assert_eq!(
+        rt.block_on(repo.blob_size(&d)).unwrap(),
+        Some(data.len() as u64)
+    );
+}

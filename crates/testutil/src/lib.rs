@@ -51,28 +51,42 @@ pub struct Registry {
     config: PathBuf,
     log: PathBuf,
     port: u16,
+    /// The CA that signed the registry's certificate (TLS registries only).
+    tls_cert: Option<PathBuf>,
 }
 
 impl Registry {
     /// Starts a registry without authentication.
     pub fn start() -> Registry {
-        Self::start_inner("", None)
+        Self::start_inner("", None, false)
+    }
+
+    /// Starts a registry that serves HTTPS only, with a fresh certificate for `127.0.0.1`
+    /// signed by a fresh test CA (made with `openssl`); [`Registry::tls_cert`] is the CA to
+    /// trust.
+    pub fn start_with_tls() -> Registry {
+        Self::start_inner("", None, true)
+    }
+
+    /// The CA certificate of a TLS registry (PEM), to pass as a CA file.
+    pub fn tls_cert(&self) -> Option<&Path> {
+        self.tls_cert.as_deref()
     }
 
     /// Starts a registry that wants HTTP basic auth (htpasswd file with a bcrypt hash made by
     /// `htpasswd -Bbn`, realm `soci-test`) for `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Self::start_inner("", Some((user, password)))
+        Self::start_inner("", Some((user, password)), false)
     }
 
     /// Starts a registry without auth, with `extra_yaml` appended to its config as top-level
     /// keys (e.g. a `notifications:` section). It must not repeat a key the harness writes
     /// (`version`, `log`, `storage`, `http`).
     pub fn start_with_config(extra_yaml: &str) -> Registry {
-        Self::start_inner(extra_yaml, None)
+        Self::start_inner(extra_yaml, None, false)
     }
 
-    fn start_inner(extra_yaml: &str, auth: Option<(&str, &str)>) -> Registry {
+    fn start_inner(extra_yaml: &str, auth: Option<(&str, &str)>, tls: bool) -> Registry {
         require_tool("docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("soci-registry-")
@@ -99,7 +113,88 @@ impl Registry {
                 yaml_str(&htpasswd.display().to_string())
             );
         }
+        let mut tls_yaml = String::new();
+        let mut tls_cert = None;
+        if tls {
+            require_tool("openssl");
+            // A CA and a leaf certificate for 127.0.0.1 signed by it (rustls refuses a CA
+            // certificate used as the server's own).
+            let ca = dir.path().join("ca.pem");
+            let ca_key = dir.path().join("ca-key.pem");
+            let cert = dir.path().join("cert.pem");
+            let key = dir.path().join("key.pem");
+            let csr = dir.path().join("leaf.csr");
+            let ext = dir.path().join("leaf.ext");
+            std::fs::write(
+                &ext,
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .expect("write the certificate extensions");
+            let openssl = |args: &[&std::ffi::OsStr]| {
+                let out = Command::new("openssl")
+                    .args(args)
+                    .output()
+                    .expect("run openssl");
+                assert!(
+                    out.status.success(),
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            let o = |s: &'static str| std::ffi::OsStr::new(s);
+            openssl(&[
+                o("req"),
+                o("-x509"),
+                o("-newkey"),
+                o("rsa:2048"),
+                o("-nodes"),
+                o("-days"),
+                o("2"),
+                o("-subj"),
+                o("/CN=soci-test-ca"),
+                o("-keyout"),
+                ca_key.as_os_str(),
+                o("-out"),
+                ca.as_os_str(),
+            ]);
+            openssl(&[
+                o("req"),
+                o("-newkey"),
+                o("rsa:2048"),
+                o("-nodes"),
+                o("-subj"),
+                o("/CN=127.0.0.1"),
+                o("-keyout"),
+                key.as_os_str(),
+                o("-out"),
+                csr.as_os_str(),
+            ]);
+            openssl(&[
+                o("x509"),
+                o("-req"),
+                o("-in"),
+                csr.as_os_str(),
+                o("-CA"),
+                ca.as_os_str(),
+                o("-CAkey"),
+                ca_key.as_os_str(),
+                o("-CAcreateserial"),
+                o("-days"),
+                o("2"),
+                o("-extfile"),
+                ext.as_os_str(),
+                o("-out"),
+                cert.as_os_str(),
+            ]);
+            tls_yaml = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                yaml_str(&cert.display().to_string()),
+                yaml_str(&key.display().to_string())
+            );
+            tls_cert = Some(ca);
+        }
         let mut reg = Registry {
+            tls_cert,
             child: None,
             config: dir.path().join("config.yml"),
             log: dir.path().join("registry.log"),
@@ -117,7 +212,7 @@ impl Registry {
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
                  http:\n  addr: 127.0.0.1:{}\n  secret: soci-testutil-http-secret\n\
-                 {auth_yaml}{extra_yaml}\n",
+                 {tls_yaml}{auth_yaml}{extra_yaml}\n",
                 yaml_str(&reg.storage.display().to_string()),
                 reg.port,
             );
@@ -166,7 +261,12 @@ impl Registry {
                 self.kill();
                 return Err("docker-registry exited".to_owned());
             }
-            if let Some(200 | 401) = http_status(self.port, "/v2/") {
+            // A TLS registry answers a plain-HTTP probe with 400 (Go's "client sent an HTTP
+            // request to an HTTPS server"): that is enough to know it listens.
+            let status = http_status(self.port, "/v2/");
+            let up = matches!(status, Some(200 | 401))
+                || (self.tls_cert.is_some() && status == Some(400));
+            if up {
                 // Something answers; make sure it is our process and not a squatter.
                 if self.is_running() {
                     return Ok(());
