@@ -32,22 +32,8 @@ pub enum OutputFormat {
 pub struct ConvertArgs {
     #[command(flatten)]
     registry: RegistryArgs,
-    /// Uncompressed bytes between gzip checkpoints.
-    #[arg(long, default_value_t = ztoc::DEFAULT_SPAN_SIZE)]
-    span_size: u64,
-    /// Layers smaller than this get no zTOC (they are fetched whole at run time).
-    #[arg(long, default_value_t = 10 << 20)]
-    min_layer_size: u64,
-    /// Platform(s) to index, os/arch[/variant] (default: this machine's, or the image's own
-    /// platform for a single-platform image).
-    #[arg(long, short = 'p', conflicts_with = "all_platforms")]
-    platform: Vec<String>,
-    /// Index every platform of a multi-platform image.
-    #[arg(long)]
-    all_platforms: bool,
-    /// Rebuild zTOCs even when one already exists for a layer.
-    #[arg(long, short = 'f')]
-    force: bool,
+    #[command(flatten)]
+    index: IndexOptions,
     /// Convert OCI image layouts on disk instead of images in a registry (no registry, no
     /// containerd): SRC and DST are directories.
     #[arg(long)]
@@ -78,9 +64,7 @@ enum Dest {
 }
 
 pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
-    if args.span_size == 0 {
-        bail!("--span-size must be positive");
-    }
+    args.index.check()?;
     let src_ref = if args.standalone {
         if args.format == OutputFormat::OciArchive {
             bail!("--format oci-archive is not supported yet; use --format oci-dir (and `tar` the directory if you need an archive)");
@@ -103,10 +87,11 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
         }
         r
     };
-    let selection = create::platform_selection(&args.platform, args.all_platforms)?;
+    let selection = args.index.selection()?;
     let Opened {
         source,
         top,
+        top_bytes,
         images,
     } = Source::open(&src_ref, &args.registry, &selection)?;
 
@@ -166,7 +151,6 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     };
 
     // Refuse images that are already SOCI-enabled: converting them again would nest indexes.
-    let top_bytes = source.fetch(&top)?;
     let top_json: Value = serde_json::from_slice(&top_bytes)
         .with_context(|| format!("{} is not valid JSON", top.digest()))?;
     let top_is_index = top_json.get("manifests").is_some();
@@ -202,12 +186,7 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     }
 
     let local = Local::open(root)?;
-    let opts = IndexOptions {
-        span_size: args.span_size,
-        min_layer_size: args.min_layer_size,
-        force: args.force,
-    };
-    let by_layer = create::index_layers(&source, &local, &images, &opts)?;
+    let by_layer = create::index_layers(&source, &local, &images, &args.index)?;
 
     // One v2 SOCI index per image that has at least one zTOC.
     struct Built {
@@ -223,7 +202,7 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
             .as_ref()
             .map(|p| p.to_string())
             .unwrap_or_default();
-        let (ztocs, records) = create::image_ztocs(image, &by_layer, args.span_size)?;
+        let (ztocs, records) = create::image_ztocs(image, &by_layer, args.index.span_size)?;
         if ztocs.is_empty() {
             println!("platform {platform}: every layer was skipped; no SOCI index for it");
             continue;
@@ -306,26 +285,22 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
             manifest["config"]["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
         }
         if let Some(b) = index_for {
-            let ann = manifest
-                .as_object_mut()
-                .context("manifest is not a JSON object")?
-                .entry("annotations")
-                .or_insert_with(|| Value::Object(Map::new()));
-            ann[soci_index::ANNOTATION_INDEX_DIGEST] = json!(b.digest.to_string());
+            annotate(
+                &mut manifest,
+                soci_index::ANNOTATION_INDEX_DIGEST,
+                &b.digest,
+            )
+            .context("manifest is not a JSON object")?;
         }
         let new_bytes = serde_json::to_vec(&manifest)?;
         let new_digest = oci::digest::sha256(&new_bytes);
-        io.put_image_manifest(&desc, &new_digest, &new_bytes)?;
+        io.put_image_manifest(&new_digest, &new_bytes)?;
         entry["mediaType"] = json!(oci::manifest::OCI_MANIFEST);
         entry["digest"] = json!(new_digest.to_string());
         entry["size"] = json!(new_bytes.len());
         if let Some(b) = index_for {
-            let ann = entry
-                .as_object_mut()
-                .context("index entry is not a JSON object")?
-                .entry("annotations")
-                .or_insert_with(|| Value::Object(Map::new()));
-            ann[soci_index::ANNOTATION_INDEX_DIGEST] = json!(b.digest.to_string());
+            annotate(entry, soci_index::ANNOTATION_INDEX_DIGEST, &b.digest)
+                .context("index entry is not a JSON object")?;
             let platform = b.image.platform.as_ref();
             let mut soci = json!({
                 "mediaType": oci::manifest::OCI_MANIFEST,
@@ -352,8 +327,8 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
                 ztocs: b.ztoc_records.iter().map(|z| z.digest.clone()).collect(),
-                span_size: args.span_size,
-                min_layer_size: args.min_layer_size,
+                span_size: args.index.span_size,
+                min_layer_size: args.index.min_layer_size,
             });
         }
     }
@@ -397,6 +372,17 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     }
     println!("converted image {index_digest} written to {dst_name}");
     Ok(())
+}
+
+/// Sets `annotations[key] = value` on a JSON object (manifest or descriptor); `None` when
+/// `target` is not an object.
+fn annotate(target: &mut Value, key: &str, value: &Digest) -> Option<()> {
+    let annotations = target
+        .as_object_mut()?
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    annotations[key] = json!(value.to_string());
+    Some(())
 }
 
 fn platform_json(p: &oci::platform::Platform) -> Value {
@@ -533,16 +519,12 @@ impl DestIo<'_> {
         }
     }
 
-    fn put_image_manifest(
-        &self,
-        original: &Descriptor,
-        digest: &Digest,
-        bytes: &[u8],
-    ) -> Result<()> {
+    /// Writes a rewritten image manifest; it references the original's config and layers,
+    /// which are made present first.
+    fn put_image_manifest(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
         match self.dest {
             Dest::Registry { repo, .. } => {
-                let original_bytes = self.source.fetch(original)?;
-                self.ensure_blobs(&original_bytes)?;
+                self.ensure_blobs(bytes)?;
                 let rt = self.runtime()?;
                 rt.block_on(repo.put_manifest(
                     digest.as_ref(),

@@ -22,22 +22,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `soci create`.
 #[derive(Args)]
 pub struct CreateArgs {
-    /// Uncompressed bytes between gzip checkpoints; smaller spans mean finer-grained fetches
-    /// and larger zTOCs.
-    #[arg(long, default_value_t = ztoc::DEFAULT_SPAN_SIZE)]
-    span_size: u64,
-    /// Layers smaller than this get no zTOC (they are fetched whole at run time).
-    #[arg(long, default_value_t = 10 << 20)]
-    min_layer_size: u64,
-    /// Platform(s) to index, os/arch[/variant] (default: this machine's).
-    #[arg(long, short = 'p', conflicts_with = "all_platforms")]
-    platform: Vec<String>,
-    /// Index every platform of a multi-platform image.
-    #[arg(long)]
-    all_platforms: bool,
-    /// Rebuild zTOCs even when one already exists for a layer.
-    #[arg(long, short = 'f')]
-    force: bool,
+    #[command(flatten)]
+    index: IndexOptions,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Image to index: a registry reference (HOST/REPO[:TAG|@DIGEST]), or oci:DIR[:TAG] or
@@ -63,6 +49,8 @@ pub(crate) struct Opened {
     pub source: Source,
     /// The reference's top descriptor (image manifest or index).
     pub top: Descriptor,
+    /// That object's bytes, verified against its digest.
+    pub top_bytes: Vec<u8>,
     /// The image manifests selected.
     pub images: Vec<ResolvedImage>,
 }
@@ -81,12 +69,14 @@ impl Source {
                 let layout = OciLayout::open(&dir)?;
                 let top = layout.resolve(tag.as_deref(), digest.as_ref())?;
                 let images = layout.image_manifests(&top, selection)?;
+                let top_bytes = layout.read_blob(&top, oci::manifest::MAX_MANIFEST_SIZE as u64)?;
                 Ok(Opened {
                     source: Source::Layout {
                         layout: Box::new(layout),
                         dir,
                     },
                     top,
+                    top_bytes,
                     images,
                 })
             }
@@ -97,7 +87,8 @@ impl Source {
             } => {
                 let remote = Remote::new(registry_args)?;
                 let repo = remote.repository(reference)?;
-                let (top, images) = remote::resolve_images(&remote, &repo, reference, selection)?;
+                let (top, top_bytes, images) =
+                    remote::resolve_images(&remote, &repo, reference, selection)?;
                 let label = format!("docker://{registry}/{repository}");
                 Ok(Opened {
                     source: Source::Registry {
@@ -106,6 +97,7 @@ impl Source {
                         label,
                     },
                     top,
+                    top_bytes,
                     images,
                 })
             }
@@ -162,47 +154,65 @@ struct LayerJob {
 }
 
 pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
-    if args.span_size == 0 {
-        bail!("--span-size must be positive");
-    }
+    args.index.check()?;
     let reference = ImageRef::parse(&args.image)?;
-    let selection = platform_selection(&args.platform, args.all_platforms)?;
+    let selection = args.index.selection()?;
     let image_ref = crate::normalize_ref(&args.image)?;
     let Opened { source, images, .. } = Source::open(&reference, &args.registry, &selection)?;
     let local = Local::open(root)?;
-    let opts = IndexOptions {
-        span_size: args.span_size,
-        min_layer_size: args.min_layer_size,
-        force: args.force,
-    };
-    let by_layer = index_layers(&source, &local, &images, &opts)?;
+    let by_layer = index_layers(&source, &local, &images, &args.index)?;
     for image in &images {
         write_index(&local, image, &by_layer, &image_ref, &args)?;
     }
     Ok(())
 }
 
-/// Which platforms to use, from `--platform` / `--all-platforms`.
-pub(crate) fn platform_selection(platforms: &[String], all: bool) -> Result<PlatformSelection> {
-    Ok(if all {
-        PlatformSelection::All
-    } else if platforms.is_empty() {
-        PlatformSelection::Host
-    } else {
-        PlatformSelection::Some(
-            platforms
-                .iter()
-                .map(|p| Platform::parse(p))
-                .collect::<Result<_, _>>()?,
-        )
-    })
+/// Indexing flags shared by `soci create` and `soci convert`.
+#[derive(Args)]
+pub(crate) struct IndexOptions {
+    /// Uncompressed bytes between gzip checkpoints; smaller spans mean finer-grained fetches
+    /// and larger zTOCs.
+    #[arg(long, default_value_t = ztoc::DEFAULT_SPAN_SIZE)]
+    pub span_size: u64,
+    /// Layers smaller than this get no zTOC (they are fetched whole at run time).
+    #[arg(long, default_value_t = 10 << 20)]
+    pub min_layer_size: u64,
+    /// Platform(s) to index, os/arch[/variant] (default: this machine's, or the image's own
+    /// platform for a single-platform image).
+    #[arg(long, short = 'p', conflicts_with = "all_platforms")]
+    pub platform: Vec<String>,
+    /// Index every platform of a multi-platform image.
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Rebuild zTOCs even when one already exists for a layer.
+    #[arg(long, short = 'f')]
+    pub force: bool,
 }
 
-/// How layers are indexed.
-pub(crate) struct IndexOptions {
-    pub span_size: u64,
-    pub min_layer_size: u64,
-    pub force: bool,
+impl IndexOptions {
+    /// Rejects values no index can be built with, before any network or disk work.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.span_size == 0 {
+            bail!("--span-size must be positive");
+        }
+        Ok(())
+    }
+
+    /// Which platforms to use, from `--platform` / `--all-platforms`.
+    pub(crate) fn selection(&self) -> Result<PlatformSelection> {
+        Ok(if self.all_platforms {
+            PlatformSelection::All
+        } else if self.platform.is_empty() {
+            PlatformSelection::Host
+        } else {
+            PlatformSelection::Some(
+                self.platform
+                    .iter()
+                    .map(|p| Platform::parse(p))
+                    .collect::<Result<_, _>>()?,
+            )
+        })
+    }
 }
 
 /// Builds (or reuses) a zTOC for every distinct layer of `images`, in parallel, each layer
@@ -213,9 +223,7 @@ pub(crate) fn index_layers(
     images: &[ResolvedImage],
     opts: &IndexOptions,
 ) -> Result<HashMap<String, LayerOutcome>> {
-    if opts.span_size == 0 {
-        bail!("--span-size must be positive");
-    }
+    opts.check()?;
     // Each distinct layer is indexed once, even if several platforms share it.
     let mut jobs: Vec<LayerJob> = Vec::new();
     for image in images {
@@ -337,7 +345,7 @@ fn write_index(
     image_ref: &str,
     args: &CreateArgs,
 ) -> Result<()> {
-    let (ztocs, records) = image_ztocs(image, by_layer, args.span_size)?;
+    let (ztocs, records) = image_ztocs(image, by_layer, args.index.span_size)?;
     let platform = image
         .platform
         .as_ref()
@@ -371,8 +379,8 @@ fn write_index(
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         ztocs: records.iter().map(|z| z.digest.clone()).collect(),
-        span_size: args.span_size,
-        min_layer_size: args.min_layer_size,
+        span_size: args.index.span_size,
+        min_layer_size: args.index.min_layer_size,
     };
     local.db.put_index(&record, &records)?;
     println!(

@@ -34,7 +34,7 @@ pub fn run(args: &IndexListArgs) -> Result<()> {
         .iter()
         .map(|p| Platform::parse(p))
         .collect::<Result<_, _>>()?;
-    let (top, images) =
+    let (_, top_bytes, images) =
         remote::resolve_images(&remote, &repo, &reference, &PlatformSelection::All)?;
     let keep = |p: &str| {
         wanted.is_empty() || Platform::parse(p).is_ok_and(|p| wanted.iter().any(|w| w.matches(&p)))
@@ -42,10 +42,6 @@ pub fn run(args: &IndexListArgs) -> Result<()> {
     let mut found = Vec::new();
 
     // v2: SOCI index descriptors inside the image index itself.
-    let top_bytes = remote
-        .rt
-        .block_on(repo.get_manifest(top.digest().as_ref()))?
-        .bytes;
     let top_json: Value = serde_json::from_slice(&top_bytes).unwrap_or(Value::Null);
     for m in top_json["manifests"].as_array().into_iter().flatten() {
         if m["artifactType"].as_str() != Some(soci_index::SOCI_INDEX_V2) {

@@ -121,7 +121,8 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
     let repo = remote.repository(&reference)?;
     // The image as the registry has it now: an index must have been built for exactly these
     // manifests, or it would describe layers the image does not have.
-    let (_, images) = remote::resolve_images(&remote, &repo, &reference, &PlatformSelection::All)?;
+    let (_, _, images) =
+        remote::resolve_images(&remote, &repo, &reference, &PlatformSelection::All)?;
 
     let mut pushed = 0;
     for rec in &indexes {

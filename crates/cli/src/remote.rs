@@ -141,13 +141,14 @@ impl ManifestFetcher for RegistryFetcher<'_> {
     }
 }
 
-/// Resolves a registry reference to its top descriptor and the image manifests selected.
+/// Resolves a registry reference to its top descriptor, that object's verified bytes, and
+/// the image manifests selected.
 pub fn resolve_images(
     remote: &Remote,
     repo: &Repository,
     reference: &ImageRef,
     selection: &PlatformSelection,
-) -> Result<(Descriptor, Vec<ResolvedImage>)> {
+) -> Result<(Descriptor, Vec<u8>, Vec<ResolvedImage>)> {
     let r = reference_of(reference);
     let top = remote.rt.block_on(repo.get_manifest(&r))?;
     let media = if top.media_type.is_empty() {
@@ -167,7 +168,7 @@ pub fn resolve_images(
     };
     let images =
         oci::resolve::image_manifests(&mut fetcher, &reference.to_string(), &desc, selection)?;
-    Ok((desc, images))
+    Ok((desc, top.bytes.to_vec(), images))
 }
 
 /// A blocking reader over a blob streamed from a registry (for use off the runtime's threads).
