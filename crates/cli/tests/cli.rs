@@ -4,22 +4,13 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod common;
+use common::{ok, soci};
+use testutil::noisy;
 
 fn sha(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-fn noisy(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            b"abcdefghijklmnopqrstuvwxyz0123456789 \n"[(x % 38) as usize]
-        })
-        .collect()
 }
 
 struct Layout {
@@ -114,25 +105,6 @@ fn make_layout(dir: &Path, with_zstd: bool) -> Layout {
         files,
         layer_digests,
     }
-}
-
-fn soci(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_soci"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn image_arg(l: &Layout) -> String {

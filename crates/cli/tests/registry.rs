@@ -5,41 +5,12 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use testutil::Registry;
 
-fn soci(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_soci"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("SOCI_USER")
-        // No Docker config of the machine leaks into the tests.
-        .env("DOCKER_CONFIG", root.join("no-docker-config"))
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: Output) -> String {
-    assert!(
-        !out.status.success(),
-        "unexpected success: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{fails, ok, soci};
 
 fn push_sample(
     reg: &Registry,
@@ -213,16 +184,9 @@ fn create_push_discover_convert_against_a_real_registry() {
     );
     // The converted image is pullable by a standard client.
     let pulled = tmp.path().join("pulled");
-    let st = Command::new("skopeo")
-        .args(["copy", "--all", "--src-tls-verify=false"])
-        .arg(format!("docker://{}/app:v1-soci", reg.addr()))
-        .arg(format!("oci:{}:x", pulled.display()))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    testutil::skopeo_copy(
+        &format!("docker://{}/app:v1-soci", reg.addr()),
+        &format!("oci:{}:x", pulled.display()),
     );
 
     // Converting a converted image is refused.
@@ -241,16 +205,9 @@ fn create_push_discover_convert_against_a_real_registry() {
         &root,
         &["convert", &r, &format!("{}/other/app:soci", reg.addr())],
     ));
-    let st = Command::new("skopeo")
-        .args(["copy", "--all", "--src-tls-verify=false"])
-        .arg(format!("docker://{}/other/app:soci", reg.addr()))
-        .arg(format!("oci:{}:y", tmp.path().join("pulled2").display()))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    testutil::skopeo_copy(
+        &format!("docker://{}/other/app:soci", reg.addr()),
+        &format!("oci:{}:y", tmp.path().join("pulled2").display()),
     );
 
     // Bad input.
@@ -298,16 +255,9 @@ fn standalone_convert_of_an_oci_layout() {
     // Every blob the new image needs is in the new layout and matches its digest: skopeo
     // reads it whole. (Not with --preserve-digests: skopeo 1.9 re-serializes OCI indexes
     // because its image-spec predates `artifactType`.)
-    let st = Command::new("skopeo")
-        .args(["copy", "-q", "--all"])
-        .arg(format!("oci:{}", dst.display()))
-        .arg(format!("oci:{}:copy", tmp.path().join("copy").display()))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    testutil::skopeo_copy(
+        &format!("oci:{}", dst.display()),
+        &format!("oci:{}:copy", tmp.path().join("copy").display()),
     );
     for entry in top_json["manifests"].as_array().unwrap() {
         let d = entry["digest"].as_str().unwrap();

@@ -849,6 +849,24 @@ fn skopeo(timeout: &str) -> Command {
     cmd
 }
 
+/// `skopeo copy --all SRC DST` between any transports (`docker://` over plain HTTP,
+/// `oci:DIR[:TAG]`), as a standard client reading an image whole; panics with skopeo's stderr
+/// on failure. Digests are not preserved: skopeo 1.9 re-serializes OCI indexes.
+pub fn skopeo_copy(src: &str, dst: &str) {
+    let out = skopeo(SKOPEO_COPY_TIMEOUT)
+        .args(["copy", "--quiet", "--all", "--retry-times", "0"])
+        .args(["--src-tls-verify=false", "--src-no-creds"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy {src} {dst} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Pushes `oci:LAYOUT_DIR:TAG` to `docker://DEST` (plain HTTP) with
 /// `skopeo copy --all --preserve-digests`, so every platform of a multi-platform image goes
 /// and the registry's digests equal the layout's. An empty `tag` means the layout's only
