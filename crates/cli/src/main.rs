@@ -3,6 +3,7 @@
 mod convert;
 mod create;
 mod discover;
+mod mount;
 mod push;
 mod remote;
 mod table;
@@ -58,6 +59,10 @@ enum Command {
     Ztoc(ZtocCommand),
     /// Rebuild the metadata database from the content store.
     RebuildDb,
+    /// Mount an image from a registry lazily: files are fetched as they are read.
+    Mount(mount::MountArgs),
+    /// Unmount an image mounted with `soci mount` and stop its server.
+    Unmount(mount::UnmountArgs),
 }
 
 #[derive(Subcommand)]
@@ -187,6 +192,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Create(args) => create::run(&cli.root, args),
         Command::Push(args) => push::run(&cli.root, args),
         Command::Convert(args) => convert::run(&cli.root, args),
+        Command::Mount(args) => mount::run(&cli.root, args),
+        Command::Unmount(args) => mount::unmount(&cli.root, args),
         Command::Index(cmd) => index(&cli.root, cmd),
         Command::Ztoc(cmd) => ztoc_cmd(&cli.root, cmd),
         Command::RebuildDb => {

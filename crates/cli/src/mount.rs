@@ -1,0 +1,592 @@
+//! `soci mount IMAGE DIR` and `soci unmount DIR`: an image from a registry mounted lazily.
+//!
+//! Each layer with a zTOC becomes a FUSE mount served by this process; small layers without
+//! one are downloaded and unpacked; overlayfs stacks them at DIR. Unless `--foreground` is
+//! given, `soci mount` starts a detached copy of itself that serves the mounts, waits until it
+//! reports the mount ready, and returns. Everything the server needs to be cleaned up lives in
+//! a state directory under the data root, so `soci unmount` also cleans up after a server that
+//! was killed.
+
+use crate::remote::{self, RegistryArgs, Remote};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lazyfs::layer::RemoteLayer;
+use lazyfs::overlay::{self, UpperDirs};
+use lazyfs::{BackgroundSession, MetricsSnapshot, SpanConfig};
+use oci::platform::Platform;
+use oci::reference::ImageRef;
+use oci::resolve::PlatformSelection;
+use oci::Descriptor;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Environment variable marking the detached server (so it does not detach again).
+const DETACHED_ENV: &str = "SOCI_MOUNT_SERVER";
+
+#[derive(Args)]
+#[command(long_about = "Mount an image from a registry lazily at DIR.\n\n\
+        The image's SOCI index is found in the registry (a v2 image from `soci convert`, \
+        else a v1 index pushed with `soci push`, through the referrers API or the \
+        sha256-<digest> tag). Layers with a zTOC are mounted through FUSE and only the spans \
+        a process reads are fetched, with HTTP Range requests; small layers are downloaded \
+        and unpacked. overlayfs stacks the layers at DIR, so `chroot DIR …` works.\n\n\
+        The mount is served by a background process; `soci unmount DIR` ends it. \
+        `soci mount --stats DIR` prints bytes fetched per layer.")]
+pub struct MountArgs {
+    /// Image in a registry: HOST/REPO[:TAG|@DIGEST].
+    #[arg(required_unless_present = "stats")]
+    image: Option<String>,
+    /// Directory to mount at (created if missing).
+    #[arg(required_unless_present = "stats")]
+    dir: Option<PathBuf>,
+    /// Print bytes fetched per layer for the image mounted at DIR, and exit.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["image", "dir", "rw", "foreground"])]
+    stats: Option<PathBuf>,
+    /// Writable mount: changes go to an upper directory under the data root and are
+    /// discarded by `soci unmount`.
+    #[arg(long)]
+    rw: bool,
+    /// Platform of a multi-platform image (default: this machine's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Serve the mount from this process until interrupted, instead of detaching.
+    #[arg(long)]
+    foreground: bool,
+    /// Fetch the rest of each lazy layer in the background at this many MB/s (0: unlimited).
+    #[arg(long, default_value_t = 0.0, value_name = "MB/S")]
+    background_fetch_rate: f64,
+    /// Do not fetch layers in the background: only what is read is ever fetched.
+    #[arg(long)]
+    no_background_fetch: bool,
+    /// Range requests in flight per layer.
+    #[arg(long, default_value_t = 4)]
+    fetch_concurrency: usize,
+    /// FUSE worker threads per layer.
+    #[arg(long, default_value_t = 4)]
+    fuse_threads: usize,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args)]
+pub struct UnmountArgs {
+    /// The directory given to `soci mount`.
+    dir: PathBuf,
+    /// Detach the mount even if processes still use it (like `umount -l`).
+    #[arg(long, short = 'f')]
+    force: bool,
+}
+
+/// What the server records about a mount, for `soci unmount` and `--stats`.
+#[derive(Serialize, Deserialize)]
+struct MountState {
+    pid: u32,
+    image: String,
+    dir: PathBuf,
+    index_digest: String,
+    found_through: String,
+    layers: Vec<LayerState>,
+    overlay_mounted: bool,
+    ready: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct LayerState {
+    digest: String,
+    size: u64,
+    lazy: bool,
+    path: PathBuf,
+}
+
+/// Per-layer figures written by the server every second and at exit.
+#[derive(Serialize, Deserialize)]
+struct LayerStats {
+    digest: String,
+    size: u64,
+    lazy: bool,
+    spans_total: u64,
+    spans_cached: u64,
+    #[serde(flatten)]
+    metrics: MetricsSnapshot,
+}
+
+fn state_dir(root: &Path, dir: &Path) -> PathBuf {
+    let id = oci::digest::sha256(dir.as_os_str().as_encoded_bytes()).to_string();
+    let hex = id.trim_start_matches("sha256:");
+    root.join("mounts").join(&hex[..16])
+}
+
+fn read_state(state_dir: &Path) -> Result<Option<MountState>> {
+    let path = state_dir.join("state.json");
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+pub fn run(root: &Path, args: MountArgs) -> Result<()> {
+    if let Some(dir) = &args.stats {
+        let dir = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+        let state = state_dir(root, &dir);
+        refresh_stats(&state)?;
+        return print_stats(&state, &dir);
+    }
+    let (Some(image), Some(dir)) = (args.image.clone(), args.dir.clone()) else {
+        bail!("soci mount needs IMAGE and DIR");
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(&dir)?;
+    let state = state_dir(root, &dir);
+    if let Some(s) = read_state(&state)? {
+        if process_alive(s.pid) {
+            bail!(
+                "{} is already mounted by soci (server pid {}); run `soci unmount {}` first",
+                dir.display(),
+                s.pid,
+                dir.display()
+            );
+        }
+        bail!(
+            "a previous mount at {} was not cleaned up (its server is gone); run `soci unmount {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if overlay::is_mounted(&dir) {
+        bail!("{} is already a mount point", dir.display());
+    }
+    if args.foreground || std::env::var_os(DETACHED_ENV).is_some() {
+        serve(root, &args, &image, &dir, &state)
+    } else {
+        detach(&image, &dir, &state)
+    }
+}
+
+/// Starts the server as a detached copy of this command and waits for it to be ready.
+fn detach(image: &str, dir: &Path, state: &Path) -> Result<()> {
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    let log_path = state.join("server.log");
+    let log = std::fs::File::create(&log_path)?;
+    let exe = std::env::current_exe().context("finding the soci executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(DETACHED_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it only detaches the child from our terminal
+    // session so that it outlives this command.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the mount server")?;
+    let started = Instant::now();
+    loop {
+        if let Some(s) = read_state(state)? {
+            if s.ready {
+                let lazy = s.layers.iter().filter(|l| l.lazy).count();
+                println!(
+                    "mounted {image} at {}: {} layers ({lazy} lazy, {} unpacked), SOCI index {} (found through {}), server pid {}, ready in {:.2} s",
+                    dir.display(),
+                    s.layers.len(),
+                    s.layers.len() - lazy,
+                    s.index_digest,
+                    s.found_through,
+                    s.pid,
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(state);
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("mounting {image} failed ({status}):\n{}", tail.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Holds what must be undone when the server stops, in reverse order of creation.
+struct Mounted {
+    dir: PathBuf,
+    overlay: bool,
+    sessions: Vec<BackgroundSession>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.overlay {
+            if let Err(e) = overlay::unmount(&self.dir, false) {
+                tracing::warn!("unmounting {}: {e}; detaching it", self.dir.display());
+                let _ = overlay::unmount(&self.dir, true);
+            }
+        }
+        // Dropping a session unmounts its FUSE mount.
+        self.sessions.clear();
+    }
+}
+
+fn serve(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &Path) -> Result<()> {
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    // A mount that fails half-way leaves nothing behind.
+    let result = serve_inner(root, args, image, dir, state);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(state.join("layers"));
+        let _ = std::fs::remove_file(state.join("state.json"));
+        if std::env::var_os(DETACHED_ENV).is_none() {
+            let _ = std::fs::remove_dir_all(state);
+        }
+    }
+    result
+}
+
+fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &Path) -> Result<()> {
+    let remote = Remote::new(&args.registry)?;
+    let reference = ImageRef::parse(image)?;
+    let repo = remote.repository(&reference)?;
+    let selection = match &args.platform {
+        Some(p) => PlatformSelection::Some(vec![Platform::parse(p)?]),
+        None => PlatformSelection::Host,
+    };
+    let (_, top_bytes, images) = remote::resolve_images(&remote, &repo, &reference, &selection)?;
+    let resolved = images
+        .into_iter()
+        .next()
+        .context("no image manifest resolved")?;
+    let found = remote.rt.block_on(lazyfs::discover::find_index(
+        &repo,
+        image,
+        &top_bytes,
+        resolved.manifest_desc.digest(),
+        &resolved.manifest,
+    ))?;
+    tracing::info!(index = %found.digest, through = found.found_through, "using SOCI index");
+
+    let cache_root = root.join("cache");
+    let layers_dir = state.join("layers");
+    let mut mounted = Mounted {
+        dir: dir.to_owned(),
+        overlay: false,
+        sessions: Vec::new(),
+    };
+    let mut lazy_layers = Vec::new();
+    let mut layer_states = Vec::new();
+    let span_config = SpanConfig {
+        fetch_concurrency: args.fetch_concurrency.max(1),
+        ..SpanConfig::default()
+    };
+    for (i, layer) in resolved.manifest.layers().iter().enumerate() {
+        let path = layers_dir.join(i.to_string());
+        std::fs::create_dir_all(&path)?;
+        let ztoc = found
+            .index
+            .ztocs
+            .iter()
+            .find(|z| &z.layer_digest == layer.digest());
+        let lazy = if let Some(ztoc) = ztoc {
+            let rl = remote.rt.block_on(RemoteLayer::open(
+                &repo,
+                layer,
+                ztoc,
+                &cache_root,
+                span_config.clone(),
+            ))?;
+            let session = rl
+                .mount(&path, remote.rt.handle().clone(), args.fuse_threads)
+                .with_context(|| {
+                    format!("mounting layer {} at {}", layer.digest(), path.display())
+                })?;
+            mounted.sessions.push(session);
+            lazy_layers.push(rl);
+            true
+        } else {
+            unpack(&remote, &repo, layer, &path)?;
+            false
+        };
+        layer_states.push(LayerState {
+            digest: layer.digest().to_string(),
+            size: layer.size(),
+            lazy,
+            path,
+        });
+    }
+
+    let lowers: Vec<PathBuf> = layer_states.iter().rev().map(|l| l.path.clone()).collect();
+    let upper = args.rw.then(|| UpperDirs {
+        upper: state.join("upper"),
+        work: state.join("work"),
+    });
+    if let Some(u) = &upper {
+        std::fs::create_dir_all(&u.upper)?;
+        std::fs::create_dir_all(&u.work)?;
+    }
+    overlay::mount_overlay(dir, &lowers, upper.as_ref())
+        .with_context(|| format!("mounting overlayfs at {}", dir.display()))?;
+    mounted.overlay = true;
+
+    let mut mount_state = MountState {
+        pid: std::process::id(),
+        image: image.to_owned(),
+        dir: dir.to_owned(),
+        index_digest: found.digest.to_string(),
+        found_through: found.found_through.to_owned(),
+        layers: layer_states.clone(),
+        overlay_mounted: true,
+        ready: true,
+    };
+    write_json(&state.join("state.json"), &mount_state)?;
+
+    if !args.no_background_fetch {
+        let rate =
+            (args.background_fetch_rate > 0.0).then_some((args.background_fetch_rate * 1e6) as u64);
+        for rl in &lazy_layers {
+            let spans = rl.spans.clone();
+            remote
+                .rt
+                .spawn(async move { spans.background_fetch(rate).await });
+        }
+    }
+    if std::env::var_os(DETACHED_ENV).is_none() {
+        eprintln!(
+            "mounted {image} at {}; serving until interrupted (Ctrl-C)",
+            dir.display()
+        );
+    }
+
+    let write_stats = |lazy_layers: &[RemoteLayer]| {
+        let stats: Vec<LayerStats> = layer_states
+            .iter()
+            .map(|l| {
+                let rl = lazy_layers
+                    .iter()
+                    .find(|r| r.layer.digest().to_string() == l.digest);
+                match rl {
+                    Some(rl) => {
+                        let (total, cached) = rl.spans.progress();
+                        LayerStats {
+                            digest: l.digest.clone(),
+                            size: l.size,
+                            lazy: true,
+                            spans_total: total,
+                            spans_cached: cached,
+                            metrics: rl.spans.metrics().snapshot(),
+                        }
+                    }
+                    None => LayerStats {
+                        digest: l.digest.clone(),
+                        size: l.size,
+                        lazy: false,
+                        spans_total: 0,
+                        spans_cached: 0,
+                        metrics: MetricsSnapshot {
+                            bytes_fetched: l.size,
+                            ..Default::default()
+                        },
+                    },
+                }
+            })
+            .collect();
+        let _ = write_json(&state.join("stats.json"), &stats);
+    };
+
+    remote.rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        // `soci mount --stats` asks for figures that are current, not up to a second old.
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = tick.tick() => write_stats(&lazy_layers),
+                _ = usr1.recv() => write_stats(&lazy_layers),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    write_stats(&lazy_layers);
+    tracing::info!("stopping: unmounting {}", dir.display());
+    drop(mounted);
+    mount_state.overlay_mounted = false;
+    mount_state.ready = false;
+    write_json(&state.join("state.json"), &mount_state)?;
+    Ok(())
+}
+
+/// Downloads a layer without a zTOC and unpacks it for overlayfs.
+fn unpack(
+    remote: &Remote,
+    repo: &registry::Repository,
+    layer: &Descriptor,
+    dest: &Path,
+) -> Result<()> {
+    let media = layer.media_type().to_string();
+    let reader = remote::open_blob(remote, repo, layer)?;
+    let mut reader = oci::digest::DigestingReader::new(reader);
+    let result = if media.ends_with("+gzip") || media.ends_with(".gzip") {
+        lazyfs::unpack::unpack_gzip_layer(&mut reader, dest)
+    } else if media.ends_with(".tar") || media.ends_with("tar") {
+        lazyfs::unpack::unpack_layer(&mut reader, dest)
+    } else {
+        bail!(
+            "layer {} is {media}; soci mount unpacks gzip and uncompressed tar layers only",
+            layer.digest()
+        );
+    };
+    result.with_context(|| format!("unpacking layer {}", layer.digest()))?;
+    // Drain what the tar reader left (padding) so the digest covers the whole blob.
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    let (digest, size) = reader.finish();
+    if &digest != layer.digest() || size != layer.size() {
+        bail!(
+            "layer {} downloaded as {digest} ({size} bytes): the registry sent other bytes",
+            layer.digest()
+        );
+    }
+    Ok(())
+}
+
+/// Asks a running server to write its statistics now, and waits (briefly) until it has.
+fn refresh_stats(state: &Path) -> Result<()> {
+    let Some(s) = read_state(state)? else {
+        return Ok(());
+    };
+    if !process_alive(s.pid) {
+        return Ok(());
+    }
+    let path = state.join("stats.json");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let before = modified(&path);
+    // SAFETY: plain kill(2) to the server this state file names.
+    unsafe { libc::kill(s.pid as libc::pid_t, libc::SIGUSR1) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while modified(&path) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn print_stats(state: &Path, dir: &Path) -> Result<()> {
+    let path = state.join("stats.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "no soci mount statistics for {} ({} is missing)",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    let stats: Vec<LayerStats> = serde_json::from_slice(&bytes)?;
+    let mut rows = vec![[
+        "LAYER",
+        "MODE",
+        "SIZE",
+        "FETCHED",
+        "FETCHED %",
+        "SPANS CACHED",
+        "REQUESTS",
+        "VERIFY FAILURES",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let (mut size, mut fetched) = (0u64, 0u64);
+    for s in &stats {
+        size += s.size;
+        fetched += s.metrics.bytes_fetched;
+        rows.push(vec![
+            s.digest.clone(),
+            if s.lazy { "lazy" } else { "unpacked" }.into(),
+            s.size.to_string(),
+            s.metrics.bytes_fetched.to_string(),
+            format!(
+                "{:.1}",
+                100.0 * s.metrics.bytes_fetched as f64 / s.size.max(1) as f64
+            ),
+            if s.lazy {
+                format!("{}/{}", s.spans_cached, s.spans_total)
+            } else {
+                "-".into()
+            },
+            s.metrics.fetch_requests.to_string(),
+            s.metrics.verification_failures.to_string(),
+        ]);
+    }
+    print!("{}", crate::table::render(&rows));
+    println!(
+        "total: {fetched} of {size} bytes fetched ({:.1}%)",
+        100.0 * fetched as f64 / size.max(1) as f64
+    );
+    Ok(())
+}
+
+pub fn unmount(root: &Path, args: UnmountArgs) -> Result<()> {
+    let dir =
+        std::fs::canonicalize(&args.dir).with_context(|| format!("{}", args.dir.display()))?;
+    let state = state_dir(root, &dir);
+    let Some(s) = read_state(&state)? else {
+        bail!("nothing is mounted by soci at {}", dir.display());
+    };
+    if overlay::is_mounted(&dir) {
+        if let Err(e) = overlay::unmount(&dir, false) {
+            if e.raw_os_error() == Some(libc::EBUSY) && !args.force {
+                bail!("{} is busy (a process has files open or runs there); stop it, or use `soci unmount --force` to detach the mount now", dir.display());
+            }
+            overlay::unmount(&dir, true)
+                .with_context(|| format!("unmounting {}", dir.display()))?;
+        }
+    }
+    if process_alive(s.pid) {
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(s.pid as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_alive(s.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if process_alive(s.pid) {
+            eprintln!(
+                "the mount server (pid {}) did not stop in 10 s; killing it",
+                s.pid
+            );
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(s.pid as libc::pid_t, libc::SIGKILL) };
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // A server that died leaves its FUSE mounts behind ("transport endpoint is not connected").
+    for l in &s.layers {
+        if overlay::is_mounted(&l.path) {
+            overlay::unmount(&l.path, true)
+                .with_context(|| format!("unmounting layer {}", l.path.display()))?;
+        }
+    }
+    if state.join("stats.json").exists() {
+        print_stats(&state, &dir)?;
+    }
+    std::fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
+    println!("unmounted {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Finding the SOCI index of an image in a registry: the v2 binding first (an image index
+//! made by `soci convert`), then v1 indexes through the referrers API or the tag schema.
+
+use oci::soci_index::{self, IndexVersion, SociIndex};
+use oci::{Descriptor, Digest, ImageManifest};
+use registry::{ReferrersSource, Repository};
+use serde_json::Value;
+
+/// Largest SOCI index manifest read.
+const MAX_INDEX_SIZE: u64 = 4 << 20;
+
+/// A SOCI index found for an image manifest.
+#[derive(Debug, Clone)]
+pub struct FoundIndex {
+    /// Digest of the SOCI index manifest.
+    pub digest: Digest,
+    /// The parsed index.
+    pub index: SociIndex,
+    /// How it was found: "image index" (v2), "referrers API" or "tag schema" (v1).
+    pub found_through: &'static str,
+}
+
+/// Why no usable index was found.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// The image has no SOCI index at all.
+    #[error("no SOCI index for {image} (manifest {manifest}); create one with `soci create {image} && soci push {image}`, or `soci convert {image} <new ref>` for a v2 image")]
+    NotFound {
+        /// The image reference as given.
+        image: String,
+        /// The image manifest digest.
+        manifest: String,
+    },
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    /// An index was found but is unusable.
+    #[error("SOCI index {digest} of {image}: {message}")]
+    Invalid {
+        /// The image.
+        image: String,
+        /// Index digest.
+        digest: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Finds the SOCI index of `manifest` (digest `manifest_digest`), reached through the
+/// top-level object `top_bytes` of `image` (an image index for v2 images).
+pub async fn find_index(
+    repo: &Repository,
+    image: &str,
+    top_bytes: &[u8],
+    manifest_digest: &Digest,
+    manifest: &ImageManifest,
+) -> Result<FoundIndex, DiscoverError> {
+    if let Some(digest) = v2_index_digest(top_bytes, manifest_digest, manifest) {
+        let found = fetch_index(repo, image, &digest, "image index").await?;
+        return Ok(found);
+    }
+    let refs = repo
+        .referrers(manifest_digest, Some(soci_index::SOCI_INDEX_V1))
+        .await?;
+    let through = match refs.source {
+        ReferrersSource::Api => "referrers API",
+        ReferrersSource::TagSchema => "tag schema",
+    };
+    // Several v1 indexes (rebuilt with other options): the last listed is the newest push.
+    let mut last_error = None;
+    for desc in refs.descriptors.iter().rev() {
+        match fetch_index(repo, image, desc.digest(), through).await {
+            Ok(found) if found.index.version == IndexVersion::V1 => {
+                match found.index.subject.as_ref().map(Descriptor::digest) {
+                    Some(subject) if subject == manifest_digest => return Ok(found),
+                    _ => {
+                        last_error = Some(DiscoverError::Invalid {
+                            image: image.to_owned(),
+                            digest: desc.digest().to_string(),
+                            message: format!("its subject is not {manifest_digest}"),
+                        })
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| DiscoverError::NotFound {
+        image: image.to_owned(),
+        manifest: manifest_digest.to_string(),
+    }))
+}
+
+/// The v2 binding: the manifest copy's `com.amazon.soci.index-digest` annotation, or a SOCI
+/// index descriptor in the image index naming this manifest.
+fn v2_index_digest(
+    top_bytes: &[u8],
+    manifest_digest: &Digest,
+    manifest: &ImageManifest,
+) -> Option<Digest> {
+    if let Some(d) = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(soci_index::ANNOTATION_INDEX_DIGEST))
+        .and_then(|d| oci::digest::parse(d).ok())
+    {
+        return Some(d);
+    }
+    let top: Value = serde_json::from_slice(top_bytes).ok()?;
+    top["manifests"].as_array()?.iter().find_map(|m| {
+        let is_index = m["artifactType"].as_str() == Some(soci_index::SOCI_INDEX_V2);
+        let names_manifest = m["annotations"][soci_index::ANNOTATION_IMAGE_MANIFEST_DIGEST]
+            .as_str()
+            == Some(manifest_digest.as_ref());
+        if is_index && names_manifest {
+            oci::digest::parse(m["digest"].as_str()?).ok()
+        } else {
+            None
+        }
+    })
+}
+
+async fn fetch_index(
+    repo: &Repository,
+    image: &str,
+    digest: &Digest,
+    through: &'static str,
+) -> Result<FoundIndex, DiscoverError> {
+    let manifest = repo.get_manifest(digest.as_ref()).await?;
+    if manifest.bytes.len() as u64 > MAX_INDEX_SIZE {
+        return Err(DiscoverError::Invalid {
+            image: image.to_owned(),
+            digest: digest.to_string(),
+            message: format!(
+                "{} bytes is over the {MAX_INDEX_SIZE} byte limit",
+                manifest.bytes.len()
+            ),
+        });
+    }
+    let index = soci_index::parse_index_manifest(&manifest.bytes, &format!("SOCI index {digest}"))
+        .map_err(|e| DiscoverError::Invalid {
+            image: image.to_owned(),
+            digest: digest.to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(FoundIndex {
+        digest: digest.clone(),
+        index,
+        found_through: through,
+    })
+}

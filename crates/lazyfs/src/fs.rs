@@ -1,0 +1,296 @@
+//! The read-only FUSE filesystem of one layer.
+//!
+//! Metadata comes from the in-memory [`Tree`]; file data from the [`SpanManager`]. Several
+//! FUSE worker threads serve requests, each blocking only on its own read. Layer contents never
+//! change, so the kernel is told to keep attributes, entries and page cache for long.
+
+use crate::metrics::LayerMetrics;
+use crate::spans::SpanManager;
+use crate::tree::{Node, NodeKind, Tree, ROOT_INO};
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, SessionACL,
+};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the kernel may cache entries and attributes: a layer never changes.
+const TTL: Duration = Duration::from_secs(3600);
+/// Block size reported in stat and statfs.
+const BLOCK_SIZE: u32 = 4096;
+/// Largest read the kernel is asked to send.
+const MAX_READAHEAD: u32 = 1 << 20;
+
+/// Options for mounting a layer.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Name shown as the mount source (`mount`, `/proc/mounts`).
+    pub fs_name: String,
+}
+
+/// A layer's filesystem, ready to be mounted.
+pub struct LayerFs {
+    tree: Arc<Tree>,
+    spans: Option<SpanManager>,
+    runtime: tokio::runtime::Handle,
+    metrics: Arc<LayerMetrics>,
+}
+
+impl LayerFs {
+    /// A filesystem over `tree` whose file data `spans` serves (`None` for a layer whose files
+    /// are all empty). Span fetches run on `runtime`.
+    pub fn new(
+        tree: Arc<Tree>,
+        spans: Option<SpanManager>,
+        runtime: tokio::runtime::Handle,
+        metrics: Arc<LayerMetrics>,
+    ) -> Self {
+        LayerFs {
+            tree,
+            spans,
+            runtime,
+            metrics,
+        }
+    }
+
+    /// Mounts the filesystem read-only at `mountpoint`; it stays mounted until the returned
+    /// session is dropped or unmounted.
+    pub fn mount(
+        self,
+        mountpoint: &Path,
+        config: &MountConfig,
+    ) -> std::io::Result<fuser::BackgroundSession> {
+        let mut options = Config::default();
+        options.mount_options = vec![
+            MountOption::RO,
+            MountOption::FSName(config.fs_name.clone()),
+            MountOption::Subtype("soci".into()),
+            MountOption::DefaultPermissions,
+            MountOption::Dev,
+            MountOption::Suid,
+            MountOption::Exec,
+        ];
+        // Containers run as any user; the kernel still checks modes (default_permissions).
+        options.acl = SessionACL::All;
+        options.n_threads = Some(config.threads.max(1));
+        options.clone_fd = config.threads > 1;
+        fuser::Session::new(self, mountpoint, &options)?.spawn()
+    }
+
+    fn node(&self, ino: INodeNo) -> Result<&Node, Errno> {
+        self.metrics.record_fuse_op();
+        self.tree.get(ino.0).ok_or(Errno::ENOENT)
+    }
+}
+
+fn kind_of(node: &Node) -> FileType {
+    match node.kind {
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Regular => FileType::RegularFile,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Char => FileType::CharDevice,
+        NodeKind::Block => FileType::BlockDevice,
+        NodeKind::Fifo => FileType::NamedPipe,
+    }
+}
+
+fn attr(node: &Node) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(node.ino),
+        size: node.size,
+        blocks: node.size.div_ceil(512),
+        atime: node.mtime,
+        mtime: node.mtime,
+        ctime: node.mtime,
+        crtime: node.mtime,
+        kind: kind_of(node),
+        perm: node.perm,
+        nlink: node.nlink,
+        uid: node.uid,
+        gid: node.gid,
+        rdev: node.rdev,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+/// Answers an xattr request: the size when `size` is 0, ERANGE when the buffer is too small.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for LayerFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Ask for large reads; fall back to whatever the kernel allows.
+        if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.metrics.record_fuse_op();
+        match self.tree.lookup(parent.0, name) {
+            Some(node) => reply.entry(&TTL, &attr(node), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino) {
+            Ok(node) => reply.attr(&TTL, &attr(node)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino) {
+            Ok(node) if node.kind == NodeKind::Symlink => reply.data(node.link_target.as_bytes()),
+            Ok(_) => reply.error(Errno::EINVAL),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino) {
+            Ok(_) if flags.acc_mode() != OpenAccMode::O_RDONLY => reply.error(Errno::EROFS),
+            // Contents never change: let the kernel keep its page cache across opens.
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let node = match self.node(ino) {
+            Ok(n) if n.kind == NodeKind::Regular => n,
+            Ok(_) => return reply.error(Errno::EISDIR),
+            Err(e) => return reply.error(e),
+        };
+        let end = offset.saturating_add(size as u64).min(node.size);
+        if offset >= end {
+            return reply.data(&[]);
+        }
+        let Some(spans) = &self.spans else {
+            return reply.error(Errno::EIO);
+        };
+        let range = node.data_offset + offset..node.data_offset + end;
+        match spans.read_blocking(&self.runtime, range) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => {
+                tracing::error!(layer = %spans.layer(), ino = ino.0, offset, size, "read failed, answering EIO: {e}");
+                reply.error(Errno::EIO)
+            }
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino) {
+            Ok(n) if n.kind == NodeKind::Dir => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let dir = match self.node(ino) {
+            Ok(n) if n.kind == NodeKind::Dir => n,
+            Ok(_) => return reply.error(Errno::ENOTDIR),
+            Err(e) => return reply.error(e),
+        };
+        // Offsets: 1 is ".", 2 is "..", 3 + i is child i; each entry carries the offset of
+        // the entry after it.
+        let parent = self.tree.get(dir.parent).unwrap_or(dir);
+        let mut entries: Vec<(u64, FileType, &OsStr)> = vec![
+            (dir.ino, FileType::Directory, OsStr::new(".")),
+            (parent.ino, FileType::Directory, OsStr::new("..")),
+        ];
+        for (name, child) in &dir.children {
+            let kind = self.tree.get(*child).map_or(FileType::RegularFile, kind_of);
+            entries.push((*child, kind, name.as_os_str()));
+        }
+        for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.metrics.record_fuse_op();
+        let bytes: u64 = self
+            .tree
+            .nodes()
+            .filter(|n| n.kind == NodeKind::Regular)
+            .map(|n| n.size)
+            .sum();
+        reply.statfs(
+            bytes.div_ceil(BLOCK_SIZE as u64),
+            0,
+            0,
+            self.tree.len() as u64,
+            0,
+            BLOCK_SIZE,
+            255,
+            BLOCK_SIZE,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.node(ino) {
+            Ok(node) => match node.xattrs.get(name) {
+                Some(value) => reply_xattr(reply, size, value),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.node(ino) {
+            Ok(node) => {
+                let mut list = Vec::new();
+                for name in node.xattrs.keys() {
+                    list.extend_from_slice(name.as_bytes());
+                    list.push(0);
+                }
+                reply_xattr(reply, size, &list)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+// The tree's root must be the inode the kernel asks for first.
+const _: () = assert!(ROOT_INO == INodeNo::ROOT.0);

@@ -1,0 +1,137 @@
+//! One remote layer ready to be served lazily: its zTOC fetched and checked, its inode tree
+//! built, and its span manager pointed at the registry.
+
+use crate::fs::{LayerFs, MountConfig};
+use crate::metrics::LayerMetrics;
+use crate::source::RegistrySource;
+use crate::spans::{SpanConfig, SpanManager};
+use crate::tree::Tree;
+use oci::soci_index::ZtocDescriptor;
+use oci::Descriptor;
+use registry::Repository;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Largest zTOC read (a zTOC of a multi-GB layer with many small files is a few MB).
+const MAX_ZTOC_SIZE: u64 = 512 << 20;
+
+/// Why a layer could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Fetching the zTOC failed.
+    #[error("fetching zTOC {ztoc} of layer {layer}: {source}")]
+    Fetch {
+        /// zTOC digest.
+        ztoc: String,
+        /// Layer digest.
+        layer: String,
+        /// The registry error.
+        #[source]
+        source: registry::Error,
+    },
+    /// The zTOC does not decode or does not describe this layer.
+    #[error("zTOC {ztoc} of layer {layer} is unusable: {message}")]
+    Invalid {
+        /// zTOC digest.
+        ztoc: String,
+        /// Layer digest.
+        layer: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The span manager could not start (cache directory).
+    #[error(transparent)]
+    Spans(#[from] crate::Error),
+}
+
+/// A lazily served layer.
+pub struct RemoteLayer {
+    /// The layer's descriptor from the image manifest.
+    pub layer: Descriptor,
+    /// Its files.
+    pub tree: Arc<Tree>,
+    /// Its data.
+    pub spans: SpanManager,
+}
+
+impl RemoteLayer {
+    /// Fetches and checks the zTOC of `layer`, builds its tree, and prepares span fetches from
+    /// `repo` with a cache under `cache_root/<zTOC hex>`.
+    pub async fn open(
+        repo: &Repository,
+        layer: &Descriptor,
+        ztoc_desc: &ZtocDescriptor,
+        cache_root: &Path,
+        config: SpanConfig,
+    ) -> Result<Self, LayerError> {
+        let layer_digest = layer.digest().to_string();
+        let ztoc_digest = ztoc_desc.digest.to_string();
+        let invalid = |message: String| LayerError::Invalid {
+            ztoc: ztoc_digest.clone(),
+            layer: layer_digest.clone(),
+            message,
+        };
+        if ztoc_desc.size > MAX_ZTOC_SIZE {
+            return Err(invalid(format!(
+                "{} bytes is over the {MAX_ZTOC_SIZE} byte limit",
+                ztoc_desc.size
+            )));
+        }
+        let bytes = repo
+            .get_blob_bytes(&ztoc_desc.digest, ztoc_desc.size)
+            .await
+            .map_err(|source| LayerError::Fetch {
+                ztoc: ztoc_digest.clone(),
+                layer: layer_digest.clone(),
+                source,
+            })?;
+        let ztoc = ztoc::decode(&bytes).map_err(|e| invalid(e.to_string()))?;
+        if ztoc.compressed_archive_size != layer.size() {
+            return Err(invalid(format!(
+                "it describes a {} byte blob but the layer has {} bytes",
+                ztoc.compressed_archive_size,
+                layer.size()
+            )));
+        }
+        let tree = Tree::build(&ztoc.toc.files);
+        for skipped in &tree.skipped {
+            tracing::warn!(layer = %layer_digest, "entry left out of the mount: {skipped}");
+        }
+        let hex = ztoc_digest.trim_start_matches("sha256:");
+        let spans = SpanManager::new(
+            layer_digest.clone(),
+            Arc::new(ztoc),
+            Box::new(RegistrySource::new(repo.clone(), layer.digest().clone())),
+            cache_root.join(hex),
+            config,
+            Arc::new(LayerMetrics::default()),
+        )?;
+        Ok(RemoteLayer {
+            layer: layer.clone(),
+            tree: Arc::new(tree),
+            spans,
+        })
+    }
+
+    /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`.
+    pub fn mount(
+        &self,
+        mountpoint: &Path,
+        runtime: tokio::runtime::Handle,
+        threads: usize,
+    ) -> std::io::Result<fuser::BackgroundSession> {
+        let fs = LayerFs::new(
+            self.tree.clone(),
+            Some(self.spans.clone()),
+            runtime,
+            self.spans.metrics().clone(),
+        );
+        fs.mount(
+            mountpoint,
+            &MountConfig {
+                threads,
+                fs_name: format!("soci:{}", self.layer.digest()),
+            },
+        )
+    }
+}

@@ -1,0 +1,28 @@
+//! The lazy layer filesystem: a container image layer served through FUSE from its zTOC,
+//! fetching only the spans a reader touches.
+//!
+//! - [`spans::SpanManager`]: uncompressed range reads → span fetches (HTTP Range), verified,
+//!   inflated and cached on local disk; background fill and prefetch.
+//! - [`tree::Tree`]: the layer's inodes from the zTOC's table of contents, whiteouts in
+//!   overlayfs form.
+//! - [`fs::LayerFs`]: the read-only FUSE filesystem over both.
+//! - [`unpack`]: small layers without a zTOC, unpacked to a directory overlayfs can use.
+
+pub mod discover;
+pub mod error;
+pub mod fs;
+pub mod layer;
+pub mod metrics;
+pub mod overlay;
+pub mod source;
+pub mod spans;
+pub mod tree;
+pub mod unpack;
+
+pub use error::{Error, Result};
+pub use fs::{LayerFs, MountConfig};
+pub use fuser::BackgroundSession;
+pub use metrics::{LayerMetrics, MetricsSnapshot};
+pub use source::{Fetched, FileSource, RegistrySource, SpanSource};
+pub use spans::{SpanConfig, SpanManager};
+pub use tree::Tree;

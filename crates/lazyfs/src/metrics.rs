@@ -1,0 +1,147 @@
+//! Counters of one lazily loaded layer, cheap to update from any thread and ready to be
+//! exported (the daemon's Prometheus endpoint, `soci mount --stats`).
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the span fetch latency histogram buckets, Prometheus style.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Live counters of one layer.
+#[derive(Debug, Default)]
+pub struct LayerMetrics {
+    bytes_fetched: AtomicU64,
+    spans_fetched: AtomicU64,
+    fetch_requests: AtomicU64,
+    fetch_errors: AtomicU64,
+    verification_failures: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    fuse_ops: AtomicU64,
+    bytes_served: AtomicU64,
+    latency_sum_us: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+}
+
+/// A point-in-time copy of [`LayerMetrics`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// Compressed bytes received from the registry (or local blob).
+    pub bytes_fetched: u64,
+    /// Spans fetched and verified.
+    pub spans_fetched: u64,
+    /// Range requests made (one request may carry several adjacent spans).
+    pub fetch_requests: u64,
+    /// Range requests that failed.
+    pub fetch_errors: u64,
+    /// Spans whose bytes did not match their digest.
+    pub verification_failures: u64,
+    /// Span reads served from the local cache.
+    pub cache_hits: u64,
+    /// Span reads that had to wait for a fetch.
+    pub cache_misses: u64,
+    /// FUSE operations answered.
+    pub fuse_ops: u64,
+    /// Uncompressed bytes handed to readers.
+    pub bytes_served: u64,
+    /// Sum of fetch latencies in seconds.
+    pub fetch_latency_seconds_sum: f64,
+    /// Cumulative fetch latency histogram: counts of requests at or under each bound of
+    /// [`LATENCY_BUCKETS`].
+    pub fetch_latency_buckets: Vec<u64>,
+}
+
+impl LayerMetrics {
+    /// Records one range request that brought `bytes` bytes of `spans` spans in `latency`.
+    pub fn record_fetch(&self, bytes: u64, spans: u64, latency: Duration) {
+        self.fetch_requests.fetch_add(1, Relaxed);
+        self.bytes_fetched.fetch_add(bytes, Relaxed);
+        self.spans_fetched.fetch_add(spans, Relaxed);
+        self.latency_sum_us
+            .fetch_add(latency.as_micros() as u64, Relaxed);
+        let secs = latency.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records a failed range request.
+    pub fn record_fetch_error(&self) {
+        self.fetch_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Records a span that failed verification.
+    pub fn record_verification_failure(&self) {
+        self.verification_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Records span reads answered from cache (`hit`) or after a fetch.
+    pub fn record_span_read(&self, hit: bool) {
+        if hit {
+            self.cache_hits.fetch_add(1, Relaxed);
+        } else {
+            self.cache_misses.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records a FUSE operation.
+    pub fn record_fuse_op(&self) {
+        self.fuse_ops.fetch_add(1, Relaxed);
+    }
+
+    /// Records uncompressed bytes handed to a reader.
+    pub fn record_served(&self, bytes: u64) {
+        self.bytes_served.fetch_add(bytes, Relaxed);
+    }
+
+    /// Copies the counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let mut cumulative = 0;
+        let buckets = self
+            .latency_buckets
+            .iter()
+            .map(|b| {
+                cumulative += b.load(Relaxed);
+                cumulative
+            })
+            .collect();
+        MetricsSnapshot {
+            bytes_fetched: self.bytes_fetched.load(Relaxed),
+            spans_fetched: self.spans_fetched.load(Relaxed),
+            fetch_requests: self.fetch_requests.load(Relaxed),
+            fetch_errors: self.fetch_errors.load(Relaxed),
+            verification_failures: self.verification_failures.load(Relaxed),
+            cache_hits: self.cache_hits.load(Relaxed),
+            cache_misses: self.cache_misses.load(Relaxed),
+            fuse_ops: self.fuse_ops.load(Relaxed),
+            bytes_served: self.bytes_served.load(Relaxed),
+            fetch_latency_seconds_sum: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
+            fetch_latency_buckets: buckets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = LayerMetrics::default();
+        m.record_fetch(10, 1, Duration::from_micros(500));
+        m.record_fetch(20, 2, Duration::from_millis(30));
+        m.record_fetch(30, 1, Duration::from_secs(60));
+        let s = m.snapshot();
+        assert_eq!(s.bytes_fetched, 60);
+        assert_eq!(s.spans_fetched, 4);
+        assert_eq!(s.fetch_requests, 3);
+        assert_eq!(s.fetch_latency_buckets[0], 1);
+        // 30 ms lands in the 0.05 s bucket (index 5); the 60 s request is over every bound.
+        assert_eq!(s.fetch_latency_buckets[4], 1);
+        assert_eq!(s.fetch_latency_buckets[5], 2);
+        assert_eq!(*s.fetch_latency_buckets.last().unwrap(), 2);
+    }
+}

@@ -1,0 +1,666 @@
+//! The span manager of one layer: turns reads of the uncompressed tar stream into span
+//! fetches, verifies and inflates them, and keeps the result in a local disk cache.
+//!
+//! Reads name byte ranges of the *uncompressed* layer. Each range maps to spans; spans already
+//! on disk are read from there, missing ones are fetched with one Range request per run of
+//! adjacent missing spans (capped in size), at most `fetch_concurrency` requests at a time.
+//! Two readers wanting the same span share one fetch. A span's compressed bytes are checked
+//! against the zTOC's digest before they are inflated: a reader never sees an unverified byte.
+
+use crate::error::{Error, Result};
+use crate::metrics::LayerMetrics;
+use crate::source::{Fetched, FileSource, SpanSource};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use ztoc::{CompressionAlgorithm, SpanId, Ztoc};
+
+/// Error shared by every reader waiting on the same fetch.
+pub type SharedError = Arc<Error>;
+
+/// How many span files are kept open per layer (sequential readers stay within one span for
+/// many reads, so a handful is plenty).
+const OPEN_SPAN_FILES: usize = 8;
+
+/// Name of the whole blob kept when a registry ignores Range requests.
+const WHOLE_BLOB: &str = "blob";
+
+/// Tunables of a [`SpanManager`].
+#[derive(Debug, Clone)]
+pub struct SpanConfig {
+    /// Range requests in flight at once for this layer.
+    pub fetch_concurrency: usize,
+    /// Adjacent missing spans are merged into one request up to this many compressed bytes.
+    pub max_request_bytes: u64,
+}
+
+impl Default for SpanConfig {
+    fn default() -> Self {
+        SpanConfig {
+            fetch_concurrency: 4,
+            max_request_bytes: 16 << 20,
+        }
+    }
+}
+
+type FetchOutcome = Option<std::result::Result<(), SharedError>>;
+
+enum SpanState {
+    Missing,
+    /// A fetch is running; its outcome will be published here.
+    Fetching(watch::Receiver<FetchOutcome>),
+    Cached,
+}
+
+/// Serves uncompressed byte ranges of one layer through its zTOC.
+#[derive(Clone)]
+pub struct SpanManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    layer: String,
+    ztoc: Arc<Ztoc>,
+    source: Box<dyn SpanSource>,
+    cache_dir: PathBuf,
+    config: SpanConfig,
+    states: Mutex<Vec<SpanState>>,
+    fetch_slots: Semaphore,
+    /// On-demand reads in progress; the background fetcher waits while this is not zero.
+    demand_reads: AtomicUsize,
+    /// The whole blob on local disk, once a range-less registry forced a full download.
+    whole_blob: tokio::sync::Mutex<Option<FileSource>>,
+    open_files: Mutex<VecDeque<(SpanId, Arc<File>)>>,
+    metrics: Arc<LayerMetrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct DemandGuard<'a>(&'a AtomicUsize);
+
+impl Drop for DemandGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl SpanManager {
+    /// Creates the manager of layer `layer` (its digest, for logs and errors), caching
+    /// inflated spans under `cache_dir`. Spans already in the cache from an earlier run are
+    /// reused when their size is right; leftovers of interrupted writes are removed.
+    pub fn new(
+        layer: String,
+        ztoc: Arc<Ztoc>,
+        source: Box<dyn SpanSource>,
+        cache_dir: PathBuf,
+        config: SpanConfig,
+        metrics: Arc<LayerMetrics>,
+    ) -> Result<Self> {
+        let cache_error = |path: &Path, source| Error::Cache {
+            layer: layer.clone(),
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&cache_dir).map_err(|e| cache_error(&cache_dir, e))?;
+        let mut states: Vec<SpanState> =
+            (0..ztoc.span_count()).map(|_| SpanState::Missing).collect();
+        for entry in std::fs::read_dir(&cache_dir).map_err(|e| cache_error(&cache_dir, e))? {
+            let entry = entry.map_err(|e| cache_error(&cache_dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tmp") || name.ends_with(".part") {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let Ok(span) = name.parse::<SpanId>() else {
+                continue;
+            };
+            let expected = ztoc
+                .span_uncompressed_range(span)
+                .map(|r| r.end - r.start)
+                .ok();
+            let actual = entry.metadata().map(|m| m.len()).ok();
+            match (expected, actual) {
+                (Some(e), Some(a)) if e == a => states[span as usize] = SpanState::Cached,
+                _ => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let whole = FileSource::open(cache_dir.join(WHOLE_BLOB)).ok();
+        Ok(SpanManager {
+            inner: Arc::new(Inner {
+                layer,
+                fetch_slots: Semaphore::new(config.fetch_concurrency.max(1)),
+                ztoc,
+                source,
+                cache_dir,
+                config,
+                states: Mutex::new(states),
+                demand_reads: AtomicUsize::new(0),
+                whole_blob: tokio::sync::Mutex::new(whole),
+                open_files: Mutex::new(VecDeque::new()),
+                metrics,
+            }),
+        })
+    }
+
+    /// The layer's zTOC.
+    pub fn ztoc(&self) -> &Arc<Ztoc> {
+        &self.inner.ztoc
+    }
+
+    /// The layer's counters.
+    pub fn metrics(&self) -> &Arc<LayerMetrics> {
+        &self.inner.metrics
+    }
+
+    /// The layer digest this manager serves.
+    pub fn layer(&self) -> &str {
+        &self.inner.layer
+    }
+
+    /// Number of spans in the layer, and how many are on local disk.
+    pub fn progress(&self) -> (u64, u64) {
+        let states = lock(&self.inner.states);
+        let cached = states
+            .iter()
+            .filter(|s| matches!(s, SpanState::Cached))
+            .count();
+        (states.len() as u64, cached as u64)
+    }
+
+    /// True once every span is on local disk: reads no longer touch the network.
+    pub fn is_complete(&self) -> bool {
+        let (total, cached) = self.progress();
+        total == cached
+    }
+
+    /// Reads uncompressed bytes `range` of the layer (clipped to its size), fetching what is
+    /// missing. Meant for async callers; FUSE threads use [`SpanManager::read_blocking`].
+    pub async fn read(&self, range: Range<u64>) -> std::result::Result<Vec<u8>, SharedError> {
+        let Some((range, first, last)) = self.clip(range)? else {
+            return Ok(Vec::new());
+        };
+        self.inner.demand_reads.fetch_add(1, Ordering::SeqCst);
+        let _guard = DemandGuard(&self.inner.demand_reads);
+        let hit = self.ensure(first, last).await?;
+        self.inner.metrics.record_span_read(hit);
+        self.copy_out(range, first, last).map_err(Arc::new)
+    }
+
+    /// Like [`SpanManager::read`], from a thread outside the runtime: cached spans are read
+    /// straight from disk, and only a miss enters the runtime to fetch.
+    pub fn read_blocking(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        range: Range<u64>,
+    ) -> std::result::Result<Vec<u8>, SharedError> {
+        let Some((clipped, first, last)) = self.clip(range.clone())? else {
+            return Ok(Vec::new());
+        };
+        if self.all_cached(first, last) {
+            if let Ok(bytes) = self.copy_out(clipped, first, last) {
+                self.inner.metrics.record_span_read(true);
+                return Ok(bytes);
+            }
+        }
+        runtime.block_on(self.read(range))
+    }
+
+    /// Fetches every span holding any of `ranges` (uncompressed offsets), in parallel.
+    pub async fn prefetch(&self, ranges: &[Range<u64>]) -> std::result::Result<(), SharedError> {
+        let mut spans = Vec::new();
+        for r in ranges {
+            if let Some((_, first, last)) = self.clip(r.clone())? {
+                spans.extend(first..=last);
+            }
+        }
+        spans.sort_unstable();
+        spans.dedup();
+        // Group consecutive spans; `ensure` merges each group into as few requests as allowed.
+        let mut groups: Vec<(SpanId, SpanId)> = Vec::new();
+        for s in spans {
+            match groups.last_mut() {
+                Some((_, last)) if *last + 1 == s => *last = s,
+                _ => groups.push((s, s)),
+            }
+        }
+        let results =
+            futures_util::future::join_all(groups.iter().map(|&(a, b)| self.ensure(a, b))).await;
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
+    }
+
+    /// Fetches the rest of the layer in span order, at most `rate` compressed bytes per second
+    /// (unlimited when `None`), pausing whenever an on-demand read is in progress. Failed
+    /// fetches are retried with a growing pause; returns when every span is cached.
+    pub async fn background_fetch(&self, rate: Option<u64>) {
+        let total = self.inner.ztoc.span_count();
+        let mut span = 0;
+        let mut backoff = Duration::from_millis(500);
+        while span < total {
+            while self.inner.demand_reads.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if self.all_cached(span, span) {
+                span += 1;
+                continue;
+            }
+            let started = Instant::now();
+            match self.ensure(span, span).await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(500);
+                    if let (Some(rate), Ok(r)) = (rate, self.inner.ztoc.span_compressed_range(span))
+                    {
+                        let budget =
+                            Duration::from_secs_f64((r.end - r.start) as f64 / rate as f64);
+                        if let Some(wait) = budget.checked_sub(started.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                    span += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %self.inner.layer, span, "background fetch failed, retrying in {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        tracing::info!(layer = %self.inner.layer, "layer complete: every span is on local disk");
+    }
+
+    fn clip(
+        &self,
+        range: Range<u64>,
+    ) -> std::result::Result<Option<(Range<u64>, SpanId, SpanId)>, SharedError> {
+        let size = self.inner.ztoc.uncompressed_archive_size;
+        let range = range.start.min(size)..range.end.min(size);
+        if range.start >= range.end {
+            return Ok(None);
+        }
+        let (first, last) = self
+            .inner
+            .ztoc
+            .spans_for_range(&range)
+            .map_err(|e| Arc::new(self.inner.ztoc_error(e)))?;
+        Ok(Some((range, first, last)))
+    }
+
+    fn all_cached(&self, first: SpanId, last: SpanId) -> bool {
+        let states = lock(&self.inner.states);
+        (first..=last).all(|s| matches!(states.get(s as usize), Some(SpanState::Cached)))
+    }
+
+    /// Makes spans `first..=last` available on disk. Returns true when they already were.
+    async fn ensure(&self, first: SpanId, last: SpanId) -> std::result::Result<bool, SharedError> {
+        let mut waits = Vec::new();
+        let mut runs: Vec<(SpanId, SpanId, watch::Sender<FetchOutcome>)> = Vec::new();
+        {
+            let mut states = lock(&self.inner.states);
+            let mut open_run = false;
+            for span in first..=last {
+                let state = states.get_mut(span as usize).ok_or_else(|| {
+                    Arc::new(self.inner.ztoc_error(ztoc::Error::NoSuchSpan {
+                        span,
+                        count: self.inner.ztoc.span_count(),
+                    }))
+                })?;
+                match state {
+                    SpanState::Cached => open_run = false,
+                    SpanState::Fetching(rx) => {
+                        waits.push(rx.clone());
+                        open_run = false;
+                    }
+                    SpanState::Missing => {
+                        let extend = open_run
+                            && runs.last().is_some_and(|(start, _, _)| {
+                                self.inner.compressed_len(*start, span)
+                                    <= self.inner.config.max_request_bytes
+                            });
+                        if extend {
+                            let run = runs.last_mut().expect("open run");
+                            run.1 = span;
+                            *state = SpanState::Fetching(run.2.subscribe());
+                        } else {
+                            let (tx, rx) = watch::channel(None);
+                            *state = SpanState::Fetching(rx);
+                            runs.push((span, span, tx));
+                            open_run = true;
+                        }
+                    }
+                }
+            }
+        }
+        if runs.is_empty() && waits.is_empty() {
+            return Ok(true);
+        }
+        for (a, b, tx) in runs {
+            waits.push(tx.subscribe());
+            let inner = self.inner.clone();
+            // A task of its own, so the fetch completes (and its waiters hear about it) even
+            // if the reader that started it goes away.
+            tokio::spawn(async move {
+                let outcome = inner.clone().fetch_run(a, b).await;
+                {
+                    let mut states = lock(&inner.states);
+                    for s in a..=b {
+                        states[s as usize] = if outcome.is_ok() {
+                            SpanState::Cached
+                        } else {
+                            SpanState::Missing
+                        };
+                    }
+                }
+                let _ = tx.send(Some(outcome.map_err(Arc::new)));
+            });
+        }
+        for mut rx in waits {
+            let outcome = rx
+                .wait_for(Option::is_some)
+                .await
+                .map(|v| v.clone())
+                .ok()
+                .flatten();
+            match outcome {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(Arc::new(Error::Abandoned {
+                        layer: self.inner.layer.clone(),
+                        first,
+                        last,
+                    }))
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Copies `range` out of the cached span files.
+    fn copy_out(&self, range: Range<u64>, first: SpanId, last: SpanId) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; (range.end - range.start) as usize];
+        for span in first..=last {
+            let sr = self
+                .inner
+                .ztoc
+                .span_uncompressed_range(span)
+                .map_err(|e| self.inner.ztoc_error(e))?;
+            let a = range.start.max(sr.start);
+            let b = range.end.min(sr.end);
+            if a >= b {
+                continue;
+            }
+            let file = self.inner.open_span(span)?;
+            let dest = &mut out[(a - range.start) as usize..(b - range.start) as usize];
+            file.read_exact_at(dest, a - sr.start)
+                .map_err(|e| self.inner.cache_error(&self.inner.span_path(span), e))?;
+        }
+        self.inner.metrics.record_served(out.len() as u64);
+        Ok(out)
+    }
+}
+
+impl Inner {
+    fn ztoc_error(&self, source: ztoc::Error) -> Error {
+        Error::Ztoc {
+            layer: self.layer.clone(),
+            source,
+        }
+    }
+
+    fn cache_error(&self, path: &Path, source: std::io::Error) -> Error {
+        Error::Cache {
+            layer: self.layer.clone(),
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    fn span_path(&self, span: SpanId) -> PathBuf {
+        self.cache_dir.join(span.to_string())
+    }
+
+    /// Compressed bytes of spans `first..=last`.
+    fn compressed_len(&self, first: SpanId, last: SpanId) -> u64 {
+        match (
+            self.ztoc.span_compressed_range(first),
+            self.ztoc.span_compressed_range(last),
+        ) {
+            (Ok(a), Ok(b)) => b.end.saturating_sub(a.start),
+            _ => u64::MAX,
+        }
+    }
+
+    fn open_span(&self, span: SpanId) -> Result<Arc<File>> {
+        let mut open = lock(&self.open_files);
+        if let Some(pos) = open.iter().position(|(s, _)| *s == span) {
+            let entry = open.remove(pos).expect("position is in range");
+            let file = entry.1.clone();
+            open.push_front(entry);
+            return Ok(file);
+        }
+        let path = self.span_path(span);
+        let file = Arc::new(File::open(&path).map_err(|e| self.cache_error(&path, e))?);
+        open.push_front((span, file.clone()));
+        open.truncate(OPEN_SPAN_FILES);
+        Ok(file)
+    }
+
+    /// Fetches, verifies, inflates and caches spans `first..=last` with one request.
+    async fn fetch_run(self: Arc<Self>, first: SpanId, last: SpanId) -> Result<()> {
+        let _slot = self
+            .fetch_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Abandoned {
+                layer: self.layer.clone(),
+                first,
+                last,
+            })?;
+        let start = self
+            .ztoc
+            .span_compressed_range(first)
+            .map_err(|e| self.ztoc_error(e))?
+            .start;
+        let end = self
+            .ztoc
+            .span_compressed_range(last)
+            .map_err(|e| self.ztoc_error(e))?
+            .end;
+        let started = Instant::now();
+        let bytes = match self.fetch_bytes(start..end).await {
+            Ok(b) => b,
+            Err(message) => {
+                self.metrics.record_fetch_error();
+                let err = Error::Fetch {
+                    layer: self.layer.clone(),
+                    first,
+                    last,
+                    start,
+                    end,
+                    message,
+                };
+                tracing::error!(layer = %self.layer, first, last, source = %self.source.describe(), "{err}");
+                return Err(err);
+            }
+        };
+        self.metrics
+            .record_fetch(bytes.len() as u64, last - first + 1, started.elapsed());
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.store_run(first, last, start, &bytes))
+            .await
+            .map_err(|_| Error::Abandoned {
+                layer: self.layer.clone(),
+                first,
+                last,
+            })?
+    }
+
+    /// Compressed bytes `range`, from the local whole blob if there is one, else the source.
+    async fn fetch_bytes(&self, range: Range<u64>) -> std::result::Result<Bytes, String> {
+        let local = self.whole_blob.lock().await.clone();
+        if let Some(local) = local {
+            return read_local(local, range).await;
+        }
+        match self.source.read_range(range.clone()).await {
+            Ok(Fetched::Range(bytes)) => Ok(bytes),
+            Ok(Fetched::Whole(stream)) => {
+                let local = self.download_whole(stream).await?;
+                read_local(local, range).await
+            }
+            Err(e) => Err(error_chain(e.as_ref())),
+        }
+    }
+
+    /// Keeps the whole blob a range-less registry sent (once per layer), checked against the
+    /// layer digest, so later spans are read from local disk.
+    async fn download_whole(
+        &self,
+        mut stream: futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    ) -> std::result::Result<FileSource, String> {
+        let mut slot = self.whole_blob.lock().await;
+        if let Some(local) = slot.as_ref() {
+            // Another fetch finished the download while this one waited.
+            return Ok(local.clone());
+        }
+        tracing::warn!(layer = %self.layer, source = %self.source.describe(), size = self.ztoc.compressed_archive_size,
+            "the registry does not support Range requests; downloading the whole layer once");
+        let part = self.cache_dir.join(format!("{WHOLE_BLOB}.part"));
+        let mut file =
+            std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+        let mut hasher = ztoc::sha256::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("reading the blob: {e}"))?;
+            size += chunk.len() as u64;
+            if size > self.ztoc.compressed_archive_size {
+                let _ = std::fs::remove_file(&part);
+                return Err(format!(
+                    "the blob is larger than the {} bytes the zTOC records",
+                    self.ztoc.compressed_archive_size
+                ));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .map_err(|e| format!("{}: {e}", part.display()))?;
+        }
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if digest != self.layer {
+            let _ = std::fs::remove_file(&part);
+            return Err(format!(
+                "the downloaded blob has digest {digest} ({size} bytes), not {}",
+                self.layer
+            ));
+        }
+        let path = self.cache_dir.join(WHOLE_BLOB);
+        std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let local =
+            FileSource::open(path.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+        *slot = Some(local.clone());
+        Ok(local)
+    }
+
+    /// Verifies, inflates and writes each span of a fetched run.
+    fn store_run(&self, first: SpanId, last: SpanId, base: u64, bytes: &[u8]) -> Result<()> {
+        for span in first..=last {
+            let r = self
+                .ztoc
+                .span_compressed_range(span)
+                .map_err(|e| self.ztoc_error(e))?;
+            let slice = r
+                .start
+                .checked_sub(base)
+                .and_then(|a| bytes.get(a as usize..(r.end - base) as usize))
+                .ok_or_else(|| Error::Verification {
+                    layer: self.layer.clone(),
+                    span,
+                    message: format!("the fetched bytes do not cover {}-{}", r.start, r.end),
+                })?;
+            if let Err(e) = self.ztoc.verify_span(span, slice) {
+                self.metrics.record_verification_failure();
+                let err = Error::Verification {
+                    layer: self.layer.clone(),
+                    span,
+                    message: e.to_string(),
+                };
+                tracing::error!(layer = %self.layer, span, source = %self.source.describe(), "{err}");
+                return Err(err);
+            }
+            let ur = self
+                .ztoc
+                .span_uncompressed_range(span)
+                .map_err(|e| self.ztoc_error(e))?;
+            let data = match self.ztoc.compression.algorithm() {
+                CompressionAlgorithm::Gzip => {
+                    ztoc::extract_range(&self.ztoc, span, slice, ur.clone()).map_err(|e| {
+                        Error::Inflate {
+                            layer: self.layer.clone(),
+                            span,
+                            message: e.to_string(),
+                        }
+                    })?
+                }
+                CompressionAlgorithm::Uncompressed => slice.to_vec(),
+            };
+            if data.len() as u64 != ur.end - ur.start {
+                return Err(Error::Inflate {
+                    layer: self.layer.clone(),
+                    span,
+                    message: format!(
+                        "inflated to {} bytes, expected {}",
+                        data.len(),
+                        ur.end - ur.start
+                    ),
+                });
+            }
+            self.write_span(span, &data)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a span file atomically: a reader sees the whole span or none.
+    fn write_span(&self, span: SpanId, data: &[u8]) -> Result<()> {
+        let tmp = self
+            .cache_dir
+            .join(format!(".tmp.{span}.{}", std::process::id()));
+        let path = self.span_path(span);
+        std::fs::write(&tmp, data).map_err(|e| self.cache_error(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| self.cache_error(&path, e))
+    }
+}
+
+async fn read_local(local: FileSource, range: Range<u64>) -> std::result::Result<Bytes, String> {
+    tokio::task::spawn_blocking(move || local.read_at(range))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(Bytes::from)
+        .map_err(|e| format!("reading the local blob: {e}"))
+}
+
+/// Renders an error and its causes on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
