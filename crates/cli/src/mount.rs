@@ -21,6 +21,15 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Retries of registry requests made by the mount server: a read blocked on a span fails with
+/// EIO after about ten seconds of an unreachable registry instead of hanging for a minute.
+const FETCH_RETRY: registry::retry::RetryPolicy = registry::retry::RetryPolicy {
+    max_attempts: 4,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(2),
+    max_elapsed: Duration::from_secs(10),
+};
+
 /// Environment variable marking the detached server (so it does not detach again).
 const DETACHED_ENV: &str = "SOCI_MOUNT_SERVER";
 
@@ -31,6 +40,9 @@ const DETACHED_ENV: &str = "SOCI_MOUNT_SERVER";
         sha256-<digest> tag). Layers with a zTOC are mounted through FUSE and only the spans \
         a process reads are fetched, with HTTP Range requests; small layers are downloaded \
         and unpacked. overlayfs stacks the layers at DIR, so `chroot DIR …` works.\n\n\
+        Every span is checked against its digest from the zTOC before use; a span that fails, \
+        or a registry unreachable for about ten seconds, makes the read fail with EIO (spans \
+        already fetched keep being served from the cache under the data root).\n\n\
         The mount is served by a background process; `soci unmount DIR` ends it. \
         `soci mount --stats DIR` prints bytes fetched per layer.")]
 pub struct MountArgs {
@@ -264,7 +276,7 @@ fn serve(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &Path) -
 }
 
 fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &Path) -> Result<()> {
-    let remote = Remote::new(&args.registry)?;
+    let remote = Remote::with_retry(&args.registry, FETCH_RETRY)?;
     let reference = ImageRef::parse(image)?;
     let repo = remote.repository(&reference)?;
     let selection = match &args.platform {

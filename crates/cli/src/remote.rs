@@ -48,6 +48,12 @@ pub struct Remote {
 impl Remote {
     /// Builds the client from flags; credentials come from `--user` or Docker's config.
     pub fn new(args: &RegistryArgs) -> Result<Self> {
+        Self::with_retry(args, registry::retry::RetryPolicy::default())
+    }
+
+    /// Like [`Remote::new`] with a retry policy of the caller's choosing (a lazy mount must
+    /// answer a read within seconds, not minutes).
+    pub fn with_retry(args: &RegistryArgs, retry: registry::retry::RetryPolicy) -> Result<Self> {
         let user = args
             .user
             .as_deref()
@@ -67,6 +73,7 @@ impl Remote {
             },
             user,
             docker_config,
+            retry,
             ..Default::default()
         };
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,264 @@
+//! End-to-end tests of `soci mount`/`soci unmount`: images pushed to Debian's real
+//! `docker-registry` on loopback, indexed with `soci create`/`soci push`, mounted through real
+//! FUSE and overlayfs.
+
+use serde_json::Value;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use testutil::Registry;
+
+mod common;
+use common::{fails, ok, soci};
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct MountGuard {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let _ = soci(
+                &self.root,
+                &["unmount", "--force", self.dir.to_str().unwrap()],
+            );
+        }
+    }
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_owned());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+}
+
+/// Pushes `spec` as `name`, indexes it (`extra` flags to `soci create`) and pushes the index.
+fn push_and_index(
+    reg: &Registry,
+    tmp: &Path,
+    root: &Path,
+    name: &str,
+    spec: testutil::ImageSpec,
+    extra: &[&str],
+) -> (String, testutil::BuiltImage) {
+    let dir = tmp.join(format!("layout-{}", name.replace(['/', ':'], "-")));
+    let built = testutil::write_oci_layout(&dir, "latest", &[spec]);
+    let r = format!("{}/{name}", reg.addr());
+    testutil::skopeo_push(&dir, "latest", &r, None);
+    let mut args = vec!["create"];
+    args.extend_from_slice(extra);
+    args.push(&r);
+    ok(soci(root, &args));
+    ok(soci(root, &["push", &r]));
+    (r, built.into_iter().next().unwrap())
+}
+
+fn mount(root: &Path, image: &str, dir: &Path, extra: &[&str]) -> MountGuard {
+    let mut args = vec!["mount"];
+    args.extend_from_slice(extra);
+    args.push(image);
+    args.push(dir.to_str().unwrap());
+    let out = ok(soci(root, &args));
+    assert!(out.contains("mounted "), "{out}");
+    MountGuard {
+        root: root.to_owned(),
+        dir: dir.to_owned(),
+    }
+}
+
+/// The server's per-layer statistics (`soci mount --stats` reads the same file).
+fn stats(root: &Path, dir: &Path) -> Vec<Value> {
+    let out = ok(soci(root, &["mount", "--stats", dir.to_str().unwrap()]));
+    assert!(out.contains("total:"), "{out}");
+    let mounts = root.join("mounts");
+    let state = std::fs::read_dir(&mounts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read_to_string(p.join("state.json"))
+                .is_ok_and(|s| s.contains(std::fs::canonicalize(dir).unwrap().to_str().unwrap()))
+        })
+        .expect("state of the mount");
+    serde_json::from_slice(&std::fs::read(state.join("stats.json")).unwrap()).unwrap()
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+fn sample_file(name: &str) -> Vec<u8> {
+    let spec = testutil::sample_image();
+    for layer in &spec.layers {
+        for e in &layer.entries {
+            if let testutil::EntrySpec::File(f) = e {
+                if f.path == name {
+                    return f.data.clone();
+                }
+            }
+        }
+    }
+    panic!("{name} is not in the sample image")
+}
+
+#[test]
+fn lazy_mount_reads_only_what_is_used_and_survives_registry_outage_and_corruption() {
+    let mut reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let (r, built) = push_and_index(
+        &reg,
+        tmp.path(),
+        &root,
+        "app:v1",
+        testutil::sample_image(),
+        &[],
+    );
+    let dir = tmp.path().join("mnt");
+    let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
+
+    // The tree is there without reading any file data.
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("usr/bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alias", "small", "tool", "tool2"]);
+    assert_eq!(
+        std::fs::read_link(dir.join("usr/bin/alias")).unwrap(),
+        Path::new("tool")
+    );
+    // The small layer (no zTOC) was unpacked.
+    assert_eq!(
+        std::fs::read(dir.join("etc/config")).unwrap(),
+        b"key=value\n"
+    );
+    let before: u64 = stats(&root, &dir)
+        .iter()
+        .filter(|l| l["lazy"] == true)
+        .map(|l| l["bytes_fetched"].as_u64().unwrap())
+        .sum();
+    assert_eq!(before, 0, "nothing fetched before a read");
+
+    // A 5 kB file costs one span of the 10+ MB layer.
+    assert_eq!(
+        std::fs::read(dir.join("usr/bin/small")).unwrap(),
+        sample_file("usr/bin/small")
+    );
+    let s = stats(&root, &dir);
+    let base = s
+        .iter()
+        .find(|l| l["digest"] == built.layers[0].digest.as_str())
+        .unwrap();
+    assert_eq!(base["spans_fetched"], 1, "{base}");
+    assert!(
+        base["bytes_fetched"].as_u64().unwrap() < base["size"].as_u64().unwrap() / 2,
+        "{base}"
+    );
+
+    // Registry down: bytes of the span already fetched are still served (from the disk
+    // cache: this part of `tool` was never read, so the page cache does not hold it)...
+    let tool = sample_file("usr/bin/tool");
+    reg.stop();
+    let got = read_at(&dir.join("usr/bin/tool"), 9_500_000, 4096).unwrap();
+    assert_eq!(got, tool[9_500_000..9_500_000 + 4096]);
+    // ...while a span never fetched fails with EIO after bounded retries.
+    let started = std::time::Instant::now();
+    let err = std::fs::read(dir.join("usr/lib/notes.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the failing read was not bounded"
+    );
+    // The registry is back: the same read succeeds.
+    reg.restart();
+    assert_eq!(
+        std::fs::read(dir.join("usr/lib/notes.txt")).unwrap(),
+        sample_file("usr/lib/notes.txt")
+    );
+
+    // Corrupt the third layer's blob in the registry's storage: the span holding the damage
+    // fails verification and its reads get EIO, never wrong bytes.
+    let data = sample_file("opt/data.bin");
+    let blob = reg.blob_data_path(&built.layers[2].digest);
+    let size = std::fs::metadata(&blob).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    f.write_all_at(&[0x55; 64], size - 100_000).unwrap();
+    drop(f);
+    let head = read_at(&dir.join("opt/data.bin"), 0, 65536).unwrap();
+    assert_eq!(head, data[..65536], "spans before the damage read fine");
+    let mut whole = Vec::new();
+    let err = File::open(dir.join("opt/data.bin"))
+        .unwrap()
+        .read_to_end(&mut whole)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        whole[..],
+        data[..whole.len()],
+        "bytes before the EIO are right"
+    );
+    let s = stats(&root, &dir);
+    let top = s
+        .iter()
+        .find(|l| l["digest"] == built.layers[2].digest.as_str())
+        .unwrap();
+    assert!(top["verification_failures"].as_u64().unwrap() >= 1, "{top}");
+
+    // Unmount: prints the figures and leaves nothing mounted.
+    let out = ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
+    assert!(out.contains("unmounted"), "{out}");
+    assert!(!is_mounted(&dir));
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .all(|l| !l.contains(root.to_str().unwrap())));
+    drop(guard);
+}
+
+#[test]
+fn mount_refuses_an_image_without_index_and_unmount_cleans_up_after_a_killed_server() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let layout = tmp.path().join("layout");
+    testutil::write_oci_layout(&layout, "latest", &[testutil::sample_image()]);
+    let plain = format!("{}/plain:v1", reg.addr());
+    testutil::skopeo_push(&layout, "latest", &plain, None);
+    let dir = tmp.path().join("mnt");
+    let err = fails(soci(&root, &["mount", &plain, dir.to_str().unwrap()]));
+    assert!(err.contains("no SOCI index"), "{err}");
+    assert!(err.contains("soci create"), "{err}");
+    assert!(!is_mounted(&dir));
+
+    // Index it, mount, and kill the server mid-way: unmount still cleans everything up.
+    ok(soci(&root, &["create", &plain]));
+    ok(soci(&root, &["push", &plain]));
+    let guard = mount(&root, &plain, &dir, &["--no-background-fetch"]);
+    let again = fails(soci(&root, &["mount", &plain, dir.to_str().unwrap()]));
+    assert!(again.contains("already mounted"), "{again}");
+    let state: Value = {
+        let mounts = root.join("mounts");
+        let entry = std::fs::read_dir(mounts).unwrap().next().unwrap().unwrap();
+        serde_json::from_slice(&std::fs::read(entry.path().join("state.json")).unwrap()).unwrap()
+    };
+    let pid = state["pid"].as_u64().unwrap() as i32;
+    // SAFETY: killing the server process the test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let err = std::fs::read(dir.join("usr/bin/small")).unwrap_err();
+    assert!(err.raw_os_error().is_some(), "{err}");
+    ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .all(|l| !l.contains(root.to_str().unwrap())));
+    drop(guard);
+}
