@@ -3,6 +3,7 @@
 mod convert;
 mod create;
 mod discover;
+mod inspect;
 mod mount;
 mod push;
 mod remote;
@@ -63,6 +64,10 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount an image mounted with `soci mount` and stop its server.
     Unmount(mount::UnmountArgs),
+    /// List a directory of an image in a registry, through its SOCI index (nothing is pulled).
+    Ls(inspect::LsArgs),
+    /// Print a file of an image in a registry, fetching only the spans that hold it.
+    Cat(inspect::CatArgs),
 }
 
 #[derive(Subcommand)]
@@ -182,6 +187,14 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(cli) {
+        // A reader that stopped early (`soci ls … | head`) is not an error.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("soci: error: {e:#}");
         std::process::exit(1);
     }
@@ -194,6 +207,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert(args) => convert::run(&cli.root, args),
         Command::Mount(args) => mount::run(&cli.root, args),
         Command::Unmount(args) => mount::unmount(&cli.root, args),
+        Command::Ls(args) => inspect::ls(&cli.root, args),
+        Command::Cat(args) => inspect::cat(&cli.root, args),
         Command::Index(cmd) => index(&cli.root, cmd),
         Command::Ztoc(cmd) => ztoc_cmd(&cli.root, cmd),
         Command::RebuildDb => {

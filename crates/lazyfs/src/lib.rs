@@ -18,6 +18,7 @@ pub mod source;
 pub mod spans;
 pub mod tree;
 pub mod unpack;
+pub mod view;
 
 pub use error::{Error, Result};
 pub use fs::{LayerFs, MountConfig};

@@ -120,8 +120,16 @@ impl SpanManager {
             let entry = entry.map_err(|e| cache_error(&cache_dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".tmp") || name.ends_with(".part") {
-                let _ = std::fs::remove_file(entry.path());
+            if let Some(writer) = name.strip_prefix(".tmp.") {
+                // Another process (a mount and `soci cat` share the cache) may be writing
+                // this span right now: only leftovers of dead writers are removed.
+                let pid = writer
+                    .rsplit('.')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok());
+                if !pid.is_some_and(process_alive) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             let Ok(span) = name.parse::<SpanId>() else {
@@ -538,7 +546,9 @@ impl Inner {
         }
         tracing::warn!(layer = %self.layer, source = %self.source.describe(), size = self.ztoc.compressed_archive_size,
             "the registry does not support Range requests; downloading the whole layer once");
-        let part = self.cache_dir.join(format!("{WHOLE_BLOB}.part"));
+        let part = self
+            .cache_dir
+            .join(format!(".tmp.{WHOLE_BLOB}.{}", std::process::id()));
         let mut file =
             std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
         let mut hasher = ztoc::sha256::Sha256::new();
@@ -640,6 +650,11 @@ impl Inner {
         std::fs::write(&tmp, data).map_err(|e| self.cache_error(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| self.cache_error(&path, e))
     }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid == std::process::id() || unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
 async fn read_local(local: FileSource, range: Range<u64>) -> std::result::Result<Bytes, String> {
