@@ -8,6 +8,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod platform;
+pub mod prefetch;
 pub mod reference;
 pub mod resolve;
 pub mod soci_index;

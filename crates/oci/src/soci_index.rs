@@ -68,6 +68,17 @@ pub struct ZtocDescriptor {
     pub span_size: Option<u64>,
 }
 
+/// A prefetch artifact as listed in a SOCI index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefetchDescriptor {
+    /// Digest of the artifact blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// The image layer whose spans it lists.
+    pub layer_digest: Digest,
+}
+
 /// A parsed SOCI index.
 #[derive(Debug, Clone)]
 pub struct SociIndex {
@@ -77,6 +88,8 @@ pub struct SociIndex {
     pub subject: Option<Descriptor>,
     /// zTOCs, in image layer order.
     pub ztocs: Vec<ZtocDescriptor>,
+    /// Prefetch artifacts, at most one per layer.
+    pub prefetch: Vec<PrefetchDescriptor>,
     /// Manifest annotations.
     pub annotations: BTreeMap<String, String>,
 }
@@ -114,6 +127,17 @@ pub fn build_index_manifest(
     version: IndexVersion,
     subject: Option<&Descriptor>,
     ztocs: &[ZtocDescriptor],
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Vec<u8>, Digest)> {
+    build_index_manifest_with_prefetch(version, subject, ztocs, &[], annotations)
+}
+
+/// Like [`build_index_manifest`], with prefetch artifacts listed after the zTOCs.
+pub fn build_index_manifest_with_prefetch(
+    version: IndexVersion,
+    subject: Option<&Descriptor>,
+    ztocs: &[ZtocDescriptor],
+    prefetch: &[PrefetchDescriptor],
     annotations: &BTreeMap<String, String>,
 ) -> Result<(Vec<u8>, Digest)> {
     let media = version.media_type();
@@ -159,6 +183,15 @@ pub fn build_index_manifest(
                     .collect(),
                 ),
             })
+            .chain(prefetch.iter().map(|p| WireDescriptor {
+                media_type: SOCI_PREFETCH_V1,
+                digest: p.digest.to_string(),
+                size: p.size,
+                annotations: Some(BTreeMap::from([(
+                    ANNOTATION_LAYER_DIGEST,
+                    p.layer_digest.to_string(),
+                )])),
+            }))
             .collect(),
         subject,
         annotations: annotations.clone(),
@@ -196,9 +229,30 @@ pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
         _ => return Err(Error::NotASociIndex(what.to_owned())),
     };
     let mut ztocs = Vec::new();
+    let mut prefetch = Vec::new();
     for layer in manifest.layers() {
-        if layer.media_type().to_string() != ZTOC_MEDIA_TYPE {
-            continue; // prefetch artifacts and future additions
+        let media_type = layer.media_type().to_string();
+        if media_type == SOCI_PREFETCH_V1 {
+            let layer_digest = layer
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_LAYER_DIGEST))
+                .ok_or_else(|| Error::InvalidManifest {
+                    what: what.to_owned(),
+                    reason: format!(
+                        "prefetch artifact {} has no {ANNOTATION_LAYER_DIGEST} annotation",
+                        layer.digest()
+                    ),
+                })?;
+            prefetch.push(PrefetchDescriptor {
+                digest: layer.digest().clone(),
+                size: layer.size(),
+                layer_digest: crate::digest::parse(layer_digest)?,
+            });
+            continue;
+        }
+        if media_type != ZTOC_MEDIA_TYPE {
+            continue; // future additions
         }
         let annotations = layer.annotations().clone().unwrap_or_default();
         let layer_digest =
@@ -228,6 +282,7 @@ pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
         version,
         subject: manifest.subject().clone(),
         ztocs,
+        prefetch,
         annotations: manifest
             .annotations()
             .clone()
@@ -272,5 +327,35 @@ mod tests {
             IndexVersion::V2
         );
         assert!(parse_index_manifest(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#, "img").is_err());
+    }
+
+    #[test]
+    fn prefetch_artifacts_round_trip_after_the_ztocs() {
+        let d = Digest::from_str(EMPTY_CONFIG_DIGEST).unwrap();
+        let ztocs = vec![ZtocDescriptor {
+            digest: d.clone(),
+            size: 99,
+            layer_digest: d.clone(),
+            layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            span_size: None,
+        }];
+        let prefetch = vec![PrefetchDescriptor {
+            digest: d.clone(),
+            size: 60,
+            layer_digest: d.clone(),
+        }];
+        let (bytes, _) = build_index_manifest_with_prefetch(
+            IndexVersion::V2,
+            None,
+            &ztocs,
+            &prefetch,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["layers"][1]["mediaType"], SOCI_PREFETCH_V1);
+        let parsed = parse_index_manifest(&bytes, "t").unwrap();
+        assert_eq!(parsed.ztocs, ztocs);
+        assert_eq!(parsed.prefetch, prefetch);
     }
 }

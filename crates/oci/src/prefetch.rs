@@ -1,0 +1,159 @@
+//! Prefetch artifacts (`application/vnd.amazon.soci.prefetch.v1+json`): for one layer, the
+//! span ranges a snapshotter fetches before it reports the layer ready. They sit in a SOCI
+//! index next to the zTOCs, annotated with the layer digest. The JSON matches AWS's soci:
+//! `{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":2}]}` with inclusive ranges
+//! and an optional `priority` (lower first).
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The only artifact version defined.
+pub const PREFETCH_VERSION: &str = "1.0";
+/// Largest artifact accepted (a few thousand ranges at most in practice).
+pub const MAX_PREFETCH_SIZE: u64 = 1 << 20;
+
+/// One inclusive range of span ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefetchSpan {
+    /// First span.
+    pub start_span: u64,
+    /// Last span (inclusive).
+    pub end_span: u64,
+    /// Lower values first; 0 (omitted) for all when unused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// The spans of one layer to fetch before it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefetchArtifact {
+    /// Format version ("1.0").
+    pub version: String,
+    /// Span ranges.
+    pub prefetch_spans: Vec<PrefetchSpan>,
+}
+
+impl PrefetchArtifact {
+    /// An artifact for `ranges` (inclusive span ids), sorted and with overlapping or adjacent
+    /// ranges merged, as AWS's builder writes them.
+    pub fn from_ranges(mut ranges: Vec<(u64, u64)>) -> Self {
+        ranges
+            .iter_mut()
+            .for_each(|r| *r = (r.0.min(r.1), r.0.max(r.1)));
+        ranges.sort_unstable();
+        let mut merged: Vec<PrefetchSpan> = Vec::new();
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start <= last.end_span.saturating_add(1) => {
+                    last.end_span = last.end_span.max(end)
+                }
+                _ => merged.push(PrefetchSpan {
+                    start_span: start,
+                    end_span: end,
+                    priority: 0,
+                }),
+            }
+        }
+        PrefetchArtifact {
+            version: PREFETCH_VERSION.into(),
+            prefetch_spans: merged,
+        }
+    }
+
+    /// The JSON bytes (deterministic: same ranges, same digest).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain structs serialize")
+    }
+
+    /// Parses an artifact, refusing unknown versions, empty lists and reversed ranges.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidManifest {
+            what: what.to_owned(),
+            reason,
+        };
+        if bytes.len() as u64 > MAX_PREFETCH_SIZE {
+            return Err(invalid(format!(
+                "{} bytes is over the {MAX_PREFETCH_SIZE} byte limit",
+                bytes.len()
+            )));
+        }
+        let artifact: PrefetchArtifact =
+            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        if artifact.version != PREFETCH_VERSION {
+            return Err(invalid(format!(
+                "version {:?} is not the supported {PREFETCH_VERSION:?}",
+                artifact.version
+            )));
+        }
+        if artifact.prefetch_spans.is_empty() {
+            return Err(invalid("it lists no spans".into()));
+        }
+        if let Some(s) = artifact
+            .prefetch_spans
+            .iter()
+            .find(|s| s.start_span > s.end_span)
+        {
+            return Err(invalid(format!(
+                "span range {}-{} is reversed",
+                s.start_span, s.end_span
+            )));
+        }
+        Ok(artifact)
+    }
+
+    /// Every span id listed, in priority order then ascending, without repeats.
+    pub fn spans(&self) -> Vec<u64> {
+        let mut ranges = self.prefetch_spans.clone();
+        ranges.sort_by_key(|r| (r.priority, r.start_span));
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for r in ranges {
+            for s in r.start_span..=r.end_span {
+                if seen.insert(s) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_sorts_and_round_trips_in_aws_form() {
+        let a = PrefetchArtifact::from_ranges(vec![(5, 6), (0, 1), (2, 2), (9, 9), (6, 7)]);
+        assert_eq!(
+            String::from_utf8(a.to_json()).unwrap(),
+            r#"{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":2},{"start_span":5,"end_span":7},{"start_span":9,"end_span":9}]}"#
+        );
+        let back = PrefetchArtifact::parse(&a.to_json(), "t").unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.spans(), [0, 1, 2, 5, 6, 7, 9]);
+    }
+
+    #[test]
+    fn refuses_bad_artifacts() {
+        for bad in [
+            r#"{"version":"2.0","prefetch_spans":[{"start_span":0,"end_span":0}]}"#,
+            r#"{"version":"1.0","prefetch_spans":[]}"#,
+            r#"{"version":"1.0","prefetch_spans":[{"start_span":3,"end_span":1}]}"#,
+            r#"{"version":"1.0"}"#,
+            "not json",
+        ] {
+            assert!(
+                PrefetchArtifact::parse(bad.as_bytes(), "t").is_err(),
+                "{bad}"
+            );
+        }
+        let with_priority = r#"{"version":"1.0","prefetch_spans":[{"start_span":4,"end_span":4},{"start_span":1,"end_span":1,"priority":-1}]}"#;
+        let a = PrefetchArtifact::parse(with_priority.as_bytes(), "t").unwrap();
+        assert_eq!(a.spans(), [1, 4]);
+    }
+}
