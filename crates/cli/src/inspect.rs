@@ -87,6 +87,7 @@ fn open_view(root: &Path, image: &str, args: &ImageArgs) -> Result<(Remote, Imag
         &resolved.manifest,
     ))?;
     let cache_root = root.join("cache");
+    let budget = lazyfs::CacheBudget::new(None);
     let mut layers = Vec::new();
     for layer in resolved.manifest.layers().iter().rev() {
         let ztoc = found
@@ -102,6 +103,7 @@ fn open_view(root: &Path, image: &str, args: &ImageArgs) -> Result<(Remote, Imag
                     z,
                     &cache_root,
                     SpanConfig::default(),
+                    budget.clone(),
                 ))?;
                 ViewLayer {
                     digest: layer.digest().to_string(),

@@ -74,6 +74,10 @@ pub struct MountArgs {
     /// Range requests in flight per layer.
     #[arg(long, default_value_t = 4)]
     fetch_concurrency: usize,
+    /// Limit of the span cache under the data root, in MB (least recently used spans are
+    /// deleted beyond it and the background fetch stops at it; 0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "MB")]
+    cache_limit_mb: u64,
     /// FUSE worker threads per layer.
     #[arg(long, default_value_t = 4)]
     fuse_threads: usize,
@@ -306,6 +310,9 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
     };
     let mut lazy_layers = Vec::new();
     let mut layer_states = Vec::new();
+    let budget = lazyfs::CacheBudget::new(
+        (args.cache_limit_mb > 0).then_some(args.cache_limit_mb * 1_000_000),
+    );
     let span_config = SpanConfig {
         fetch_concurrency: args.fetch_concurrency.max(1),
         ..SpanConfig::default()
@@ -325,6 +332,7 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
                 ztoc,
                 &cache_root,
                 span_config.clone(),
+                budget.clone(),
             ))?;
             let session = rl
                 .mount(&path, remote.rt.handle().clone(), args.fuse_threads)
@@ -344,6 +352,29 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
             lazy,
             path,
         });
+    }
+
+    // Prefetch artifacts: their spans are fetched before the mount is reported ready (all
+    // layers at once). A failure costs speed, not correctness: reads fetch on demand.
+    let repo_ref = &repo;
+    let prefetches = lazy_layers.iter().filter_map(|rl| {
+        let artifact = found
+            .index
+            .prefetch
+            .iter()
+            .find(|p| &p.layer_digest == rl.layer.digest())?;
+        Some(async move { (rl, rl.prefetch(repo_ref, artifact).await) })
+    });
+    for (rl, result) in remote
+        .rt
+        .block_on(futures_util::future::join_all(prefetches))
+    {
+        match result {
+            Ok(n) => tracing::info!(layer = %rl.layer.digest(), spans = n, "prefetched"),
+            Err(e) => {
+                tracing::warn!(layer = %rl.layer.digest(), "prefetch failed, continuing without it: {e:#}")
+            }
+        }
     }
 
     let lowers: Vec<PathBuf> = layer_states.iter().rev().map(|l| l.path.clone()).collect();

@@ -4,9 +4,10 @@
 use crate::fs::{LayerFs, MountConfig};
 use crate::metrics::LayerMetrics;
 use crate::source::RegistrySource;
-use crate::spans::{SpanConfig, SpanManager};
+use crate::spans::{CacheBudget, SpanConfig, SpanManager};
 use crate::tree::Tree;
-use oci::soci_index::ZtocDescriptor;
+use oci::prefetch::PrefetchArtifact;
+use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use oci::Descriptor;
 use registry::Repository;
 use std::path::Path;
@@ -63,6 +64,7 @@ impl RemoteLayer {
         ztoc_desc: &ZtocDescriptor,
         cache_root: &Path,
         config: SpanConfig,
+        budget: Arc<CacheBudget>,
     ) -> Result<Self, LayerError> {
         let layer_digest = layer.digest().to_string();
         let ztoc_digest = ztoc_desc.digest.to_string();
@@ -105,12 +107,51 @@ impl RemoteLayer {
             cache_root.join(hex),
             config,
             Arc::new(LayerMetrics::default()),
+            budget,
         )?;
         Ok(RemoteLayer {
             layer: layer.clone(),
             tree: Arc::new(tree),
             spans,
         })
+    }
+
+    /// Fetches the spans a prefetch artifact lists; returns how many it listed.
+    pub async fn prefetch(
+        &self,
+        repo: &Repository,
+        artifact: &PrefetchDescriptor,
+    ) -> Result<usize, LayerError> {
+        let layer = self.layer.digest().to_string();
+        let invalid = |message: String| LayerError::Invalid {
+            ztoc: artifact.digest.to_string(),
+            layer: layer.clone(),
+            message,
+        };
+        if artifact.size > oci::prefetch::MAX_PREFETCH_SIZE {
+            return Err(invalid(format!(
+                "prefetch artifact of {} bytes is too large",
+                artifact.size
+            )));
+        }
+        let bytes = repo
+            .get_blob_bytes(&artifact.digest, artifact.size)
+            .await
+            .map_err(|source| LayerError::Fetch {
+                ztoc: artifact.digest.to_string(),
+                layer: layer.clone(),
+                source,
+            })?;
+        let parsed =
+            PrefetchArtifact::parse(&bytes, &format!("prefetch artifact {}", artifact.digest))
+                .map_err(|e| invalid(e.to_string()))?;
+        let spans = parsed.spans();
+        let count = spans.len();
+        self.spans
+            .prefetch_spans(spans)
+            .await
+            .map_err(|e| invalid(format!("prefetching: {e}")))?;
+        Ok(count)
     }
 
     /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`.

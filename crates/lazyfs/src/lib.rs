@@ -25,5 +25,5 @@ pub use fs::{LayerFs, MountConfig};
 pub use fuser::BackgroundSession;
 pub use metrics::{LayerMetrics, MetricsSnapshot};
 pub use source::{Fetched, FileSource, RegistrySource, SpanSource};
-pub use spans::{SpanConfig, SpanManager};
+pub use spans::{CacheBudget, SpanConfig, SpanManager};
 pub use tree::Tree;

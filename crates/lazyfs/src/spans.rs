@@ -18,7 +18,7 @@ use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -58,7 +58,104 @@ enum SpanState {
     Missing,
     /// A fetch is running; its outcome will be published here.
     Fetching(watch::Receiver<FetchOutcome>),
-    Cached,
+    /// On disk. `pins` counts reads copying from it right now (eviction skips it);
+    /// `last_used` orders eviction.
+    Cached {
+        last_used: u64,
+        pins: u32,
+    },
+}
+
+impl SpanState {
+    fn cached(last_used: u64) -> Self {
+        SpanState::Cached { last_used, pins: 0 }
+    }
+
+    fn is_cached(&self) -> bool {
+        matches!(self, SpanState::Cached { .. })
+    }
+}
+
+/// The disk budget shared by every layer of a process: when inflated spans exceed the limit,
+/// the least recently used spans that no read is copying from are deleted (they are fetched
+/// again if read later).
+pub struct CacheBudget {
+    limit: Option<u64>,
+    used: AtomicU64,
+    clock: AtomicU64,
+    layers: Mutex<Vec<std::sync::Weak<Inner>>>,
+}
+
+impl CacheBudget {
+    /// A budget of `limit` bytes of inflated spans (`None`: unlimited).
+    pub fn new(limit: Option<u64>) -> Arc<Self> {
+        Arc::new(CacheBudget {
+            limit,
+            used: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
+            layers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Bytes of spans on disk, as counted by this process.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// The limit, if any.
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True when `more` bytes would not fit without evicting.
+    fn is_full_for(&self, more: u64) -> bool {
+        self.limit
+            .is_some_and(|l| self.used().saturating_add(more) > l)
+    }
+
+    fn add(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::SeqCst);
+        self.make_room();
+    }
+
+    /// Evicts least recently used, unpinned spans until usage is 90% of the limit.
+    fn make_room(&self) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        if self.used() <= limit {
+            return;
+        }
+        let target = limit / 10 * 9;
+        let layers: Vec<Arc<Inner>> = {
+            let mut registered = lock(&self.layers);
+            registered.retain(|w| w.strong_count() > 0);
+            registered.iter().filter_map(|w| w.upgrade()).collect()
+        };
+        let mut candidates = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let states = lock(&layer.states);
+            for (span, st) in states.iter().enumerate() {
+                if let SpanState::Cached { last_used, pins: 0 } = st {
+                    candidates.push((*last_used, i, span as SpanId));
+                }
+            }
+        }
+        candidates.sort_unstable();
+        for (_, i, span) in candidates {
+            if self.used() <= target {
+                break;
+            }
+            let layer = &layers[i];
+            if let Some(bytes) = layer.evict(span) {
+                self.used.fetch_sub(bytes, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 /// Serves uncompressed byte ranges of one layer through its zTOC.
@@ -81,6 +178,7 @@ struct Inner {
     whole_blob: tokio::sync::Mutex<Option<FileSource>>,
     open_files: Mutex<VecDeque<(SpanId, Arc<File>)>>,
     metrics: Arc<LayerMetrics>,
+    budget: Arc<CacheBudget>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +187,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 struct DemandGuard<'a>(&'a AtomicUsize);
+
+/// Spans pinned against eviction while a read copies from them.
+struct Pins<'a> {
+    inner: &'a Inner,
+    first: SpanId,
+    last: SpanId,
+}
+
+impl Drop for Pins<'_> {
+    fn drop(&mut self) {
+        let mut states = lock(&self.inner.states);
+        for s in self.first..=self.last {
+            if let Some(SpanState::Cached { pins, .. }) = states.get_mut(s as usize) {
+                *pins = pins.saturating_sub(1);
+            }
+        }
+    }
+}
 
 impl Drop for DemandGuard<'_> {
     fn drop(&mut self) {
@@ -107,6 +223,7 @@ impl SpanManager {
         cache_dir: PathBuf,
         config: SpanConfig,
         metrics: Arc<LayerMetrics>,
+        budget: Arc<CacheBudget>,
     ) -> Result<Self> {
         let cache_error = |path: &Path, source| Error::Cache {
             layer: layer.clone(),
@@ -114,6 +231,7 @@ impl SpanManager {
             source,
         };
         std::fs::create_dir_all(&cache_dir).map_err(|e| cache_error(&cache_dir, e))?;
+        let mut found_bytes = 0u64;
         let mut states: Vec<SpanState> =
             (0..ztoc.span_count()).map(|_| SpanState::Missing).collect();
         for entry in std::fs::read_dir(&cache_dir).map_err(|e| cache_error(&cache_dir, e))? {
@@ -141,28 +259,33 @@ impl SpanManager {
                 .ok();
             let actual = entry.metadata().map(|m| m.len()).ok();
             match (expected, actual) {
-                (Some(e), Some(a)) if e == a => states[span as usize] = SpanState::Cached,
+                (Some(e), Some(a)) if e == a => {
+                    states[span as usize] = SpanState::cached(0);
+                    found_bytes += a;
+                }
                 _ => {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
         let whole = FileSource::open(cache_dir.join(WHOLE_BLOB)).ok();
-        Ok(SpanManager {
-            inner: Arc::new(Inner {
-                layer,
-                fetch_slots: Semaphore::new(config.fetch_concurrency.max(1)),
-                ztoc,
-                source,
-                cache_dir,
-                config,
-                states: Mutex::new(states),
-                demand_reads: AtomicUsize::new(0),
-                whole_blob: tokio::sync::Mutex::new(whole),
-                open_files: Mutex::new(VecDeque::new()),
-                metrics,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            layer,
+            fetch_slots: Semaphore::new(config.fetch_concurrency.max(1)),
+            ztoc,
+            source,
+            cache_dir,
+            config,
+            states: Mutex::new(states),
+            demand_reads: AtomicUsize::new(0),
+            whole_blob: tokio::sync::Mutex::new(whole),
+            open_files: Mutex::new(VecDeque::new()),
+            metrics,
+            budget: budget.clone(),
+        });
+        lock(&budget.layers).push(Arc::downgrade(&inner));
+        budget.add(found_bytes);
+        Ok(SpanManager { inner })
     }
 
     /// The layer's zTOC.
@@ -183,10 +306,7 @@ impl SpanManager {
     /// Number of spans in the layer, and how many are on local disk.
     pub fn progress(&self) -> (u64, u64) {
         let states = lock(&self.inner.states);
-        let cached = states
-            .iter()
-            .filter(|s| matches!(s, SpanState::Cached))
-            .count();
+        let cached = states.iter().filter(|s| s.is_cached()).count();
         (states.len() as u64, cached as u64)
     }
 
@@ -204,9 +324,41 @@ impl SpanManager {
         };
         self.inner.demand_reads.fetch_add(1, Ordering::SeqCst);
         let _guard = DemandGuard(&self.inner.demand_reads);
-        let hit = self.ensure(first, last).await?;
-        self.inner.metrics.record_span_read(hit);
-        self.copy_out(range, first, last).map_err(Arc::new)
+        let mut hit = true;
+        // Eviction may remove a span between the fetch and the copy; fetch it again then.
+        for _ in 0..3 {
+            hit &= self.ensure(first, last).await?;
+            if let Some(_pins) = self.pin(first, last) {
+                self.inner.metrics.record_span_read(hit);
+                return self.copy_out(range, first, last).map_err(Arc::new);
+            }
+        }
+        Err(Arc::new(Error::Abandoned {
+            layer: self.inner.layer.clone(),
+            first,
+            last,
+        }))
+    }
+
+    /// Pins spans `first..=last` if all are cached: eviction leaves them alone until the
+    /// returned guard is dropped.
+    fn pin(&self, first: SpanId, last: SpanId) -> Option<Pins<'_>> {
+        let mut states = lock(&self.inner.states);
+        if !(first..=last).all(|s| states.get(s as usize).is_some_and(SpanState::is_cached)) {
+            return None;
+        }
+        let now = self.inner.budget.tick();
+        for s in first..=last {
+            if let Some(SpanState::Cached { last_used, pins }) = states.get_mut(s as usize) {
+                *last_used = now;
+                *pins += 1;
+            }
+        }
+        Some(Pins {
+            inner: &self.inner,
+            first,
+            last,
+        })
     }
 
     /// Like [`SpanManager::read`], from a thread outside the runtime: cached spans are read
@@ -219,7 +371,7 @@ impl SpanManager {
         let Some((clipped, first, last)) = self.clip(range.clone())? else {
             return Ok(Vec::new());
         };
-        if self.all_cached(first, last) {
+        if let Some(_pins) = self.pin(first, last) {
             if let Ok(bytes) = self.copy_out(clipped, first, last) {
                 self.inner.metrics.record_span_read(true);
                 return Ok(bytes);
@@ -236,9 +388,19 @@ impl SpanManager {
                 spans.extend(first..=last);
             }
         }
+        self.prefetch_spans(spans).await
+    }
+
+    /// Fetches spans by id (ids past the last span are ignored), in parallel: consecutive
+    /// ids are merged into as few requests as the request size cap allows.
+    pub async fn prefetch_spans(
+        &self,
+        mut spans: Vec<SpanId>,
+    ) -> std::result::Result<(), SharedError> {
+        let count = self.inner.ztoc.span_count();
+        spans.retain(|s| *s < count);
         spans.sort_unstable();
         spans.dedup();
-        // Group consecutive spans; `ensure` merges each group into as few requests as allowed.
         let mut groups: Vec<(SpanId, SpanId)> = Vec::new();
         for s in spans {
             match groups.last_mut() {
@@ -265,6 +427,16 @@ impl SpanManager {
             if self.all_cached(span, span) {
                 span += 1;
                 continue;
+            }
+            let span_bytes = self
+                .inner
+                .ztoc
+                .span_uncompressed_range(span)
+                .map_or(0, |r| r.end - r.start);
+            if self.inner.budget.is_full_for(span_bytes) {
+                // Filling the cache further would only evict what readers use.
+                tracing::info!(layer = %self.inner.layer, span, "span cache limit reached; background fetch stops here");
+                return;
             }
             let started = Instant::now();
             match self.ensure(span, span).await {
@@ -309,7 +481,7 @@ impl SpanManager {
 
     fn all_cached(&self, first: SpanId, last: SpanId) -> bool {
         let states = lock(&self.inner.states);
-        (first..=last).all(|s| matches!(states.get(s as usize), Some(SpanState::Cached)))
+        (first..=last).all(|s| states.get(s as usize).is_some_and(SpanState::is_cached))
     }
 
     /// Makes spans `first..=last` available on disk. Returns true when they already were.
@@ -327,7 +499,7 @@ impl SpanManager {
                     }))
                 })?;
                 match state {
-                    SpanState::Cached => open_run = false,
+                    SpanState::Cached { .. } => open_run = false,
                     SpanState::Fetching(rx) => {
                         waits.push(rx.clone());
                         open_run = false;
@@ -366,7 +538,7 @@ impl SpanManager {
                     let mut states = lock(&inner.states);
                     for s in a..=b {
                         states[s as usize] = if outcome.is_ok() {
-                            SpanState::Cached
+                            SpanState::cached(inner.budget.tick())
                         } else {
                             SpanState::Missing
                         };
@@ -648,7 +820,26 @@ impl Inner {
             .join(format!(".tmp.{span}.{}", std::process::id()));
         let path = self.span_path(span);
         std::fs::write(&tmp, data).map_err(|e| self.cache_error(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| self.cache_error(&path, e))
+        std::fs::rename(&tmp, &path).map_err(|e| self.cache_error(&path, e))?;
+        self.budget.add(data.len() as u64);
+        Ok(())
+    }
+
+    /// Deletes a cached span no read is using; returns its size.
+    fn evict(&self, span: SpanId) -> Option<u64> {
+        let mut states = lock(&self.states);
+        match states.get(span as usize) {
+            Some(SpanState::Cached { pins: 0, .. }) => {}
+            _ => return None,
+        }
+        let path = self.span_path(span);
+        let size = std::fs::metadata(&path).map(|m| m.len()).ok()?;
+        std::fs::remove_file(&path).ok()?;
+        states[span as usize] = SpanState::Missing;
+        drop(states);
+        lock(&self.open_files).retain(|(s, _)| *s != span);
+        tracing::debug!(layer = %self.layer, span, size, "evicted from the span cache");
+        Some(size)
     }
 }
 

@@ -13,7 +13,9 @@
 //! The `tar` crate's `Entry::unpack_in` is not used: it writes device nodes and fifos as regular
 //! files, silently skips `..` instead of failing, cannot replace a directory by a file, fails on
 //! `security.*` xattrs that the host refuses, and leaves directory mtimes to be clobbered by their
-//! children. We only use the crate to iterate entries and decode headers.
+//! children. We only use the crate to iterate raw entries and decode headers, and merge PAX and GNU
+//! long-name headers ourselves: the crate's PAX parser splits records at newlines, which breaks
+//! binary xattr values (a `security.capability` may contain 0x0a).
 //!
 //! Safety model: the destination is the root. Entry paths are normalized lexically (leading `/` and
 //! `.` dropped, `..` allowed only while it stays inside). Every parent directory is then walked one
@@ -174,21 +176,54 @@ pub fn unpack_layer<R: Read>(tar_stream: R, dest: &Path) -> Result<UnpackStats, 
     let mut archive = tar::Archive::new(tar_stream);
     let mut last: Option<PathBuf> = None;
     {
-        let entries = archive.entries().map_err(|source| UnpackError::Stream {
-            after: None,
-            source,
-        })?;
+        // Raw iteration: the crate's own PAX handling splits records at every newline, which
+        // breaks binary xattr values (a `security.capability` may contain 0x0a) and then silently
+        // drops the PAX path and ids that follow. Extension headers are merged here instead.
+        let entries = archive
+            .entries()
+            .map_err(|source| UnpackError::Stream {
+                after: None,
+                source,
+            })?
+            .raw(true);
+        let mut ext = Extensions::default();
         for entry in entries {
             let mut entry = entry.map_err(|source| UnpackError::Stream {
                 after: last.clone(),
                 source,
             })?;
-            // The lossy form is only for error messages; `entry.path()` is used for real.
-            let shown = PathBuf::from(String::from_utf8_lossy(&entry.path_bytes()).into_owned());
+            let header_path = lossy(&entry.header().path_bytes());
+            let kind = entry.header().entry_type();
+            let special = match kind {
+                EntryType::XHeader => Some(Special::Pax),
+                EntryType::GNULongName => Some(Special::LongName),
+                EntryType::GNULongLink => Some(Special::LongLink),
+                // Archive-wide defaults; Go's archive/tar and containerd ignore them too.
+                EntryType::XGlobalHeader => Some(Special::Global),
+                _ => None,
+            };
+            if let Some(special) = special {
+                ext.absorb(special, &mut entry)
+                    .map_err(|cause| cause.at(&header_path, &last))?;
+                continue;
+            }
+            let ext = std::mem::take(&mut ext);
+            let path_bytes = ext.path(entry.header());
+            // The lossy form is only for messages; the raw bytes are what gets created.
+            let shown = lossy(&path_bytes);
             unpacker
-                .apply(&mut entry)
+                .apply(&mut entry, &path_bytes, &ext)
                 .map_err(|cause| cause.at(&shown, &last))?;
             last = Some(shown);
+        }
+        if !ext.is_empty() {
+            return Err(UnpackError::Stream {
+                after: last,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "extension header (PAX or GNU long name) without a following entry",
+                ),
+            });
         }
     }
     // Drain what follows the end-of-archive blocks (padding, the gzip trailer): a truncated or
@@ -212,6 +247,138 @@ pub fn unpack_gzip_layer<R: Read>(gzip: R, dest: &Path) -> Result<UnpackStats, U
     unpack_layer(flate2::read::MultiGzDecoder::new(gzip), dest)
 }
 
+/// Largest PAX or GNU long-name header we read, as in Go's archive/tar: they hold names and
+/// attributes, and a bigger one is a corrupt size field rather than data to allocate for.
+const MAX_SPECIAL_SIZE: u64 = 1 << 20;
+
+/// Kinds of extension header that describe the next entry (or, for `Global`, the archive).
+#[derive(Debug, Clone, Copy)]
+enum Special {
+    Pax,
+    LongName,
+    LongLink,
+    Global,
+}
+
+/// A PAX record's key and value, as raw bytes.
+type PaxRecord = (Vec<u8>, Vec<u8>);
+
+/// Extension headers collected for the next entry.
+#[derive(Debug, Default)]
+struct Extensions {
+    /// PAX records in order; a later record for the same key wins.
+    pax: Vec<PaxRecord>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    fn absorb<R: Read>(
+        &mut self,
+        special: Special,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), Cause> {
+        if let Special::Global = special {
+            // Its data is skipped by the iterator.
+            return Ok(());
+        }
+        if entry.size() > MAX_SPECIAL_SIZE {
+            return Err(Cause::Invalid(format!(
+                "extension header of {} bytes (limit {MAX_SPECIAL_SIZE})",
+                entry.size()
+            )));
+        }
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data).map_err(Cause::Stream)?;
+        match special {
+            Special::Pax => self.pax.extend(parse_pax(&data)?),
+            Special::LongName | Special::LongLink => {
+                // GNU tar terminates the name with NUL (and the block padding adds more).
+                let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+                data.truncate(end);
+                if let Special::LongName = special {
+                    self.long_name = Some(data);
+                } else {
+                    self.long_link = Some(data);
+                }
+            }
+            Special::Global => {}
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pax.is_empty() && self.long_name.is_none() && self.long_link.is_none()
+    }
+
+    /// The last non-empty value of a PAX record (an empty value un-sets a keyword).
+    fn pax_value(&self, key: &[u8]) -> Option<&[u8]> {
+        self.pax
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The entry's path: PAX `path`, else the GNU long name, else the header's (prefix + name).
+    fn path(&self, header: &tar::Header) -> Vec<u8> {
+        if let Some(p) = self.pax_value(b"path") {
+            return p.to_vec();
+        }
+        if let Some(p) = &self.long_name {
+            return p.clone();
+        }
+        header.path_bytes().into_owned()
+    }
+
+    /// The link target, with the same precedence as [`Extensions::path`].
+    fn link(&self, header: &tar::Header) -> Option<Vec<u8>> {
+        if let Some(p) = self.pax_value(b"linkpath") {
+            return Some(p.to_vec());
+        }
+        if let Some(p) = &self.long_link {
+            return Some(p.clone());
+        }
+        header.link_name_bytes().map(|l| l.into_owned())
+    }
+}
+
+/// Parses PAX records, `<len> <key>=<value>\n`, by their length prefix: values may hold any byte,
+/// newlines included.
+fn parse_pax(data: &[u8]) -> Result<Vec<PaxRecord>, Cause> {
+    let bad = |why: &str| Cause::Invalid(format!("malformed PAX header: {why}"));
+    let mut records = Vec::new();
+    let mut rest = data;
+    // Some writers pad the data with NULs.
+    while !rest.is_empty() && rest.iter().any(|&b| b != 0) {
+        let space = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or_else(|| bad("record without length"))?;
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("bad record length"))?;
+        if len <= space + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            return Err(bad("record length does not match"));
+        }
+        let record = &rest[space + 1..len - 1];
+        let eq = record
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| bad("record without '='"))?;
+        records.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
+        rest = &rest[len..];
+    }
+    Ok(records)
+}
+
+fn lossy(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
+}
+
 /// A failure not yet tied to its entry; [`Cause::at`] adds the entry path.
 #[derive(Debug)]
 enum Cause {
@@ -227,9 +394,9 @@ impl Cause {
         let path = path.to_path_buf();
         match self {
             Cause::Io(op, source) => UnpackError::Io { path, op, source },
-            // A read error inside an entry's data is a stream problem, located at that entry.
+            // A read error inside an entry's data is a problem of the stream, not of the entry.
             Cause::Stream(source) => UnpackError::Stream {
-                after: last.clone().or(Some(path)),
+                after: last.clone(),
                 source,
             },
             Cause::Invalid(reason) => UnpackError::InvalidEntry { path, reason },
@@ -276,30 +443,22 @@ struct Unpacker<'a> {
 }
 
 impl Unpacker<'_> {
-    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), Cause> {
+    fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path_bytes: &[u8],
+        ext: &Extensions,
+    ) -> Result<(), Cause> {
         let kind = entry.header().entry_type();
-        // The iterator folds local PAX and GNU long-name headers into the next entry; a global PAX
-        // header describes the archive, not a file.
-        if kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-        {
-            return Ok(());
-        }
-
-        let raw_path = entry
-            .path()
-            .map_err(|e| Cause::Invalid(format!("undecodable path: {e}")))?
-            .into_owned();
-        let comps = normalize(&raw_path)?;
-        let meta = read_meta(entry)?;
+        let raw_path = Path::new(OsStr::from_bytes(path_bytes));
+        let comps = normalize(raw_path)?;
+        let meta = read_meta(entry.header(), ext)?;
 
         // Old (pre-POSIX) archives mark directories only by a trailing slash on a regular entry.
         let is_dir = kind.is_dir()
             || (kind.is_file()
                 && entry.header().as_ustar().is_none()
-                && entry.path_bytes().ends_with(b"/"));
+                && path_bytes.ends_with(b"/"));
 
         let Some((name, parents)) = comps.split_last() else {
             // The layer's root (`./`): its metadata belongs to the destination itself.
@@ -336,24 +495,27 @@ impl Unpacker<'_> {
             self.make_dir(&path, &meta)?;
         } else {
             match kind {
-                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                    self.make_file(entry, &path, &meta, kind)?
+                EntryType::Regular | EntryType::Continuous => {
+                    self.make_file(entry, &path, &meta)?
                 }
                 EntryType::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| OsStr::from_bytes(&t).to_owned())
+                    let target = ext
+                        .link(entry.header())
                         .filter(|t| !t.is_empty())
                         .ok_or_else(|| Cause::Invalid("symlink without target".to_string()))?;
-                    self.make_symlink(&path, &target, &meta)?
+                    self.make_symlink(&path, OsStr::from_bytes(&target), &meta)?
                 }
                 EntryType::Link => {
-                    let target = entry
-                        .link_name()
-                        .map_err(|e| Cause::Invalid(format!("undecodable link target: {e}")))?
-                        .ok_or_else(|| Cause::Invalid("hardlink without target".to_string()))?
-                        .into_owned();
-                    self.make_hardlink(&path, &target)?
+                    let target = ext
+                        .link(entry.header())
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(|| Cause::Invalid("hardlink without target".to_string()))?;
+                    self.make_hardlink(&path, Path::new(OsStr::from_bytes(&target)))?
+                }
+                // Raw iteration does not expand old GNU sparse maps, and no OCI tooling writes
+                // them (Go's archive/tar cannot).
+                EntryType::GNUSparse => {
+                    return Err(Cause::Unsupported("GNU sparse file".to_string()))
                 }
                 EntryType::Char | EntryType::Block => {
                     let major = device_number(entry.header().device_major(), "major")?;
@@ -552,7 +714,6 @@ impl Unpacker<'_> {
         entry: &mut tar::Entry<'_, R>,
         path: &Path,
         meta: &Meta,
-        kind: EntryType,
     ) -> Result<(), Cause> {
         self.clear(path, false)?;
         // O_EXCL + O_NOFOLLOW: the name was just cleared, so anything found there now is not ours.
@@ -574,8 +735,7 @@ impl Unpacker<'_> {
             file.write_all(&self.buf[..n]).op("write file data")?;
             written += n as u64;
         }
-        // A sparse entry expands beyond its stored size; for the others a short read is truncation.
-        if kind != EntryType::GNUSparse && written != entry.size() {
+        if written != entry.size() {
             return Err(Cause::Stream(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("file data truncated: {written} of {} bytes", entry.size()),
@@ -686,48 +846,62 @@ fn normalize(path: &Path) -> Result<Vec<OsString>, Cause> {
 }
 
 /// Decodes the header fields and PAX records every created object needs.
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, Cause> {
-    let header = entry.header();
+fn read_meta(header: &tar::Header, ext: &Extensions) -> Result<Meta, Cause> {
     let invalid = |what: &str, e: io::Error| Cause::Invalid(format!("bad {what} field: {e}"));
     let mode = header.mode().map_err(|e| invalid("mode", e))? & 0o7777;
-    // The iterator already substitutes PAX uid/gid, which carry ids too large for the header.
-    let uid = header.uid().map_err(|e| invalid("uid", e))?;
-    let gid = header.gid().map_err(|e| invalid("gid", e))?;
-    let uid = u32::try_from(uid).map_err(|_| Cause::Invalid(format!("uid {uid} out of range")))?;
-    let gid = u32::try_from(gid).map_err(|_| Cause::Invalid(format!("gid {gid} out of range")))?;
-    let header_mtime = header.mtime().map_err(|e| invalid("mtime", e))?;
-    let mut mtime = Timespec {
-        sec: i64::try_from(header_mtime)
-            .map_err(|_| Cause::Invalid(format!("mtime {header_mtime} out of range")))?,
-        nsec: 0,
+    // PAX carries ids too large for the header field.
+    let id = |key: &str, field: io::Result<u64>| -> Result<u32, Cause> {
+        let value = match ext.pax_value(key.as_bytes()) {
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| Cause::Invalid(format!("bad PAX {key} {:?}", lossy(v))))?,
+            None => field.map_err(|e| invalid(key, e))?,
+        };
+        u32::try_from(value).map_err(|_| Cause::Invalid(format!("{key} {value} out of range")))
     };
-
-    let mut xattrs = Vec::new();
-    if let Some(pax) = entry
-        .pax_extensions()
-        .map_err(|e| Cause::Invalid(format!("bad PAX header: {e}")))?
-    {
-        for record in pax {
-            let record = record.map_err(|e| Cause::Invalid(format!("bad PAX record: {e}")))?;
-            let key = record.key_bytes();
-            if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
-                xattrs.push((
-                    OsStr::from_bytes(name).to_owned(),
-                    record.value_bytes().to_vec(),
-                ));
-            } else if key == b"mtime" {
-                // The PAX mtime carries the sub-second part the header field cannot.
-                mtime = parse_pax_time(record.value_bytes()).ok_or_else(|| {
-                    Cause::Invalid(format!(
-                        "bad PAX mtime {:?}",
-                        String::from_utf8_lossy(record.value_bytes())
-                    ))
-                })?;
-            } else if key.starts_with(b"GNU.sparse.") {
-                // PAX-format sparse files store a map inside the data, which the tar crate does
-                // not expand; writing it verbatim would corrupt the file.
-                return Err(Cause::Unsupported("PAX (GNU 1.0) sparse file".to_string()));
+    let uid = id("uid", header.uid())?;
+    let gid = id("gid", header.gid())?;
+    let mtime = match ext.pax_value(b"mtime") {
+        // The PAX mtime carries the sub-second part the header field cannot.
+        Some(v) => parse_pax_time(v)
+            .ok_or_else(|| Cause::Invalid(format!("bad PAX mtime {:?}", lossy(v))))?,
+        None => {
+            let secs = header.mtime().map_err(|e| invalid("mtime", e))?;
+            Timespec {
+                sec: i64::try_from(secs)
+                    .map_err(|_| Cause::Invalid(format!("mtime {secs} out of range")))?,
+                nsec: 0,
             }
+        }
+    };
+    if let Some(size) = ext.pax_value(b"size") {
+        // Raw iteration frames the data by the header's size field; a PAX size that disagrees
+        // (files over 8 GiB) would desynchronize the stream, and a small layer has none.
+        let header_size = header.size().map_err(|e| invalid("size", e))?;
+        if std::str::from_utf8(size)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            != Some(header_size)
+        {
+            return Err(Cause::Unsupported(format!(
+                "PAX size {:?} differing from the header size {header_size}",
+                lossy(size)
+            )));
+        }
+    }
+
+    let mut xattrs: Vec<(OsString, Vec<u8>)> = Vec::new();
+    for (key, value) in &ext.pax {
+        if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+            let name = OsStr::from_bytes(name).to_owned();
+            // A repeated key: the later record wins.
+            xattrs.retain(|(n, _)| *n != name);
+            xattrs.push((name, value.clone()));
+        } else if key.starts_with(b"GNU.sparse.") {
+            // PAX-format sparse files store a map inside the data; writing it verbatim would
+            // corrupt the file.
+            return Err(Cause::Unsupported("PAX (GNU 1.0) sparse file".to_string()));
         }
     }
     Ok(Meta {
@@ -895,6 +1069,32 @@ mod tests {
         assert_eq!(t("1.x"), None);
         assert_eq!(t("+1"), None);
         assert_eq!(t(".5"), None);
+    }
+
+    #[test]
+    fn pax_records() {
+        let recs = parse_pax(b"11 path=ab\n26 SCHILY.xattr.user.x=\n\n\n\0\0").unwrap();
+        assert_eq!(
+            recs,
+            vec![
+                (b"path".to_vec(), b"ab".to_vec()),
+                (b"SCHILY.xattr.user.x".to_vec(), b"\n\n".to_vec())
+            ]
+        );
+        for bad in [
+            &b"12 path=ab\n"[..],
+            b"3 a\n",
+            b"x path=ab\n",
+            b"99999999999999999999999 a=b\n",
+            b"9 nokey\n",
+            b"0 \n",
+        ] {
+            assert!(
+                parse_pax(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
