@@ -188,10 +188,27 @@ pub fn unpack_layer<R: Read>(tar_stream: R, dest: &Path) -> Result<UnpackStats, 
             .raw(true);
         let mut ext = Extensions::default();
         for entry in entries {
-            let mut entry = entry.map_err(|source| UnpackError::Stream {
-                after: last.clone(),
-                source,
-            })?;
+            let mut entry = match entry {
+                Ok(entry) => entry,
+                // A stream that ends right after the last entry's data, without padding and
+                // end-of-archive blocks, is complete for Go's archive/tar (and so containerd);
+                // umoci writes such layers. Each file's data was checked to be whole when it
+                // was written, so only the padding is missing here.
+                Err(e)
+                    if last.is_some()
+                        && ext.is_empty()
+                        && (e.kind() == io::ErrorKind::UnexpectedEof
+                            || e.to_string().contains("unexpected EOF")) =>
+                {
+                    break
+                }
+                Err(source) => {
+                    return Err(UnpackError::Stream {
+                        after: last.clone(),
+                        source,
+                    })
+                }
+            };
             let header_path = lossy(&entry.header().path_bytes());
             let kind = entry.header().entry_type();
             let special = match kind {

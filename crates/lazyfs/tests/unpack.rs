@@ -818,3 +818,25 @@ fn overlay_honours_whiteouts_and_opaque_dirs() {
     // The unpacked layer keeps the markers overlayfs reads; they are not visible in the merge.
     assert!(is_whiteout(&layer.join("gone")));
 }
+
+#[test]
+fn tar_ending_right_after_the_last_data_is_complete_but_cut_data_is_not() {
+    require_root();
+    // umoci writes layers like this: no padding after the last file, no end-of-archive blocks.
+    let mut layer = Layer::new();
+    layer
+        .dir("app/", 0o755)
+        .file("app/app.py", b"print('ready')\n", 0o644);
+    let full = layer.bytes();
+    let cut = &full[..512 * 2 + 15];
+    let dir = tempfile::tempdir().unwrap();
+    unpack_layer(cut, dir.path()).unwrap();
+    assert_eq!(
+        fs::read(dir.path().join("app/app.py")).unwrap(),
+        b"print('ready')\n"
+    );
+    // Cut inside the file's data: an error, not a short file.
+    let dir = tempfile::tempdir().unwrap();
+    let err = unpack_layer(&full[..512 * 2 + 7], dir.path()).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
