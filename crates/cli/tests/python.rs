@@ -1,0 +1,121 @@
+//! A real Debian image (debootstrap minbase + python3, plus a small app layer, built with
+//! umoci) pushed to a loopback registry, indexed, mounted lazily, and a Python program run in
+//! a chroot of the mount. The rootfs is built once per target directory (about a minute).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use testutil::Registry;
+
+mod common;
+use common::{ok, soci};
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Debian bookworm minbase with python3, built once and kept under the target directory.
+fn python_rootfs() -> PathBuf {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-rootfs");
+    let rootfs = cache.join("rootfs");
+    if rootfs.join("usr/bin/python3").exists() {
+        return rootfs;
+    }
+    testutil::require_tool("debootstrap");
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    let tmp = cache.join("rootfs.partial");
+    run(Command::new("debootstrap")
+        .args(["--variant=minbase", "--include=python3", "bookworm"])
+        .arg(&tmp));
+    std::fs::rename(&tmp, &rootfs).unwrap();
+    rootfs
+}
+
+/// An OCI layout with the rootfs as one layer and a small app layer on top.
+fn python_layout(dir: &Path) {
+    testutil::require_tool("umoci");
+    let rootfs = python_rootfs();
+    let image = format!("{}:latest", dir.display());
+    run(Command::new("umoci").args(["init", "--layout"]).arg(dir));
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    run(Command::new("umoci")
+        .args(["insert", "--image", &image])
+        .arg(&rootfs)
+        .arg("/"));
+    let app = dir.with_extension("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("app.py"),
+        "import json, sys\nprint(json.dumps({'ready': sys.version_info[0]}))\n",
+    )
+    .unwrap();
+    run(Command::new("umoci")
+        .args(["insert", "--image", &image])
+        .arg(&app)
+        .arg("/app"));
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+    ]));
+}
+
+#[test]
+fn python_runs_in_a_chroot_of_a_lazy_mount_fetching_a_fraction_of_the_image() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let layout = tmp.path().join("layout");
+    python_layout(&layout);
+    let r = format!("{}/python:latest", reg.addr());
+    testutil::skopeo_push(&layout, "latest", &r, None);
+    ok(soci(&root, &["create", &r]));
+    ok(soci(&root, &["push", &r]));
+
+    let dir = tmp.path().join("mnt");
+    ok(soci(
+        &root,
+        &["mount", "--no-background-fetch", &r, dir.to_str().unwrap()],
+    ));
+    let result = std::panic::catch_unwind(|| {
+        let out = run(Command::new("chroot")
+            .arg(&dir)
+            .args(["python3", "/app/app.py"]));
+        assert_eq!(out.trim(), r#"{"ready": 3}"#);
+        let out = run(Command::new("chroot")
+            .arg(&dir)
+            .args(["python3", "-c", "print(1)"]));
+        assert_eq!(out.trim(), "1");
+        let stats = ok(soci(&root, &["mount", "--stats", dir.to_str().unwrap()]));
+        let total = stats
+            .lines()
+            .find(|l| l.starts_with("total:"))
+            .expect("a total line")
+            .to_owned();
+        // "total: F of S bytes fetched (P%)"
+        let words: Vec<&str> = total.split_whitespace().collect();
+        let fetched: u64 = words[1].parse().unwrap();
+        let size: u64 = words[3].parse().unwrap();
+        println!("python3 in a chroot of the lazy mount: {total}");
+        assert!(fetched > 0);
+        assert!(
+            fetched * 100 < size * 40,
+            "python3 fetched {fetched} of {size} bytes: {stats}"
+        );
+    });
+    ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
