@@ -65,6 +65,7 @@ enum Dest {
 
 pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     args.index.check()?;
+    let prefetch_paths = args.index.prefetch_paths()?;
     let src_ref = if args.standalone {
         if args.format == OutputFormat::OciArchive {
             bail!("--format oci-archive is not supported yet; use --format oci-dir (and `tar` the directory if you need an archive)");
@@ -194,6 +195,7 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
         digest: Digest,
         bytes: Vec<u8>,
         ztoc_records: Vec<oci::db::ZtocRecord>,
+        prefetch: Vec<soci_index::PrefetchDescriptor>,
     }
     let mut built: Vec<Built> = Vec::new();
     for image in &images {
@@ -207,18 +209,32 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
             println!("platform {platform}: every layer was skipped; no SOCI index for it");
             continue;
         }
+        let prefetch = create::image_prefetch(
+            &local,
+            image,
+            &by_layer,
+            &prefetch_paths,
+            &format!("{} ({platform})", args.src),
+        )?;
         let annotations = BTreeMap::from([(
             soci_index::ANNOTATION_BUILD_TOOL.to_owned(),
             ztoc::DEFAULT_BUILD_TOOL.to_owned(),
         )]);
-        let (bytes, digest) =
-            soci_index::build_index_manifest(IndexVersion::V2, None, &ztocs, &annotations)?;
+        // Without prefetch artifacts this is byte-for-byte the plain index.
+        let (bytes, digest) = soci_index::build_index_manifest_with_prefetch(
+            IndexVersion::V2,
+            None,
+            &ztocs,
+            &prefetch,
+            &annotations,
+        )?;
         local.store.put_bytes(&bytes)?;
         built.push(Built {
             image: image.clone(),
             digest,
             bytes,
             ztoc_records: records,
+            prefetch,
         });
     }
     if built.is_empty() {
@@ -312,9 +328,9 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
             if let Some(p) = platform {
                 soci["platform"] = platform_json(p);
             }
-            // zTOCs, the empty config and the SOCI index itself go before the index that
-            // names them.
-            io.put_soci_index(b.digest.clone(), &b.bytes, &b.ztoc_records)?;
+            // zTOCs, prefetch artifacts, the empty config and the SOCI index itself go
+            // before the index that names them.
+            io.put_soci_index(b.digest.clone(), &b.bytes, &b.ztoc_records, &b.prefetch)?;
             soci_entries.push(soci);
             records.push(IndexRecord {
                 digest: b.digest.to_string(),
@@ -537,11 +553,14 @@ impl DestIo<'_> {
         }
     }
 
+    /// Writes a SOCI index after the blobs it references: its zTOCs and prefetch artifacts
+    /// (from the local store) and the empty config.
     fn put_soci_index(
         &self,
         digest: Digest,
         bytes: &[u8],
         ztocs: &[oci::db::ZtocRecord],
+        prefetch: &[soci_index::PrefetchDescriptor],
     ) -> Result<()> {
         for z in ztocs {
             let d = oci::digest::parse(&z.digest)?;
@@ -550,6 +569,15 @@ impl DestIo<'_> {
                 .get(&d)
                 .with_context(|| format!("reading zTOC {d} from the local store"))?;
             self.put_blob(&d, &b)?;
+        }
+        for p in prefetch {
+            let b = self.store.get(&p.digest).with_context(|| {
+                format!(
+                    "reading prefetch artifact {} from the local store",
+                    p.digest
+                )
+            })?;
+            self.put_blob(&p.digest, &b)?;
         }
         self.put_blob(
             &oci::digest::parse(soci_index::EMPTY_CONFIG_DIGEST)?,

@@ -1,6 +1,7 @@
 //! `soci create`: build zTOCs for an image's layers (in parallel) and a SOCI index (v1).
 //! Layers are read once, straight into the zTOC builder, from an OCI layout or streamed from a
-//! registry; nothing of the image is stored locally.
+//! registry; nothing of the image is stored locally. With `--prefetch-file`, the index also
+//! lists prefetch artifacts: per layer, the spans holding the named files.
 
 use crate::remote::{self, RegistryArgs, Remote};
 use crate::Local;
@@ -11,8 +12,9 @@ use oci::db::{IndexRecord, ZtocRecord};
 use oci::layout::{OciLayout, PlatformSelection, ResolvedImage};
 use oci::manifest::LayerCompression;
 use oci::platform::Platform;
+use oci::prefetch::PrefetchArtifact;
 use oci::reference::ImageRef;
-use oci::soci_index::{self, IndexVersion, ZtocDescriptor};
+use oci::soci_index::{self, IndexVersion, PrefetchDescriptor, ZtocDescriptor};
 use oci::{Descriptor, Digest};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -155,6 +157,7 @@ struct LayerJob {
 
 pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
     args.index.check()?;
+    let prefetch = args.index.prefetch_paths()?;
     let reference = ImageRef::parse(&args.image)?;
     let selection = args.index.selection()?;
     let image_ref = crate::normalize_ref(&args.image)?;
@@ -162,7 +165,7 @@ pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
     let local = Local::open(root)?;
     let by_layer = index_layers(&source, &local, &images, &args.index)?;
     for image in &images {
-        write_index(&local, image, &by_layer, &image_ref, &args)?;
+        write_index(&local, image, &by_layer, &image_ref, &prefetch, &args)?;
     }
     Ok(())
 }
@@ -187,6 +190,16 @@ pub(crate) struct IndexOptions {
     /// Rebuild zTOCs even when one already exists for a layer.
     #[arg(long, short = 'f')]
     pub force: bool,
+    /// A file to prefetch when a container starts, as a path in the image (leading `/`
+    /// optional). The topmost indexed layer holding it gets a prefetch artifact listing the
+    /// spans of its data, stored with the index. Repeat the flag (or separate paths with
+    /// commas) for several files; paths not found in any indexed layer are warned about.
+    #[arg(long = "prefetch-file", value_name = "PATH", value_delimiter = ',')]
+    pub prefetch_file: Vec<String>,
+    /// A JSON file holding an array of paths to prefetch, e.g. `["/app/config.json"]`;
+    /// used together with any --prefetch-file paths.
+    #[arg(long, value_name = "FILE")]
+    pub prefetch_files_json: Option<PathBuf>,
 }
 
 impl IndexOptions {
@@ -196,6 +209,36 @@ impl IndexOptions {
             bail!("--span-size must be positive");
         }
         Ok(())
+    }
+
+    /// The paths to prefetch, from `--prefetch-file` and `--prefetch-files-json` (in that
+    /// order), trimmed, blanks dropped, normalized as TOC names are (no leading `/`, `.` and
+    /// `..` resolved) and without repeats.
+    pub(crate) fn prefetch_paths(&self) -> Result<Vec<String>> {
+        let mut raw = self.prefetch_file.clone();
+        if let Some(file) = &self.prefetch_files_json {
+            let bytes = std::fs::read(file)
+                .with_context(|| format!("reading --prefetch-files-json {}", file.display()))?;
+            let listed: Vec<String> = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "--prefetch-files-json {}: expected a JSON array of path strings",
+                    file.display()
+                )
+            })?;
+            raw.extend(listed);
+        }
+        let mut paths: Vec<String> = Vec::new();
+        for p in raw.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let name = ztoc::toc::normalize_name(p);
+            if name.is_empty() {
+                eprintln!(
+                    "warning: prefetch path {p:?} names the root directory, not a file; ignored"
+                );
+            } else if !paths.contains(&name) {
+                paths.push(name);
+            }
+        }
+        Ok(paths)
     }
 
     /// Which platforms to use, from `--platform` / `--all-platforms`.
@@ -343,6 +386,7 @@ fn write_index(
     image: &ResolvedImage,
     by_layer: &HashMap<String, LayerOutcome>,
     image_ref: &str,
+    prefetch_paths: &[String],
     args: &CreateArgs,
 ) -> Result<()> {
     let (ztocs, records) = image_ztocs(image, by_layer, args.index.span_size)?;
@@ -357,14 +401,23 @@ fn write_index(
              lower --min-layer-size to index small layers"
         );
     }
+    let prefetch = image_prefetch(
+        local,
+        image,
+        by_layer,
+        prefetch_paths,
+        &format!("{image_ref} ({platform})"),
+    )?;
     let annotations = BTreeMap::from([(
         soci_index::ANNOTATION_BUILD_TOOL.to_owned(),
         ztoc::DEFAULT_BUILD_TOOL.to_owned(),
     )]);
-    let (bytes, _) = soci_index::build_index_manifest(
+    // Without prefetch artifacts this is byte-for-byte the plain index.
+    let (bytes, _) = soci_index::build_index_manifest_with_prefetch(
         IndexVersion::V1,
         Some(&image.manifest_desc),
         &ztocs,
+        &prefetch,
         &annotations,
     )?;
     let index_digest = local.store.put_bytes(&bytes)?;
@@ -388,6 +441,102 @@ fn write_index(
         record.platform
     );
     Ok(())
+}
+
+/// Builds the prefetch artifacts of one image for `paths` (normalized TOC names), stores them
+/// in the local content store, prints one line per artifact, and returns their descriptors in
+/// layer order (empty without paths). Each path is looked up from the top layer down in the
+/// layers that have a zTOC; the first one listing it contributes the spans of the file's
+/// data. Paths found nowhere are warned about on stderr, naming `what` (the image).
+pub(crate) fn image_prefetch(
+    local: &Local,
+    image: &ResolvedImage,
+    by_layer: &HashMap<String, LayerOutcome>,
+    paths: &[String],
+    what: &str,
+) -> Result<Vec<PrefetchDescriptor>> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The indexed layers, bottom first, with their decoded zTOCs.
+    let mut layers: Vec<(Digest, ztoc::Ztoc)> = Vec::new();
+    for layer in image.manifest.layers() {
+        let Some(LayerOutcome::Built(z) | LayerOutcome::Reused(z)) =
+            by_layer.get(&layer.digest().to_string())
+        else {
+            continue;
+        };
+        let digest = oci::digest::parse(&z.digest)?;
+        let bytes = local
+            .store
+            .get(&digest)
+            .with_context(|| format!("reading zTOC {digest} from the local store"))?;
+        let decoded = ztoc::decode(&bytes).with_context(|| format!("decoding zTOC {digest}"))?;
+        layers.push((layer.digest().clone(), decoded));
+    }
+    let tocs: Vec<&ztoc::Ztoc> = layers.iter().map(|(_, z)| z).collect();
+    let (ranges, missing) = prefetch_ranges(&tocs, paths);
+    for path in &missing {
+        eprintln!(
+            "warning: prefetch file /{path} is not in any indexed layer of {what}; it is not prefetched"
+        );
+    }
+    let mut out = Vec::new();
+    for (i, layer_ranges) in ranges {
+        let layer_digest = &layers[i].0;
+        let artifact = PrefetchArtifact::from_ranges(layer_ranges);
+        let json = artifact.to_json();
+        let digest = local.store.put_bytes(&json)?;
+        println!(
+            "layer {layer_digest} -> prefetch {digest} ({} spans)",
+            artifact.spans().len()
+        );
+        out.push(PrefetchDescriptor {
+            digest,
+            size: json.len() as u64,
+            layer_digest: layer_digest.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Inclusive span ranges per layer position (bottom first).
+type LayerRanges = BTreeMap<usize, Vec<(u64, u64)>>;
+
+/// For each of `paths`, finds the topmost of `layers` (bottom first) whose TOC has an entry
+/// of exactly that name and takes its span range. Returns the ranges per layer position
+/// (ascending) and the paths no layer has.
+fn prefetch_ranges(layers: &[&ztoc::Ztoc], paths: &[String]) -> (LayerRanges, Vec<String>) {
+    let mut ranges = LayerRanges::new();
+    let mut missing = Vec::new();
+    for path in paths {
+        let found = layers.iter().enumerate().rev().find_map(|(i, z)| {
+            if z.span_count() == 0 {
+                return None;
+            }
+            // The last entry of a name wins, as when the layer is unpacked.
+            let file = z.toc.files.iter().rev().find(|f| &f.name == path)?;
+            Some((i, file_span_range(z, file)))
+        });
+        match found {
+            Some((i, range)) => ranges.entry(i).or_default().push(range),
+            None => missing.push(path.clone()),
+        }
+    }
+    (ranges, missing)
+}
+
+/// The inclusive spans holding a file's data: the span of its first byte to that of its last
+/// (just the first for an empty file), clamped to the layer's last span.
+fn file_span_range(z: &ztoc::Ztoc, file: &ztoc::FileMetadata) -> (u64, u64) {
+    let last = z.span_count().saturating_sub(1);
+    let span = |offset: u64| z.span_of(offset).unwrap_or(last).min(last);
+    let start = span(file.uncompressed_offset);
+    let end = match file.uncompressed_size {
+        0 => start,
+        size => span(file.uncompressed_offset.saturating_add(size - 1)).max(start),
+    };
+    (start, end)
 }
 
 /// Streams one layer blob once through the zTOC builder, verifying its digest and size.
@@ -455,5 +604,116 @@ impl<R: Read> Read for ProgressReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.bar.inc(n as u64);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An uncompressed-layer zTOC of `size` bytes in spans of 100, listing `files`
+    /// (name, data offset, size).
+    fn ztoc_with(size: u64, files: &[(&str, u64, u64)]) -> ztoc::Ztoc {
+        ztoc::Ztoc {
+            version: ztoc::ZTOC_VERSION.into(),
+            build_tool_identifier: "test".into(),
+            compressed_archive_size: size,
+            uncompressed_archive_size: size,
+            toc: ztoc::Toc {
+                files: files
+                    .iter()
+                    .map(|&(name, offset, len)| ztoc::FileMetadata {
+                        name: name.into(),
+                        file_type: ztoc::FileType::Regular,
+                        uncompressed_offset: offset,
+                        uncompressed_size: len,
+                        linkname: String::new(),
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                        uname: String::new(),
+                        gname: String::new(),
+                        mod_time: String::new(),
+                        devmajor: 0,
+                        devminor: 0,
+                        xattrs: Vec::new(),
+                    })
+                    .collect(),
+            },
+            compression: ztoc::CompressionInfo {
+                checkpoints: ztoc::Checkpoints::Uncompressed {
+                    span_size: 100,
+                    size,
+                },
+                span_digests: (0..size.div_ceil(100))
+                    .map(|i| ztoc::SpanDigest::of(&i.to_le_bytes()))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_file_covers_the_spans_of_its_first_to_its_last_byte() {
+        let z = ztoc_with(
+            1000,
+            &[
+                ("a", 150, 50),    // 150..200: span 1 only (200 is not its byte)
+                ("b", 199, 2),     // 199..201: spans 1-2
+                ("empty", 300, 0), // start span only
+                ("end", 990, 0),   // empty at the very end
+                ("past", 1200, 5), // beyond the layer: clamped to the last span
+            ],
+        );
+        let range = |name: &str| file_span_range(&z, z.find_file(name).unwrap());
+        assert_eq!(range("a"), (1, 1));
+        assert_eq!(range("b"), (1, 2));
+        assert_eq!(range("empty"), (3, 3));
+        assert_eq!(range("end"), (9, 9));
+        assert_eq!(range("past"), (9, 9));
+    }
+
+    #[test]
+    fn the_topmost_indexed_layer_holding_a_path_wins() {
+        let bottom = ztoc_with(1000, &[("etc/x", 0, 10), ("usr/y", 500, 250)]);
+        let top = ztoc_with(300, &[("etc/x", 120, 100), ("etc/z", 0, 1)]);
+        let paths: Vec<String> = ["etc/x", "usr/y", "etc/z", "nope"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (ranges, missing) = prefetch_ranges(&[&bottom, &top], &paths);
+        assert_eq!(
+            ranges,
+            BTreeMap::from([(0, vec![(5, 7)]), (1, vec![(1, 2), (0, 0)])])
+        );
+        assert_eq!(missing, ["nope"]);
+        let artifact = PrefetchArtifact::from_ranges(ranges[&1].clone());
+        assert_eq!(artifact.spans(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn prefetch_paths_are_normalized_and_merged_with_the_json_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("p.json");
+        std::fs::write(
+            &json,
+            r#"["/opt/data.bin", " ", "usr//bin/./small", "/x/../etc/c"]"#,
+        )
+        .unwrap();
+        let opts = IndexOptions {
+            span_size: 1,
+            min_layer_size: 0,
+            platform: Vec::new(),
+            all_platforms: false,
+            force: false,
+            prefetch_file: vec!["/usr/bin/small".into(), "".into()],
+            prefetch_files_json: Some(json.clone()),
+        };
+        assert_eq!(
+            opts.prefetch_paths().unwrap(),
+            ["usr/bin/small", "opt/data.bin", "etc/c"]
+        );
+        std::fs::write(&json, r#"{"files": ["a"]}"#).unwrap();
+        let err = format!("{:#}", opts.prefetch_paths().unwrap_err());
+        assert!(err.contains("JSON array"), "{err}");
     }
 }

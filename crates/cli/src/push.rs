@@ -1,5 +1,6 @@
-//! `soci push`: upload an image's SOCI index (v1) and its zTOCs to the image's repository and
-//! make the index discoverable (referrers API, or the `sha256-<hex>` tag schema).
+//! `soci push`: upload an image's SOCI index (v1), its zTOCs and prefetch artifacts to the
+//! image's repository and make the index discoverable (referrers API, or the `sha256-<hex>`
+//! tag schema).
 
 use crate::remote::{self, RegistryArgs, Remote};
 use crate::Local;
@@ -244,7 +245,8 @@ fn push_one(
             manifest.digest()
         );
     }
-    // Blobs first, the manifest last: a registry never holds an index whose zTOCs are missing.
+    // Blobs first, the manifest last: a registry never holds an index whose zTOCs (or
+    // prefetch artifacts) are missing.
     let mut blobs: Vec<(oci::Digest, Bytes)> = vec![(
         oci::digest::parse(soci_index::EMPTY_CONFIG_DIGEST)?,
         Bytes::from_static(soci_index::EMPTY_CONFIG),
@@ -255,6 +257,15 @@ fn push_one(
             .get(&z.digest)
             .with_context(|| format!("reading zTOC {} from the local store", z.digest))?;
         blobs.push((z.digest.clone(), Bytes::from(bytes)));
+    }
+    for p in &index.prefetch {
+        let bytes = local.store.get(&p.digest).with_context(|| {
+            format!(
+                "reading prefetch artifact {} from the local store",
+                p.digest
+            )
+        })?;
+        blobs.push((p.digest.clone(), Bytes::from(bytes)));
     }
     let results: Vec<(oci::Digest, usize, BlobPush)> = remote.rt.block_on(async {
         stream::iter(blobs.into_iter().map(|(d, b)| async move {
