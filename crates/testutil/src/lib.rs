@@ -8,6 +8,8 @@
 
 #![warn(missing_docs)]
 
+pub mod tree;
+
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -426,6 +428,180 @@ pub enum EntrySpec {
         /// The earlier entry's path.
         target: String,
     },
+    /// Any kind of entry with explicit metadata (owner, names, mode bits incl.
+    /// setuid/setgid/sticky, mtime, xattrs), e.g. devices and fifos; see [`NodeSpec`].
+    Node(NodeSpec),
+    /// An OCI whiteout: deletes `path` (a file, or a directory with everything below it) of
+    /// the lower layers. Written as the empty regular file `<parent>/.wh.<name>` (mode
+    /// `0o644`, owner 0:0).
+    Whiteout {
+        /// Path of the deleted entry, relative, without a trailing `/`.
+        path: String,
+    },
+    /// An OCI opaque whiteout: hides everything the lower layers have below the directory
+    /// `dir` (entries of this layer in it stay). Written as the empty regular file
+    /// `<dir>/.wh..wh..opq`; the layer should also hold a [`EntrySpec::Dir`] or directory
+    /// [`NodeSpec`] for `dir` itself, conventionally just before it.
+    OpaqueWhiteout {
+        /// The directory, relative, with or without a trailing `/`.
+        dir: String,
+    },
+}
+
+impl From<NodeSpec> for EntrySpec {
+    fn from(n: NodeSpec) -> EntrySpec {
+        EntrySpec::Node(n)
+    }
+}
+
+/// What a [`NodeSpec`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A regular file with these contents.
+    File(Vec<u8>),
+    /// A directory.
+    Dir,
+    /// A symbolic link to this target, verbatim.
+    Symlink(String),
+    /// A hard link to this earlier entry of the same layer.
+    Hardlink(String),
+    /// A character device.
+    CharDevice {
+        /// Device major number.
+        major: u32,
+        /// Device minor number.
+        minor: u32,
+    },
+    /// A block device.
+    BlockDevice {
+        /// Device major number.
+        major: u32,
+        /// Device minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// A tar entry with full metadata, built with the constructors ([`NodeSpec::file`],
+/// [`NodeSpec::dir`], [`NodeSpec::char_device`], …) and the chained setters
+/// ([`NodeSpec::mode`], [`NodeSpec::owner`], [`NodeSpec::names`], [`NodeSpec::xattr`],
+/// [`NodeSpec::mtime`]); it goes into a layer as [`EntrySpec::Node`] (`.into()`).
+///
+/// Written as a GNU header (uid, gid, uname, gname, devmajor/devminor, mode with its
+/// setuid/setgid/sticky bits); xattrs go first into a PAX extended header (`typeflag 'x'`)
+/// holding one `SCHILY.xattr.<name>=<value>` record per xattr, as Go's `archive/tar` and
+/// GNU tar write them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Path inside the layer, relative, without a leading `./` or `/` (directories
+    /// conventionally with a trailing `/`).
+    pub path: String,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Mode bits without the file type, e.g. `0o4755`.
+    pub mode: u32,
+    /// Owner's user id.
+    pub uid: u64,
+    /// Owner's group id.
+    pub gid: u64,
+    /// Owner's user name (`uname`), may be empty.
+    pub uname: String,
+    /// Owner's group name (`gname`), may be empty.
+    pub gname: String,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u64,
+    /// Extended attributes as (full name, e.g. `user.comment`; value), in record order.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// The mtime of every entry of a test layer, unless a [`NodeSpec`] says otherwise.
+pub const DEFAULT_MTIME: u64 = 1_700_000_000;
+
+impl NodeSpec {
+    fn new(path: &str, kind: NodeKind, mode: u32) -> NodeSpec {
+        NodeSpec {
+            path: path.to_owned(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mtime: DEFAULT_MTIME,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// A regular file, mode `0o644`, owner 0:0, mtime [`DEFAULT_MTIME`].
+    pub fn file(path: &str, data: impl Into<Vec<u8>>) -> NodeSpec {
+        Self::new(path, NodeKind::File(data.into()), 0o644)
+    }
+
+    /// A directory, mode `0o755`, owner 0:0.
+    pub fn dir(path: &str) -> NodeSpec {
+        Self::new(path, NodeKind::Dir, 0o755)
+    }
+
+    /// A symbolic link to `target` (verbatim), mode `0o777`, owner 0:0.
+    pub fn symlink(path: &str, target: &str) -> NodeSpec {
+        Self::new(path, NodeKind::Symlink(target.to_owned()), 0o777)
+    }
+
+    /// A hard link to the earlier entry `target` of the same layer (mode `0o644` in its
+    /// header; extractors keep the target's metadata).
+    pub fn hardlink(path: &str, target: &str) -> NodeSpec {
+        Self::new(path, NodeKind::Hardlink(target.to_owned()), 0o644)
+    }
+
+    /// A character device `major:minor`, mode `0o644`, owner 0:0.
+    pub fn char_device(path: &str, major: u32, minor: u32) -> NodeSpec {
+        Self::new(path, NodeKind::CharDevice { major, minor }, 0o644)
+    }
+
+    /// A block device `major:minor`, mode `0o644`, owner 0:0.
+    pub fn block_device(path: &str, major: u32, minor: u32) -> NodeSpec {
+        Self::new(path, NodeKind::BlockDevice { major, minor }, 0o644)
+    }
+
+    /// A named pipe, mode `0o644`, owner 0:0.
+    pub fn fifo(path: &str) -> NodeSpec {
+        Self::new(path, NodeKind::Fifo, 0o644)
+    }
+
+    /// Sets the mode bits (`0o7777` range: permissions plus setuid `0o4000`, setgid
+    /// `0o2000`, sticky `0o1000`).
+    pub fn mode(mut self, mode: u32) -> NodeSpec {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the numeric owner.
+    pub fn owner(mut self, uid: u64, gid: u64) -> NodeSpec {
+        self.uid = uid;
+        self.gid = gid;
+        self
+    }
+
+    /// Sets the owner's names (`uname`, `gname`).
+    pub fn names(mut self, uname: &str, gname: &str) -> NodeSpec {
+        self.uname = uname.to_owned();
+        self.gname = gname.to_owned();
+        self
+    }
+
+    /// Sets the mtime (seconds since the epoch).
+    pub fn mtime(mut self, mtime: u64) -> NodeSpec {
+        self.mtime = mtime;
+        self
+    }
+
+    /// Adds the xattr `name` (full name, e.g. `user.comment`) with `value`, written as the
+    /// PAX record `SCHILY.xattr.<name>=<value>`.
+    pub fn xattr(mut self, name: &str, value: impl Into<Vec<u8>>) -> NodeSpec {
+        self.xattrs.push((name.to_owned(), value.into()));
+        self
+    }
 }
 
 /// How a test layer's tar is stored.
@@ -530,7 +706,8 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> String {
     d
 }
 
-/// The tar of `entries`: GNU headers, mtime 1 700 000 000, uid/gid 0.
+/// The tar of `entries`: GNU headers, mtime 1 700 000 000, uid/gid 0, except for
+/// [`EntrySpec::Node`]s, which carry their own metadata (and a PAX header for xattrs).
 fn tar_of(entries: &[EntrySpec]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
@@ -567,9 +744,115 @@ fn tar_of(entries: &[EntrySpec]) -> Vec<u8> {
                 b.append_link(&mut h, path, target)
                     .unwrap_or_else(|e| panic!("tar hardlink {path}: {e}"));
             }
+            EntrySpec::Node(n) => append_node(&mut b, n),
+            EntrySpec::Whiteout { path } => {
+                let path = path.trim_end_matches('/');
+                let (parent, name) = match path.rsplit_once('/') {
+                    Some((parent, name)) => (format!("{parent}/"), name),
+                    None => (String::new(), path),
+                };
+                append_empty_file(&mut b, &mut h, &format!("{parent}.wh.{name}"));
+            }
+            EntrySpec::OpaqueWhiteout { dir } => {
+                let dir = dir.trim_end_matches('/');
+                append_empty_file(&mut b, &mut h, &format!("{dir}/.wh..wh..opq"));
+            }
         }
     }
     b.into_inner().expect("finish tar")
+}
+
+/// Appends an empty regular file (mode `0o644`) with the header `h` already holding mtime
+/// and owner.
+fn append_empty_file(b: &mut tar::Builder<Vec<u8>>, h: &mut tar::Header, path: &str) {
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(0);
+    h.set_mode(0o644);
+    b.append_data(h, path, &[][..])
+        .unwrap_or_else(|e| panic!("tar whiteout {path}: {e}"));
+}
+
+/// Appends a [`NodeSpec`]: its PAX xattr header if it has xattrs, then its GNU header (and
+/// data).
+fn append_node(b: &mut tar::Builder<Vec<u8>>, n: &NodeSpec) {
+    let path = &n.path;
+    if !n.xattrs.is_empty() {
+        let mut records = Vec::new();
+        for (name, value) in &n.xattrs {
+            pax_record(&mut records, &format!("SCHILY.xattr.{name}"), value);
+        }
+        let mut x = tar::Header::new_ustar();
+        // Go's archive/tar names it `<dir>/PaxHeaders.0/<name>`; only the typeflag matters.
+        let base = path.trim_end_matches('/');
+        let base = base.rsplit('/').next().unwrap_or(base);
+        let name = format!("PaxHeaders.0/{base}");
+        let name = &name.as_bytes()[..name.len().min(99)];
+        x.as_old_mut().name[..name.len()].copy_from_slice(name);
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(records.len() as u64);
+        x.set_mode(0o644);
+        x.set_mtime(n.mtime);
+        x.set_cksum();
+        b.append(&x, &records[..])
+            .unwrap_or_else(|e| panic!("tar PAX header of {path}: {e}"));
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_mtime(n.mtime);
+    h.set_uid(n.uid);
+    h.set_gid(n.gid);
+    h.set_mode(n.mode);
+    h.set_size(0);
+    h.set_username(&n.uname)
+        .unwrap_or_else(|e| panic!("tar uname of {path}: {e}"));
+    h.set_groupname(&n.gname)
+        .unwrap_or_else(|e| panic!("tar gname of {path}: {e}"));
+    let res = match &n.kind {
+        NodeKind::File(data) => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, &data[..])
+        }
+        NodeKind::Dir => {
+            h.set_entry_type(tar::EntryType::Directory);
+            b.append_data(&mut h, path, &[][..])
+        }
+        NodeKind::Symlink(target) => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            b.append_link(&mut h, path, target)
+        }
+        NodeKind::Hardlink(target) => {
+            h.set_entry_type(tar::EntryType::Link);
+            b.append_link(&mut h, path, target)
+        }
+        NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
+            h.set_entry_type(if matches!(n.kind, NodeKind::CharDevice { .. }) {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            });
+            h.set_device_major(*major)
+                .and_then(|()| h.set_device_minor(*minor))
+                .and_then(|()| b.append_data(&mut h, path, &[][..]))
+        }
+        NodeKind::Fifo => {
+            h.set_entry_type(tar::EntryType::Fifo);
+            b.append_data(&mut h, path, &[][..])
+        }
+    };
+    res.unwrap_or_else(|e| panic!("tar {path}: {e}"));
+}
+
+/// Appends the PAX record `"<len> <key>=<value>\n"` (`len` counts the whole record,
+/// its own digits included).
+fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    out.extend_from_slice(format!("{len} {key}=").as_bytes());
+    out.extend_from_slice(value);
+    out.push(b'\n');
 }
 
 /// A gzip'd layer: its bytes and their digest.
@@ -837,6 +1120,222 @@ pub fn sample_image() -> ImageSpec {
             },
         ],
     }
+}
+
+/// Size of `usr/lib/big.bin` in [`rich_image`]: a bit over 12 MiB of random bytes.
+pub const RICH_BIG_FILE_SIZE: usize = 12 * 1024 * 1024 + 4321;
+
+/// mtime of layer 2's entries in [`rich_image`] (layer 1 uses [`DEFAULT_MTIME`]).
+pub const RICH_MTIME_2: u64 = 1_700_086_400;
+
+/// mtime of layer 3's entries in [`rich_image`].
+pub const RICH_MTIME_3: u64 = 1_700_172_800;
+
+/// A linux/amd64 image with three gzip layers exercising every kind of entry and every
+/// overlay rule, to compare a lazy mount against `umoci unpack` (see [`tree`]).
+///
+/// Only layer 1 (~12 MiB compressed) reaches the default minimum layer size (10 MiB);
+/// layers 2 and 3 are a few KB, so a SOCI index built with defaults leaves them without a
+/// zTOC (fetched whole). Tests that want every layer lazily loaded must index with
+/// `--min-layer-size 0`. Every directory is listed before its contents (no implicit
+/// parents, whose mode would depend on the extractor's umask). Contents come from fixed
+/// seeds, so digests are reproducible.
+///
+/// Layer 1 (mtime [`DEFAULT_MTIME`]), the base tree:
+/// - `etc/`: `hostname`, `passwd`, `group`, `shadow` (`0o640`, 0:42 `root`/`shadow`),
+///   `empty.conf` (empty), `old.conf` (removed by layer 2), `app.conf` (`0o644`, changed
+///   by layer 2), `alternatives/editor` → `/usr/bin/vi` (absolute symlink);
+/// - `usr/bin/`: `vi`, `view` → `vi` (relative symlink), `sudo` (setuid, `0o4755`),
+///   `wall` (setgid, `0o2755`, 0:5 `root`/`tty`), `ping` (xattrs `user.comment` =
+///   `ping with caps`, `user.unicode` = `héllo ✓`), `gzip` and its hard link `gunzip`
+///   (which layer 2 replaces);
+/// - `usr/lib/` (xattr `user.dirattr` = `lib`): `big.bin` ([`RICH_BIG_FILE_SIZE`] random
+///   bytes), `libx.so.1.0` and its hard link `libx.so.1`, `libx.so` → `libx.so.1`,
+///   `cache/` with `a`, `b`, `sub/c` (made opaque by layer 2);
+/// - `usr/share/doc/pkg/` with `copyright` and `deep/deeper/README` (removed by layer 2,
+///   recreated by layer 3);
+/// - `home/user/` (`0o755`, 1000:1000 `user`/`user`) with `.profile` and `notes.txt`
+///   (`0o600`), both 1000:1000;
+/// - `var/empty/` and `var/empty/owned-by-nobody` (65534:65534 `nobody`/`nogroup`),
+///   `var/mail/` (setgid dir, `0o2775`, 0:8 `root`/`mail`);
+/// - `tmp/` (sticky, `0o1777`);
+/// - `dev/null` (char 1:3, `0o666`), `dev/loop0` (block 7:0, `0o660`, 0:6 `root`/`disk`),
+///   `run/initctl` (fifo, `0o600`).
+///
+/// Layer 2 (mtime [`RICH_MTIME_2`]):
+/// - whiteouts `etc/.wh.old.conf` (a file) and `usr/share/doc/.wh.pkg` (a directory tree);
+/// - `usr/lib/cache/`, then `usr/lib/cache/.wh..wh..opq` and the new `usr/lib/cache/new`:
+///   only `new` is left there;
+/// - `etc/app.conf` with new content and mode `0o600`;
+/// - `usr/bin/gunzip` as a new regular file (no longer a hard link of `gzip`);
+/// - `home/user/` again with mode `0o700` (same owner): a directory's metadata changes;
+/// - the new file `etc/new.conf`.
+///
+/// Layer 3 (mtime [`RICH_MTIME_3`]):
+/// - `opt/app/lib/python3/site-packages/pkg/__init__.py` with all its directories;
+/// - `opt/app/new.conf` → `../../etc/new.conf` (relative symlink to layer 2's file);
+/// - `usr/share/doc/pkg/` again with only `NEWS` (nothing of layer 1's `pkg/` shows).
+pub fn rich_image() -> ImageSpec {
+    let n = |e: NodeSpec| EntrySpec::Node(e);
+    let d = |p: &str| n(NodeSpec::dir(p));
+    let f = |p: &str, data: Vec<u8>| n(NodeSpec::file(p, data));
+    let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                  user:x:1000:1000:user:/home/user:/bin/sh\n\
+                  nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+    let group = "root:x:0:\ntty:x:5:\ndisk:x:6:\nmail:x:8:\nshadow:x:42:\n\
+                 user:x:1000:\nnogroup:x:65534:\n";
+    let layer1 = vec![
+        d("etc/"),
+        f("etc/hostname", b"rich\n".to_vec()),
+        f("etc/passwd", passwd.into()),
+        f("etc/group", group.into()),
+        n(NodeSpec::file("etc/shadow", noisy(700, 100))
+            .mode(0o640)
+            .owner(0, 42)
+            .names("root", "shadow")),
+        f("etc/empty.conf", Vec::new()),
+        f("etc/old.conf", noisy(3_000, 101)),
+        f("etc/app.conf", b"mode=old\n".to_vec()),
+        d("etc/alternatives/"),
+        n(NodeSpec::symlink("etc/alternatives/editor", "/usr/bin/vi")),
+        d("usr/"),
+        d("usr/bin/"),
+        n(NodeSpec::file("usr/bin/vi", noisy(150_000, 102)).mode(0o755)),
+        n(NodeSpec::symlink("usr/bin/view", "vi")),
+        n(NodeSpec::file("usr/bin/sudo", noisy(60_000, 103)).mode(0o4755)),
+        n(NodeSpec::file("usr/bin/wall", noisy(20_000, 104))
+            .mode(0o2755)
+            .owner(0, 5)
+            .names("root", "tty")),
+        n(NodeSpec::file("usr/bin/ping", noisy(40_000, 105))
+            .mode(0o755)
+            .xattr("user.comment", "ping with caps")
+            .xattr("user.unicode", "héllo ✓")),
+        n(NodeSpec::file("usr/bin/gzip", noisy(90_000, 106)).mode(0o755)),
+        n(NodeSpec::hardlink("usr/bin/gunzip", "usr/bin/gzip")),
+        n(NodeSpec::dir("usr/lib/").xattr("user.dirattr", "lib")),
+        f("usr/lib/big.bin", random_bytes(RICH_BIG_FILE_SIZE, 107)),
+        n(NodeSpec::file("usr/lib/libx.so.1.0", noisy(300_000, 108)).mode(0o755)),
+        n(NodeSpec::hardlink(
+            "usr/lib/libx.so.1",
+            "usr/lib/libx.so.1.0",
+        )),
+        n(NodeSpec::symlink("usr/lib/libx.so", "libx.so.1")),
+        d("usr/lib/cache/"),
+        f("usr/lib/cache/a", noisy(1_000, 109)),
+        f("usr/lib/cache/b", noisy(2_000, 110)),
+        d("usr/lib/cache/sub/"),
+        f("usr/lib/cache/sub/c", noisy(3_000, 111)),
+        d("usr/share/"),
+        d("usr/share/doc/"),
+        d("usr/share/doc/pkg/"),
+        f("usr/share/doc/pkg/copyright", noisy(5_000, 112)),
+        d("usr/share/doc/pkg/deep/"),
+        d("usr/share/doc/pkg/deep/deeper/"),
+        f("usr/share/doc/pkg/deep/deeper/README", noisy(8_000, 113)),
+        d("home/"),
+        n(NodeSpec::dir("home/user/")
+            .owner(1000, 1000)
+            .names("user", "user")),
+        n(NodeSpec::file("home/user/.profile", noisy(400, 114))
+            .owner(1000, 1000)
+            .names("user", "user")),
+        n(NodeSpec::file("home/user/notes.txt", noisy(2_500, 115))
+            .mode(0o600)
+            .owner(1000, 1000)
+            .names("user", "user")),
+        d("var/"),
+        n(NodeSpec::dir("var/empty/")
+            .owner(65534, 65534)
+            .names("nobody", "nogroup")),
+        n(NodeSpec::file("var/empty/owned-by-nobody", noisy(100, 116))
+            .owner(65534, 65534)
+            .names("nobody", "nogroup")),
+        n(NodeSpec::dir("var/mail/")
+            .mode(0o2775)
+            .owner(0, 8)
+            .names("root", "mail")),
+        n(NodeSpec::dir("tmp/").mode(0o1777)),
+        d("dev/"),
+        n(NodeSpec::char_device("dev/null", 1, 3).mode(0o666)),
+        n(NodeSpec::block_device("dev/loop0", 7, 0)
+            .mode(0o660)
+            .owner(0, 6)
+            .names("root", "disk")),
+        d("run/"),
+        n(NodeSpec::fifo("run/initctl").mode(0o600)),
+    ];
+    let t2 = |e: NodeSpec| EntrySpec::Node(e.mtime(RICH_MTIME_2));
+    let layer2 = vec![
+        EntrySpec::Whiteout {
+            path: "etc/old.conf".into(),
+        },
+        EntrySpec::Whiteout {
+            path: "usr/share/doc/pkg".into(),
+        },
+        t2(NodeSpec::dir("usr/lib/cache/")),
+        EntrySpec::OpaqueWhiteout {
+            dir: "usr/lib/cache/".into(),
+        },
+        t2(NodeSpec::file("usr/lib/cache/new", noisy(1_500, 201))),
+        t2(NodeSpec::file("etc/app.conf", b"mode=new\nlevel=2\n".to_vec()).mode(0o600)),
+        t2(NodeSpec::file("usr/bin/gunzip", noisy(10_000, 202)).mode(0o755)),
+        t2(NodeSpec::dir("home/user/")
+            .mode(0o700)
+            .owner(1000, 1000)
+            .names("user", "user")),
+        t2(NodeSpec::file("etc/new.conf", b"new=yes\n".to_vec())),
+    ];
+    let t3 = |e: NodeSpec| EntrySpec::Node(e.mtime(RICH_MTIME_3));
+    let layer3 = vec![
+        t3(NodeSpec::dir("opt/")),
+        t3(NodeSpec::dir("opt/app/")),
+        t3(NodeSpec::dir("opt/app/lib/")),
+        t3(NodeSpec::dir("opt/app/lib/python3/")),
+        t3(NodeSpec::dir("opt/app/lib/python3/site-packages/")),
+        t3(NodeSpec::dir("opt/app/lib/python3/site-packages/pkg/")),
+        t3(NodeSpec::file(
+            "opt/app/lib/python3/site-packages/pkg/__init__.py",
+            noisy(4_000, 301),
+        )),
+        t3(NodeSpec::symlink("opt/app/new.conf", "../../etc/new.conf")),
+        t3(NodeSpec::dir("usr/share/doc/pkg/")),
+        t3(NodeSpec::file("usr/share/doc/pkg/NEWS", noisy(600, 302))),
+    ];
+    let layer = |entries| LayerSpec {
+        entries,
+        compression: Compression::Gzip,
+    };
+    ImageSpec {
+        os: "linux".into(),
+        arch: "amd64".into(),
+        layers: vec![layer(layer1), layer(layer2), layer(layer3)],
+    }
+}
+
+/// Unpacks `<layout_dir>:<tag>` with `umoci unpack --image <layout_dir>:<tag> <dest>` (as
+/// root, not rootless: owners, devices and xattrs are applied as in the image) and returns
+/// the bundle's `rootfs` directory. `dest` must not exist yet (or be empty). Panics with
+/// umoci's stderr on failure.
+pub fn umoci_unpack(layout_dir: &Path, tag: &str, dest: &Path) -> PathBuf {
+    require_tool("umoci");
+    let image = format!("{}:{tag}", layout_dir.display());
+    let out = Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(&image)
+        .arg(dest)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run umoci unpack");
+    assert!(
+        out.status.success(),
+        "umoci unpack --image {image} {} failed ({}):\n{}",
+        dest.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dest.join("rootfs")
 }
 
 /// `skopeo` with flags every call wants: `--insecure-policy` (no dependence on
