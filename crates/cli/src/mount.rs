@@ -78,8 +78,8 @@ pub struct MountArgs {
     /// deleted beyond it and the background fetch stops at it; 0: no limit).
     #[arg(long, default_value_t = 0, value_name = "MB")]
     cache_limit_mb: u64,
-    /// FUSE worker threads per layer.
-    #[arg(long, default_value_t = 4)]
+    /// FUSE worker threads per layer (they mostly wait on the disk or the network).
+    #[arg(long, default_value_t = 8)]
     fuse_threads: usize,
     #[command(flatten)]
     registry: RegistryArgs,

@@ -361,23 +361,32 @@ impl SpanManager {
         })
     }
 
-    /// Like [`SpanManager::read`], from a thread outside the runtime: cached spans are read
-    /// straight from disk, and only a miss enters the runtime to fetch.
+    /// Like [`SpanManager::read`], from a thread outside the runtime, into `buf` (grown when
+    /// too small, never shrunk, so a thread's buffer is allocated and zeroed once); returns how
+    /// many bytes of `buf` hold the data. Cached spans are read straight from disk, and only a
+    /// miss enters the runtime to fetch.
     pub fn read_blocking(
         &self,
         runtime: &tokio::runtime::Handle,
         range: Range<u64>,
-    ) -> std::result::Result<Vec<u8>, SharedError> {
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<usize, SharedError> {
         let Some((clipped, first, last)) = self.clip(range.clone())? else {
-            return Ok(Vec::new());
+            return Ok(0);
         };
+        let n = (clipped.end - clipped.start) as usize;
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
         if let Some(_pins) = self.pin(first, last) {
-            if let Ok(bytes) = self.copy_out(clipped, first, last) {
+            if self.copy_into(clipped, first, last, &mut buf[..n]).is_ok() {
                 self.inner.metrics.record_span_read(true);
-                return Ok(bytes);
+                return Ok(n);
             }
         }
-        runtime.block_on(self.read(range))
+        let bytes = runtime.block_on(self.read(range))?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
     }
 
     /// Fetches every span holding any of `ranges` (uncompressed offsets), in parallel.
@@ -569,9 +578,29 @@ impl SpanManager {
         Ok(false)
     }
 
+    /// The open file of `span` if it is cached (no fetch).
+    fn cached_span_file(&self, span: SpanId) -> Option<Arc<File>> {
+        if !self.all_cached(span, span) {
+            return None;
+        }
+        self.inner.open_span(span).ok()
+    }
+
     /// Copies `range` out of the cached span files.
     fn copy_out(&self, range: Range<u64>, first: SpanId, last: SpanId) -> Result<Vec<u8>> {
         let mut out = vec![0u8; (range.end - range.start) as usize];
+        self.copy_into(range, first, last, &mut out)?;
+        Ok(out)
+    }
+
+    /// Copies `range` into `out` (exactly its length) from the cached span files.
+    fn copy_into(
+        &self,
+        range: Range<u64>,
+        first: SpanId,
+        last: SpanId,
+        out: &mut [u8],
+    ) -> Result<()> {
         for span in first..=last {
             let sr = self
                 .inner
@@ -587,9 +616,20 @@ impl SpanManager {
             let dest = &mut out[(a - range.start) as usize..(b - range.start) as usize];
             file.read_exact_at(dest, a - sr.start)
                 .map_err(|e| self.inner.cache_error(&self.inner.span_path(span), e))?;
+            if out.len() >= SEQUENTIAL_READ {
+                // Large reads come from kernel readahead of a sequential reader: start reading
+                // the rest of this span (and the next, near the end) from disk now, so the
+                // following requests find it in memory instead of waiting on the disk.
+                advise_willneed(&file, b - sr.start, sr.end - b);
+                if sr.end - b < (SEQUENTIAL_READ * 8) as u64 {
+                    if let Some(next) = self.cached_span_file(span + 1) {
+                        advise_willneed(&next, 0, self.inner.config.max_request_bytes);
+                    }
+                }
+            }
         }
         self.inner.metrics.record_served(out.len() as u64);
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -840,6 +880,26 @@ impl Inner {
         lock(&self.open_files).retain(|(s, _)| *s != span);
         tracing::debug!(layer = %self.layer, span, size, "evicted from the span cache");
         Some(size)
+    }
+}
+
+/// Reads at least this large are taken as part of a sequential scan.
+const SEQUENTIAL_READ: usize = 128 << 10;
+
+/// Asks the kernel to start reading `len` bytes at `offset` of `file` in the background.
+fn advise_willneed(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return;
+    }
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        );
     }
 }
 
