@@ -262,3 +262,101 @@ fn mount_refuses_an_image_without_index_and_unmount_cleans_up_after_a_killed_ser
         .all(|l| !l.contains(root.to_str().unwrap())));
     drop(guard);
 }
+
+/// Mounts `image` and compares the whole tree with `expected` (umoci's unpack of the image).
+fn assert_mount_matches_umoci(
+    root: &Path,
+    image: &str,
+    dir: &Path,
+    expected: &testutil::tree::Tree,
+) {
+    let guard = mount(root, image, dir, &["--no-background-fetch"]);
+    let actual = testutil::tree::snapshot(dir);
+    let opts = testutil::tree::DiffOptions::default();
+    // Layer 2 lists `usr/lib/` again without the xattr layer 1 gave it. umoci applies layers
+    // onto one directory and keeps the old xattr; overlayfs (containerd's default snapshotter,
+    // and this mount) shows the topmost layer's directory, which has none.
+    let known = ["usr/lib: xattr user.dirattr missing (expected \"lib\")"];
+    let diff: Vec<String> = testutil::tree::diff(expected, &actual, &opts)
+        .into_iter()
+        .filter(|d| !known.contains(&d.as_str()))
+        .collect();
+    ok(soci(root, &["unmount", dir.to_str().unwrap()]));
+    drop(guard);
+    assert!(
+        diff.is_empty(),
+        "mount differs from umoci unpack:\n{}",
+        diff.join("\n")
+    );
+}
+
+#[test]
+fn mounted_tree_equals_umoci_unpack_and_ls_cat_see_the_same_image() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    testutil::write_oci_layout(&layout, "latest", &[testutil::rich_image()]);
+    let rootfs = testutil::umoci_unpack(&layout, "latest", &tmp.path().join("unpacked"));
+    let expected = testutil::tree::snapshot(&rootfs);
+    assert!(expected.len() > 40, "{} entries", expected.len());
+
+    // Every layer lazy (FUSE), and the default (small layers unpacked).
+    for (name, flags) in [
+        ("all-lazy", vec!["--min-layer-size", "0"]),
+        ("mixed", vec![]),
+    ] {
+        let root = tmp.path().join(format!("root-{name}"));
+        let r = format!("{}/rich-{name}:v1", reg.addr());
+        testutil::skopeo_push(&layout, "latest", &r, None);
+        let mut args = vec!["create"];
+        args.extend(flags.iter().copied());
+        args.push(&r);
+        ok(soci(&root, &args));
+        ok(soci(&root, &["push", &r]));
+        let dir = tmp.path().join(format!("mnt-{name}"));
+        assert_mount_matches_umoci(&root, &r, &dir, &expected);
+
+        // ls and cat see the merged image without mounting it.
+        let ls = ok(soci(&root, &["ls", &r, "/etc"]));
+        assert!(ls.contains(" new.conf"), "{ls}");
+        assert!(!ls.contains("old.conf"), "whiteout ignored: {ls}");
+        let cache = ok(soci(&root, &["ls", "--json", &r, "/usr/lib/cache"]));
+        let cache: Value = serde_json::from_str(&cache).unwrap();
+        let names: Vec<&str> = cache
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["new"], "opaque directory ignored");
+        let doc = ok(soci(&root, &["ls", &r, "/usr/share/doc/pkg"]));
+        assert_eq!(doc.lines().count(), 1, "{doc}");
+        assert!(doc.contains("NEWS"), "{doc}");
+        let via_link = ok(soci(&root, &["cat", &r, "/opt/app/new.conf"]));
+        assert_eq!(
+            via_link.as_bytes(),
+            std::fs::read(rootfs.join("etc/new.conf")).unwrap()
+        );
+        let out = tmp.path().join(format!("big-{name}"));
+        let err = soci(
+            &root,
+            &[
+                "cat",
+                "--stats",
+                "-o",
+                out.to_str().unwrap(),
+                &r,
+                "usr/lib/big.bin",
+            ],
+        );
+        let stats = String::from_utf8_lossy(&err.stderr).into_owned();
+        ok(err);
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(rootfs.join("usr/lib/big.bin")).unwrap()
+        );
+        assert!(stats.contains("fetched"), "{stats}");
+        let missing = fails(soci(&root, &["cat", &r, "/etc/old.conf"]));
+        assert!(missing.contains("no such file"), "{missing}");
+    }
+}
