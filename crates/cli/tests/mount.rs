@@ -360,3 +360,61 @@ fn mounted_tree_equals_umoci_unpack_and_ls_cat_see_the_same_image() {
         assert!(missing.contains("no such file"), "{missing}");
     }
 }
+
+#[test]
+fn prefetch_before_ready_rw_mounts_and_forced_unmount_with_a_read_in_flight() {
+    let mut reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let (r, built) = push_and_index(
+        &reg,
+        tmp.path(),
+        &root,
+        "app:v1",
+        testutil::sample_image(),
+        &["--prefetch-file", "/usr/lib/notes.txt"],
+    );
+    let dir = tmp.path().join("mnt");
+    let guard = mount(&root, &r, &dir, &["--no-background-fetch", "--rw"]);
+    // The prefetch artifact's span was fetched before the mount was reported ready.
+    let s = stats(&root, &dir);
+    let base = s
+        .iter()
+        .find(|l| l["digest"] == built.layers[0].digest.as_str())
+        .unwrap();
+    assert_eq!(base["spans_fetched"], 1, "{base}");
+    // Reading the prefetched file costs nothing more.
+    assert_eq!(
+        std::fs::read(dir.join("usr/lib/notes.txt")).unwrap(),
+        sample_file("usr/lib/notes.txt")
+    );
+    let base = stats(&root, &dir)
+        .into_iter()
+        .find(|l| l["digest"] == built.layers[0].digest.as_str())
+        .unwrap();
+    assert_eq!(base["spans_fetched"], 1, "{base}");
+
+    // --rw: writes land in the upper directory; the image underneath is untouched.
+    std::fs::write(dir.join("etc/config"), b"changed\n").unwrap();
+    std::fs::create_dir(dir.join("work")).unwrap();
+    std::fs::write(dir.join("work/out.txt"), b"x").unwrap();
+    std::fs::remove_file(dir.join("usr/bin/small")).unwrap();
+    assert_eq!(std::fs::read(dir.join("etc/config")).unwrap(), b"changed\n");
+    assert!(!dir.join("usr/bin/small").exists());
+
+    // A read blocked on an unreachable registry, then a forced unmount: the unmount returns,
+    // the reader gets an error, and nothing stays mounted.
+    reg.stop();
+    let tool = dir.join("opt/data.bin");
+    let reader = std::thread::spawn(move || std::fs::read(tool));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    ok(soci(&root, &["unmount", "--force", dir.to_str().unwrap()]));
+    assert!(started.elapsed().as_secs() < 30);
+    assert!(reader.join().unwrap().is_err());
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .all(|l| !l.contains(root.to_str().unwrap())));
+    drop(guard);
+}
