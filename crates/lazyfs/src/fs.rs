@@ -221,13 +221,20 @@ impl Filesystem for LayerFs {
             return reply.error(Errno::EIO);
         };
         let range = node.data_offset + offset..node.data_offset + end;
-        READ_BUFFER.with_borrow_mut(|buf| match spans.read_blocking(&self.runtime, range, buf) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => {
-                tracing::error!(layer = %spans.layer(), ino = ino.0, offset, size, "read failed, answering EIO: {e}");
-                reply.error(Errno::EIO)
+        let mut reply = Some(reply);
+        let result = READ_BUFFER.with_borrow_mut(|buf| {
+            spans.with_bytes(&self.runtime, range, buf, |bytes| {
+                if let Some(r) = reply.take() {
+                    r.data(bytes);
+                }
+            })
+        });
+        if let Err(e) = result {
+            tracing::error!(layer = %spans.layer(), ino = ino.0, offset, size, "read failed, answering EIO: {e}");
+            if let Some(r) = reply.take() {
+                r.error(Errno::EIO);
             }
-        })
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

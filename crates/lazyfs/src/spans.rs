@@ -16,7 +16,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -176,7 +175,7 @@ struct Inner {
     demand_reads: AtomicUsize,
     /// The whole blob on local disk, once a range-less registry forced a full download.
     whole_blob: tokio::sync::Mutex<Option<FileSource>>,
-    open_files: Mutex<VecDeque<(SpanId, Arc<File>)>>,
+    open_files: Mutex<VecDeque<(SpanId, Arc<SpanFile>)>>,
     metrics: Arc<LayerMetrics>,
     budget: Arc<CacheBudget>,
 }
@@ -579,7 +578,7 @@ impl SpanManager {
     }
 
     /// The open file of `span` if it is cached (no fetch).
-    fn cached_span_file(&self, span: SpanId) -> Option<Arc<File>> {
+    fn cached_span_file(&self, span: SpanId) -> Option<Arc<SpanFile>> {
         if !self.all_cached(span, span) {
             return None;
         }
@@ -614,22 +613,65 @@ impl SpanManager {
             }
             let file = self.inner.open_span(span)?;
             let dest = &mut out[(a - range.start) as usize..(b - range.start) as usize];
-            file.read_exact_at(dest, a - sr.start)
+            // pread, not the mapping: a page fault on a cold mapping reads ahead around it,
+            // which small random reads pay for in latency.
+            std::os::unix::fs::FileExt::read_exact_at(&file.file, dest, a - sr.start)
                 .map_err(|e| self.inner.cache_error(&self.inner.span_path(span), e))?;
             if out.len() >= SEQUENTIAL_READ {
-                // Large reads come from kernel readahead of a sequential reader: start reading
-                // the rest of this span (and the next, near the end) from disk now, so the
-                // following requests find it in memory instead of waiting on the disk.
-                advise_willneed(&file, b - sr.start, sr.end - b);
-                if sr.end - b < (SEQUENTIAL_READ * 8) as u64 {
-                    if let Some(next) = self.cached_span_file(span + 1) {
-                        advise_willneed(&next, 0, self.inner.config.max_request_bytes);
-                    }
-                }
+                self.read_ahead(span, &file, b - sr.start, sr.end - b);
             }
         }
         self.inner.metrics.record_served(out.len() as u64);
         Ok(())
+    }
+
+    /// Large reads come from kernel readahead of a sequential reader: start reading the rest
+    /// of this span (and the next, near its end) from disk now, so the following requests find
+    /// it in memory instead of waiting on the disk.
+    fn read_ahead(&self, span: SpanId, file: &SpanFile, from: u64, rest: u64) {
+        advise_willneed(&file.file, from, rest);
+        if rest < (SEQUENTIAL_READ * 8) as u64 {
+            if let Some(next) = self.cached_span_file(span + 1) {
+                advise_willneed(&next.file, 0, self.inner.config.max_request_bytes);
+            }
+        }
+    }
+
+    /// Calls `f` with the uncompressed bytes `range` (clipped to the layer), fetching what is
+    /// missing. A large range inside one cached span is handed over straight from the span
+    /// file's memory mapping, without a copy (the FUSE read path); otherwise the bytes are
+    /// gathered in `buf` as [`SpanManager::read_blocking`] does.
+    pub fn with_bytes<R>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, SharedError> {
+        let Some((clipped, first, last)) = self.clip(range.clone())? else {
+            return Ok(f(&[]));
+        };
+        // Only large (readahead-driven, sequential) reads use the mapping; see `copy_into`.
+        if first == last && clipped.end - clipped.start >= SEQUENTIAL_READ as u64 {
+            if let Some(_pins) = self.pin(first, last) {
+                let sr = self
+                    .inner
+                    .ztoc
+                    .span_uncompressed_range(first)
+                    .map_err(|e| Arc::new(self.inner.ztoc_error(e)))?;
+                if let Ok(file) = self.inner.open_span(first) {
+                    let (a, b) = (clipped.start - sr.start, clipped.end - sr.start);
+                    if let Some(bytes) = file.map.get(a as usize..b as usize) {
+                        self.read_ahead(first, &file, b, sr.end - clipped.end);
+                        self.inner.metrics.record_span_read(true);
+                        self.inner.metrics.record_served(bytes.len() as u64);
+                        return Ok(f(bytes));
+                    }
+                }
+            }
+        }
+        let n = self.read_blocking(runtime, range, buf)?;
+        Ok(f(&buf[..n]))
     }
 }
 
@@ -664,7 +706,7 @@ impl Inner {
         }
     }
 
-    fn open_span(&self, span: SpanId) -> Result<Arc<File>> {
+    fn open_span(&self, span: SpanId) -> Result<Arc<SpanFile>> {
         let mut open = lock(&self.open_files);
         if let Some(pos) = open.iter().position(|(s, _)| *s == span) {
             let entry = open.remove(pos).expect("position is in range");
@@ -673,7 +715,12 @@ impl Inner {
             return Ok(file);
         }
         let path = self.span_path(span);
-        let file = Arc::new(File::open(&path).map_err(|e| self.cache_error(&path, e))?);
+        let file = File::open(&path).map_err(|e| self.cache_error(&path, e))?;
+        // SAFETY: span files are never modified or truncated once renamed into place (a span
+        // is rewritten through a new file and rename; eviction unlinks), so the mapping can
+        // never change or shrink under a reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| self.cache_error(&path, e))?;
+        let file = Arc::new(SpanFile { file, map });
         open.push_front((span, file.clone()));
         open.truncate(OPEN_SPAN_FILES);
         Ok(file)
@@ -881,6 +928,12 @@ impl Inner {
         tracing::debug!(layer = %self.layer, span, size, "evicted from the span cache");
         Some(size)
     }
+}
+
+/// An open, memory-mapped span file.
+struct SpanFile {
+    file: File,
+    map: memmap2::Mmap,
 }
 
 /// Reads at least this large are taken as part of a sequential scan.
