@@ -61,6 +61,19 @@ enum Command {
     /// Rebuild the metadata database from the content store.
     RebuildDb,
     /// Mount an image from a registry lazily: files are fetched as they are read.
+    ///
+    /// The image's SOCI index is found in the registry (a v2 image from `soci convert`, else a
+    /// v1 index pushed with `soci push`, through the referrers API or the sha256-<digest> tag).
+    /// Layers with a zTOC are mounted through FUSE and only the spans a process reads are
+    /// fetched, with HTTP Range requests; small layers are downloaded and unpacked. overlayfs
+    /// stacks the layers at DIR, so `chroot DIR ...` works.
+    ///
+    /// Every span is checked against its digest from the zTOC before use; a span that fails,
+    /// or a registry unreachable for about ten seconds, makes the read fail with EIO (spans
+    /// already fetched keep being served from the cache under the data root).
+    ///
+    /// The mount is served by a background process; `soci unmount DIR` ends it, and
+    /// `soci mount --stats DIR` prints bytes fetched per layer.
     Mount(mount::MountArgs),
     /// Unmount an image mounted with `soci mount` and stop its server.
     Unmount(mount::UnmountArgs),

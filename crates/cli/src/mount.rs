@@ -34,17 +34,6 @@ const FETCH_RETRY: registry::retry::RetryPolicy = registry::retry::RetryPolicy {
 const DETACHED_ENV: &str = "SOCI_MOUNT_SERVER";
 
 #[derive(Args)]
-#[command(long_about = "Mount an image from a registry lazily at DIR.\n\n\
-        The image's SOCI index is found in the registry (a v2 image from `soci convert`, \
-        else a v1 index pushed with `soci push`, through the referrers API or the \
-        sha256-<digest> tag). Layers with a zTOC are mounted through FUSE and only the spans \
-        a process reads are fetched, with HTTP Range requests; small layers are downloaded \
-        and unpacked. overlayfs stacks the layers at DIR, so `chroot DIR …` works.\n\n\
-        Every span is checked against its digest from the zTOC before use; a span that fails, \
-        or a registry unreachable for about ten seconds, makes the read fail with EIO (spans \
-        already fetched keep being served from the cache under the data root).\n\n\
-        The mount is served by a background process; `soci unmount DIR` ends it. \
-        `soci mount --stats DIR` prints bytes fetched per layer.")]
 pub struct MountArgs {
     /// Image in a registry: HOST/REPO[:TAG|@DIGEST].
     #[arg(required_unless_present = "stats")]
