@@ -418,3 +418,90 @@ fn prefetch_before_ready_rw_mounts_and_forced_unmount_with_a_read_in_flight() {
         .all(|l| !l.contains(root.to_str().unwrap())));
     drop(guard);
 }
+
+/// A loopback HTTP proxy in front of the registry that drops `Range` headers, like a registry
+/// (or a cache in front of one) without range support. One request per connection.
+fn range_stripping_proxy(upstream: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { return };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if lower.starts_with("range:") || lower.starts_with("connection:") {
+                        continue;
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0u8; length];
+                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+                up.write_all(head.as_bytes()).unwrap();
+                up.write_all(b"Connection: close\r\n\r\n").unwrap();
+                up.write_all(&body).unwrap();
+                let mut client = client;
+                let _ = std::io::copy(&mut up, &mut client);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_registry_without_range_support_costs_one_whole_download() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let (_, built) = push_and_index(
+        &reg,
+        tmp.path(),
+        &root,
+        "app:v1",
+        testutil::sample_image(),
+        &[],
+    );
+    let proxy = range_stripping_proxy(reg.addr());
+    let r = format!("{proxy}/app:v1");
+    let dir = tmp.path().join("mnt");
+    let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
+    assert_eq!(
+        std::fs::read(dir.join("usr/bin/small")).unwrap(),
+        sample_file("usr/bin/small")
+    );
+    assert_eq!(
+        std::fs::read(dir.join("usr/lib/notes.txt")).unwrap(),
+        sample_file("usr/lib/notes.txt")
+    );
+    let s = stats(&root, &dir);
+    let base = s
+        .iter()
+        .find(|l| l["digest"] == built.layers[0].digest.as_str())
+        .unwrap();
+    // Two spans read, one request: the whole blob, kept and reused.
+    assert_eq!(base["bytes_fetched"], base["size"], "{base}");
+    assert_eq!(base["fetch_requests"], 1, "{base}");
+    let log = std::fs::read_dir(root.join("mounts"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path().join("server.log")).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("does not support Range requests"), "{log}");
+    ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
+    drop(guard);
+}

@@ -68,6 +68,11 @@ impl LayerMetrics {
         }
     }
 
+    /// Records spans verified and cached from a whole blob already on local disk.
+    pub fn record_local_spans(&self, spans: u64) {
+        self.spans_fetched.fetch_add(spans, Relaxed);
+    }
+
     /// Records a failed range request.
     pub fn record_fetch_error(&self) {
         self.fetch_errors.fetch_add(1, Relaxed);

@@ -748,7 +748,7 @@ impl Inner {
             .map_err(|e| self.ztoc_error(e))?
             .end;
         let started = Instant::now();
-        let bytes = match self.fetch_bytes(start..end).await {
+        let (bytes, from_network) = match self.fetch_bytes(start..end).await {
             Ok(b) => b,
             Err(message) => {
                 self.metrics.record_fetch_error();
@@ -764,8 +764,13 @@ impl Inner {
                 return Err(err);
             }
         };
-        self.metrics
-            .record_fetch(bytes.len() as u64, last - first + 1, started.elapsed());
+        if from_network {
+            self.metrics
+                .record_fetch(bytes.len() as u64, last - first + 1, started.elapsed());
+        } else {
+            // Read from the whole blob already on disk: no request, no bytes fetched.
+            self.metrics.record_local_spans(last - first + 1);
+        }
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.store_run(first, last, start, &bytes))
             .await
@@ -777,16 +782,18 @@ impl Inner {
     }
 
     /// Compressed bytes `range`, from the local whole blob if there is one, else the source.
-    async fn fetch_bytes(&self, range: Range<u64>) -> std::result::Result<Bytes, String> {
+    /// Also says whether the bytes came over the network as asked (a range request); the
+    /// whole-blob download records itself.
+    async fn fetch_bytes(&self, range: Range<u64>) -> std::result::Result<(Bytes, bool), String> {
         let local = self.whole_blob.lock().await.clone();
         if let Some(local) = local {
-            return read_local(local, range).await;
+            return Ok((read_local(local, range).await?, false));
         }
         match self.source.read_range(range.clone()).await {
-            Ok(Fetched::Range(bytes)) => Ok(bytes),
+            Ok(Fetched::Range(bytes)) => Ok((bytes, true)),
             Ok(Fetched::Whole(stream)) => {
                 let local = self.download_whole(stream).await?;
-                read_local(local, range).await
+                Ok((read_local(local, range).await?, false))
             }
             Err(e) => Err(error_chain(e.as_ref())),
         }
@@ -803,6 +810,7 @@ impl Inner {
             // Another fetch finished the download while this one waited.
             return Ok(local.clone());
         }
+        let started = Instant::now();
         tracing::warn!(layer = %self.layer, source = %self.source.describe(), size = self.ztoc.compressed_archive_size,
             "the registry does not support Range requests; downloading the whole layer once");
         let part = self
@@ -836,6 +844,7 @@ impl Inner {
         }
         let path = self.cache_dir.join(WHOLE_BLOB);
         std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.metrics.record_fetch(size, 0, started.elapsed());
         let local =
             FileSource::open(path.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
         *slot = Some(local.clone());
