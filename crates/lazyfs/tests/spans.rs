@@ -306,3 +306,39 @@ async fn a_source_without_ranges_is_downloaded_once_and_checked() {
     let err = s.spans.read(a..a + 100).await.unwrap_err();
     assert!(err.to_string().contains("not sha256:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_reads_go_ahead_of_a_throttled_background_fetch() {
+    let l = layer();
+    let cache = tempfile::tempdir().unwrap();
+    let s = manager(&l, &l.blob, cache.path(), CacheBudget::new(None), false);
+    let total = l.ztoc.span_count();
+    // About 5 MB/s: the background fill would take seconds to reach the last span.
+    let background = {
+        let spans = s.spans.clone();
+        tokio::spawn(async move { spans.background_fetch(Some(5_000_000)).await })
+    };
+    while s.spans.progress().1 < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let last = total - 1;
+    let at = span_start(&l.ztoc, last);
+    let got = s.spans.read(at..at + 100).await.unwrap();
+    assert_eq!(got, l.tar[at as usize..at as usize + 100]);
+    let last_range = l.ztoc.span_compressed_range(last).unwrap();
+    let position = s
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .position(|r| r.end == last_range.end)
+        .unwrap();
+    assert!(
+        position < (total - 1) as usize,
+        "the read of the last span waited for the background fill (request #{position} of {total})"
+    );
+    background.await.unwrap();
+    assert!(s.spans.is_complete());
+    // Every span was requested once: the background fill skipped the one already read.
+    assert_eq!(s.requests.lock().unwrap().len() as u64, total);
+}
