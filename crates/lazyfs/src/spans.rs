@@ -423,7 +423,8 @@ impl SpanManager {
 
     /// Fetches the rest of the layer in span order, at most `rate` compressed bytes per second
     /// (unlimited when `None`), pausing whenever an on-demand read is in progress. Failed
-    /// fetches are retried with a growing pause; returns when every span is cached.
+    /// fetches are retried with a growing pause, spans that fail verification are skipped;
+    /// returns when every span was tried, or at the cache limit.
     pub async fn background_fetch(&self, rate: Option<u64>) {
         let total = self.inner.ztoc.span_count();
         let mut span = 0;
@@ -460,6 +461,17 @@ impl SpanManager {
                     }
                     span += 1;
                 }
+                // Bytes that do not match the zTOC will not match on the next try either:
+                // leave the span to on-demand reads (which fail with EIO) and go on.
+                Err(e)
+                    if matches!(
+                        *e,
+                        Error::Verification { .. } | Error::Inflate { .. } | Error::Ztoc { .. }
+                    ) =>
+                {
+                    tracing::error!(layer = %self.inner.layer, span, "background fetch skips the span: {e}");
+                    span += 1;
+                }
                 Err(e) => {
                     tracing::warn!(layer = %self.inner.layer, span, "background fetch failed, retrying in {backoff:?}: {e}");
                     tokio::time::sleep(backoff).await;
@@ -467,7 +479,9 @@ impl SpanManager {
                 }
             }
         }
-        tracing::info!(layer = %self.inner.layer, "layer complete: every span is on local disk");
+        if self.is_complete() {
+            tracing::info!(layer = %self.inner.layer, "layer complete: every span is on local disk");
+        }
     }
 
     fn clip(

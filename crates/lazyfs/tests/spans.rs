@@ -239,6 +239,10 @@ async fn corrupted_bytes_fail_verification_and_are_never_served() {
     );
     // Nothing of span 4 was cached.
     assert_eq!(s.spans.progress().1, 1);
+    // The background fill skips the bad span instead of retrying it forever.
+    s.spans.background_fetch(None).await;
+    let (total, cached) = s.spans.progress();
+    assert_eq!(cached, total - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
