@@ -31,10 +31,7 @@ impl Drop for MountGuard {
 
 fn is_mounted(dir: &Path) -> bool {
     let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_owned());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+    lazyfs::overlay::is_mounted(&dir)
 }
 
 /// Pushes `spec` as `name`, indexes it (`extra` flags to `soci create`) and pushes the index.

@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use oci::Digest;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -103,15 +102,4 @@ impl SpanSource for FileSource {
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
     }
-}
-
-/// Collects a whole-blob stream (test and tool helper).
-pub async fn collect_stream(
-    mut stream: BoxStream<'static, std::io::Result<Bytes>>,
-) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
 }

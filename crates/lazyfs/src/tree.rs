@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ztoc::{FileMetadata, FileType};
 
@@ -374,16 +373,6 @@ impl Builder {
             skipped: self.skipped,
         }
     }
-}
-
-/// Bytes of an `OsStr` (for xattr lists).
-pub fn os_bytes(s: &OsStr) -> &[u8] {
-    s.as_bytes()
-}
-
-/// Turns bytes into an `OsString`.
-pub fn os_string(bytes: Vec<u8>) -> OsString {
-    OsString::from_vec(bytes)
 }
 
 #[cfg(test)]
