@@ -23,7 +23,7 @@ pub mod view;
 pub use error::{Error, Result};
 pub use fs::{LayerFs, MountConfig};
 pub use fuser::BackgroundSession;
-pub use metrics::{LayerMetrics, MetricsSnapshot};
+pub use metrics::{prometheus_text, LayerMetrics, MetricsSnapshot};
 pub use source::{Fetched, FileSource, RegistrySource, SpanSource};
 pub use spans::{CacheBudget, SpanConfig, SpanManager};
 pub use tree::Tree;

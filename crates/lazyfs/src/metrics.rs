@@ -129,9 +129,118 @@ impl LayerMetrics {
     }
 }
 
+/// Reads one counter out of a snapshot.
+type Counter = fn(&MetricsSnapshot) -> u64;
+
+/// Renders per-layer snapshots in the Prometheus text exposition format (version 0.0.4),
+/// one series per layer labelled `layer="<digest>"`, for a daemon's `/metrics` endpoint.
+pub fn prometheus_text(layers: &[(String, MetricsSnapshot)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let counters: [(&str, &str, Counter); 9] = [
+        (
+            "soci_fetched_bytes_total",
+            "Compressed bytes fetched",
+            |m| m.bytes_fetched,
+        ),
+        (
+            "soci_fetched_spans_total",
+            "Spans fetched and verified",
+            |m| m.spans_fetched,
+        ),
+        ("soci_fetch_requests_total", "Range requests made", |m| {
+            m.fetch_requests
+        }),
+        (
+            "soci_fetch_errors_total",
+            "Range requests that failed",
+            |m| m.fetch_errors,
+        ),
+        (
+            "soci_verification_failures_total",
+            "Spans that failed digest verification",
+            |m| m.verification_failures,
+        ),
+        (
+            "soci_span_cache_hits_total",
+            "Span reads served from the local cache",
+            |m| m.cache_hits,
+        ),
+        (
+            "soci_span_cache_misses_total",
+            "Span reads that waited for a fetch",
+            |m| m.cache_misses,
+        ),
+        (
+            "soci_fuse_operations_total",
+            "FUSE operations answered",
+            |m| m.fuse_ops,
+        ),
+        (
+            "soci_served_bytes_total",
+            "Uncompressed bytes handed to readers",
+            |m| m.bytes_served,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+        for (layer, m) in layers {
+            let _ = writeln!(out, "{name}{{layer=\"{layer}\"}} {}", get(m));
+        }
+    }
+    let name = "soci_span_fetch_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Latency of span range requests.\n# TYPE {name} histogram"
+    );
+    for (layer, m) in layers {
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&m.fetch_latency_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{layer=\"{layer}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{layer=\"{layer}\",le=\"+Inf\"}} {}",
+            m.fetch_requests
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{layer=\"{layer}\"}} {}",
+            m.fetch_latency_seconds_sum
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{layer=\"{layer}\"}} {}",
+            m.fetch_requests
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_text_has_one_series_per_layer() {
+        let m = LayerMetrics::default();
+        m.record_fetch(100, 2, Duration::from_millis(3));
+        let text = prometheus_text(&[("sha256:aa".into(), m.snapshot())]);
+        assert!(
+            text.contains("soci_fetched_bytes_total{layer=\"sha256:aa\"} 100\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE soci_span_fetch_duration_seconds histogram"));
+        assert!(text.contains(
+            "soci_span_fetch_duration_seconds_bucket{layer=\"sha256:aa\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "soci_span_fetch_duration_seconds_bucket{layer=\"sha256:aa\",le=\"0.0025\"} 0"
+        ));
+        assert!(text.contains("soci_span_fetch_duration_seconds_count{layer=\"sha256:aa\"} 1"));
+    }
 
     #[test]
     fn histogram_is_cumulative() {
