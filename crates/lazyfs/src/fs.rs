@@ -169,7 +169,17 @@ impl Filesystem for LayerFs {
         self.metrics.record_fuse_op();
         match self.tree.lookup(parent.0, name) {
             Some(node) => reply.entry(&TTL, &attr(node), Generation(0)),
-            None => reply.error(Errno::ENOENT),
+            // An entry with inode 0 is a negative entry the kernel caches for the TTL: the
+            // layer never changes, and programs (Python's import system, overlayfs over
+            // several layers) look up many names that do not exist.
+            None => match self.tree.get(ROOT_INO) {
+                Some(root) => {
+                    let mut negative = attr(root);
+                    negative.ino = INodeNo(0);
+                    reply.entry(&TTL, &negative, Generation(0))
+                }
+                None => reply.error(Errno::ENOENT),
+            },
         }
     }
 
