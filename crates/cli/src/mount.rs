@@ -67,6 +67,11 @@ pub struct MountArgs {
     /// deleted beyond it and the background fetch stops at it; 0: no limit).
     #[arg(long, default_value_t = 0, value_name = "MB")]
     cache_limit_mb: u64,
+    /// Write the files read through the mount to FILE (a JSON list, first read first) when the
+    /// mount ends or `--stats` is asked: a learned prefetch list for
+    /// `soci create --prefetch-files-json FILE`.
+    #[arg(long, value_name = "FILE")]
+    record_reads: Option<PathBuf>,
     /// FUSE worker threads per layer (they mostly wait on the disk or the network).
     #[arg(long, default_value_t = 8)]
     fuse_threads: usize,
@@ -299,6 +304,10 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
     };
     let mut lazy_layers = Vec::new();
     let mut layer_states = Vec::new();
+    let read_log = args
+        .record_reads
+        .as_ref()
+        .map(|_| lazyfs::readlog::ReadLog::new());
     let budget = lazyfs::CacheBudget::new(
         (args.cache_limit_mb > 0).then_some(args.cache_limit_mb * 1_000_000),
     );
@@ -324,7 +333,12 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
                 budget.clone(),
             ))?;
             let session = rl
-                .mount(&path, remote.rt.handle().clone(), args.fuse_threads)
+                .mount(
+                    &path,
+                    remote.rt.handle().clone(),
+                    args.fuse_threads,
+                    read_log.as_ref(),
+                )
                 .with_context(|| {
                     format!("mounting layer {} at {}", layer.digest(), path.display())
                 })?;
@@ -443,6 +457,13 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
             .collect();
         let _ = write_json(&state.join("stats.json"), &stats);
     };
+    let write_reads = || {
+        if let (Some(path), Some(log)) = (&args.record_reads, &read_log) {
+            if let Err(e) = write_json(path, &log.paths()) {
+                tracing::warn!("writing the read list: {e:#}");
+            }
+        }
+    };
 
     remote.rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -456,11 +477,15 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tick.tick() => write_stats(&lazy_layers),
-                _ = usr1.recv() => write_stats(&lazy_layers),
+                _ = usr1.recv() => {
+                    write_reads();
+                    write_stats(&lazy_layers);
+                }
             }
         }
         Ok::<_, std::io::Error>(())
     })?;
+    write_reads();
     write_stats(&lazy_layers);
     tracing::info!("stopping: unmounting {}", dir.display());
     drop(mounted);

@@ -502,3 +502,52 @@ fn a_registry_without_range_support_costs_one_whole_download() {
     ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
     drop(guard);
 }
+
+#[test]
+fn recorded_reads_become_a_prefetch_list() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let (r, _) = push_and_index(
+        &reg,
+        tmp.path(),
+        &root,
+        "app:v1",
+        testutil::sample_image(),
+        &[],
+    );
+    let dir = tmp.path().join("mnt");
+    let reads = tmp.path().join("reads.json");
+    let guard = mount(
+        &root,
+        &r,
+        &dir,
+        &[
+            "--no-background-fetch",
+            "--record-reads",
+            reads.to_str().unwrap(),
+        ],
+    );
+    std::fs::read(dir.join("usr/bin/small")).unwrap();
+    std::fs::read(dir.join("etc/config")).unwrap(); // an unpacked layer: not a lazy read
+    std::fs::read(dir.join("usr/lib/notes.txt")).unwrap();
+    std::fs::read(dir.join("usr/bin/small")).unwrap();
+    stats(&root, &dir);
+    let list: Vec<String> = serde_json::from_slice(&std::fs::read(&reads).unwrap()).unwrap();
+    assert_eq!(list, ["/usr/bin/small", "/usr/lib/notes.txt"]);
+    ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
+    drop(guard);
+
+    // The list feeds `soci create`: a prefetch artifact for the base layer.
+    let out = ok(soci(
+        &root,
+        &[
+            "create",
+            "--force",
+            "--prefetch-files-json",
+            reads.to_str().unwrap(),
+            &r,
+        ],
+    ));
+    assert!(out.contains("-> prefetch sha256:"), "{out}");
+}

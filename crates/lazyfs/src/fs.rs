@@ -5,6 +5,7 @@
 //! change, so the kernel is told to keep attributes, entries and page cache for long.
 
 use crate::metrics::LayerMetrics;
+use crate::readlog::{LayerReads, ReadLog};
 use crate::spans::SpanManager;
 use crate::tree::{Node, NodeKind, Tree, ROOT_INO};
 use fuser::{
@@ -49,6 +50,7 @@ pub struct LayerFs {
     spans: Option<SpanManager>,
     runtime: tokio::runtime::Handle,
     metrics: Arc<LayerMetrics>,
+    reads: Option<LayerReads>,
 }
 
 impl LayerFs {
@@ -65,7 +67,14 @@ impl LayerFs {
             spans,
             runtime,
             metrics,
+            reads: None,
         }
+    }
+
+    /// Records the first read of each file in `log` (for a learned prefetch list).
+    pub fn record_reads(mut self, log: &Arc<ReadLog>) -> Self {
+        self.reads = Some(log.layer(self.tree.clone()));
+        self
     }
 
     /// Mounts the filesystem read-only at `mountpoint`; it stays mounted until the returned
@@ -223,6 +232,9 @@ impl Filesystem for LayerFs {
             Ok(_) => return reply.error(Errno::EISDIR),
             Err(e) => return reply.error(e),
         };
+        if let Some(reads) = &self.reads {
+            reads.record(node.ino);
+        }
         let end = offset.saturating_add(size as u64).min(node.size);
         if offset >= end {
             return reply.data(&[]);

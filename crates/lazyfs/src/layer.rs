@@ -3,6 +3,7 @@
 
 use crate::fs::{LayerFs, MountConfig};
 use crate::metrics::LayerMetrics;
+use crate::readlog::ReadLog;
 use crate::source::RegistrySource;
 use crate::spans::{CacheBudget, SpanConfig, SpanManager};
 use crate::tree::Tree;
@@ -154,19 +155,24 @@ impl RemoteLayer {
         Ok(count)
     }
 
-    /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`.
+    /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`; first reads of
+    /// files are noted in `reads` when given.
     pub fn mount(
         &self,
         mountpoint: &Path,
         runtime: tokio::runtime::Handle,
         threads: usize,
+        reads: Option<&Arc<ReadLog>>,
     ) -> std::io::Result<fuser::BackgroundSession> {
-        let fs = LayerFs::new(
+        let mut fs = LayerFs::new(
             self.tree.clone(),
             Some(self.spans.clone()),
             runtime,
             self.spans.metrics().clone(),
         );
+        if let Some(log) = reads {
+            fs = fs.record_reads(log);
+        }
         fs.mount(
             mountpoint,
             &MountConfig {

@@ -14,6 +14,7 @@ pub mod fs;
 pub mod layer;
 pub mod metrics;
 pub mod overlay;
+pub mod readlog;
 pub mod source;
 pub mod spans;
 pub mod tree;
