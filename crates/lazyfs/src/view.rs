@@ -105,7 +105,8 @@ impl ImageView {
         &self.layers
     }
 
-    fn root(&self) -> Entry<'_> {
+    /// The merged root directory; `None` for an image without layers.
+    fn root(&self) -> Option<Entry<'_>> {
         let mut dirs = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             dirs.push((i, ROOT_INO));
@@ -113,17 +114,14 @@ impl ImageView {
                 break;
             }
         }
-        let (layer, ino) = dirs.first().copied().unwrap_or((0, ROOT_INO));
-        let node = self.layers[layer]
-            .tree
-            .get(ino)
-            .expect("every tree has a root");
-        Entry {
+        let &(layer, ino) = dirs.first()?;
+        let node = self.layers.get(layer)?.tree.get(ino)?;
+        Some(Entry {
             path: "/".into(),
             layer,
             node,
             dirs,
-        }
+        })
     }
 
     /// The entry `name` in merged directory `dir`, with overlay rules: the topmost layer
@@ -181,7 +179,7 @@ impl ImageView {
             .rev()
             .map(OsString::from)
             .collect();
-        let mut stack = vec![self.root()];
+        let mut stack = vec![self.root().ok_or_else(|| ViewError::NotFound("/".into()))?];
         let mut hops = 0;
         while let Some(name) = pending.pop() {
             let current = stack.last().expect("the root stays on the stack");
@@ -265,5 +263,23 @@ impl ImageView {
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| ViewError::NotAFile(entry.path.clone())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_without_layers_has_nothing_to_resolve() {
+        let view = ImageView::new(Vec::new());
+        assert!(matches!(
+            view.resolve("/", false),
+            Err(ViewError::NotFound(_))
+        ));
+        assert!(matches!(
+            view.resolve("etc/passwd", true),
+            Err(ViewError::NotFound(_))
+        ));
     }
 }
