@@ -8,9 +8,7 @@ use lazyfs::layer::RemoteLayer;
 use lazyfs::tree::{Node, NodeKind};
 use lazyfs::view::{Entry, ImageView, LayerData, ViewLayer};
 use lazyfs::{SpanConfig, Tree};
-use oci::platform::Platform;
 use oci::reference::ImageRef;
-use oci::resolve::PlatformSelection;
 use oci::Descriptor;
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -70,22 +68,8 @@ fn open_view(root: &Path, image: &str, args: &ImageArgs) -> Result<(Remote, Imag
     let remote = Remote::new(&args.registry)?;
     let reference = ImageRef::parse(image)?;
     let repo = remote.repository(&reference)?;
-    let selection = match &args.platform {
-        Some(p) => PlatformSelection::Some(vec![Platform::parse(p)?]),
-        None => PlatformSelection::Host,
-    };
-    let (_, top_bytes, images) = remote::resolve_images(&remote, &repo, &reference, &selection)?;
-    let resolved = images
-        .into_iter()
-        .next()
-        .context("no image manifest resolved")?;
-    let found = remote.rt.block_on(lazyfs::discover::find_index(
-        &repo,
-        image,
-        &top_bytes,
-        resolved.manifest_desc.digest(),
-        &resolved.manifest,
-    ))?;
+    let (resolved, found) =
+        remote::resolve_indexed_image(&remote, &repo, &reference, image, args.platform.as_deref())?;
     let cache_root = root.join("cache");
     let budget = lazyfs::CacheBudget::new(None);
     let mut layers = Vec::new();

@@ -13,9 +13,7 @@ use clap::Args;
 use lazyfs::layer::RemoteLayer;
 use lazyfs::overlay::{self, UpperDirs};
 use lazyfs::{BackgroundSession, MetricsSnapshot, SpanConfig};
-use oci::platform::Platform;
 use oci::reference::ImageRef;
-use oci::resolve::PlatformSelection;
 use oci::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -277,22 +275,8 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
     let remote = Remote::with_retry(&args.registry, FETCH_RETRY)?;
     let reference = ImageRef::parse(image)?;
     let repo = remote.repository(&reference)?;
-    let selection = match &args.platform {
-        Some(p) => PlatformSelection::Some(vec![Platform::parse(p)?]),
-        None => PlatformSelection::Host,
-    };
-    let (_, top_bytes, images) = remote::resolve_images(&remote, &repo, &reference, &selection)?;
-    let resolved = images
-        .into_iter()
-        .next()
-        .context("no image manifest resolved")?;
-    let found = remote.rt.block_on(lazyfs::discover::find_index(
-        &repo,
-        image,
-        &top_bytes,
-        resolved.manifest_desc.digest(),
-        &resolved.manifest,
-    ))?;
+    let (resolved, found) =
+        remote::resolve_indexed_image(&remote, &repo, &reference, image, args.platform.as_deref())?;
     tracing::info!(index = %found.digest, through = found.found_through, "using SOCI index");
 
     let cache_root = root.join("cache");

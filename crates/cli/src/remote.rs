@@ -308,3 +308,31 @@ impl std::io::Seek for RangeReader<'_> {
         Ok(self.pos)
     }
 }
+
+/// Resolves `image` to the image manifest of `platform` (default: this machine's) and finds
+/// its SOCI index in the registry (what `soci mount`, `soci ls` and `soci cat` start from).
+pub fn resolve_indexed_image(
+    remote: &Remote,
+    repo: &Repository,
+    reference: &ImageRef,
+    image: &str,
+    platform: Option<&str>,
+) -> Result<(ResolvedImage, lazyfs::discover::FoundIndex)> {
+    let selection = match platform {
+        Some(p) => PlatformSelection::Some(vec![oci::platform::Platform::parse(p)?]),
+        None => PlatformSelection::Host,
+    };
+    let (_, top_bytes, images) = resolve_images(remote, repo, reference, &selection)?;
+    let resolved = images
+        .into_iter()
+        .next()
+        .context("no image manifest resolved")?;
+    let found = remote.rt.block_on(lazyfs::discover::find_index(
+        repo,
+        image,
+        &top_bytes,
+        resolved.manifest_desc.digest(),
+        &resolved.manifest,
+    ))?;
+    Ok((resolved, found))
+}
