@@ -20,22 +20,22 @@ const MAX_ZTOC_SIZE: u64 = 512 << 20;
 /// Why a layer could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    /// Fetching the zTOC failed.
-    #[error("fetching zTOC {ztoc} of layer {layer}: {source}")]
+    /// Fetching the zTOC or prefetch artifact failed.
+    #[error("fetching {what} of layer {layer}: {source}")]
     Fetch {
-        /// zTOC digest.
-        ztoc: String,
+        /// What was fetched: `zTOC sha256:…` or `prefetch artifact sha256:…`.
+        what: String,
         /// Layer digest.
         layer: String,
         /// The registry error.
         #[source]
         source: registry::Error,
     },
-    /// The zTOC does not decode or does not describe this layer.
-    #[error("zTOC {ztoc} of layer {layer} is unusable: {message}")]
+    /// The zTOC or prefetch artifact does not decode or does not describe this layer.
+    #[error("{what} of layer {layer} is unusable: {message}")]
     Invalid {
-        /// zTOC digest.
-        ztoc: String,
+        /// What is unusable: `zTOC sha256:…` or `prefetch artifact sha256:…`.
+        what: String,
         /// Layer digest.
         layer: String,
         /// What is wrong.
@@ -69,25 +69,21 @@ impl RemoteLayer {
     ) -> Result<Self, LayerError> {
         let layer_digest = layer.digest().to_string();
         let ztoc_digest = ztoc_desc.digest.to_string();
+        let what = format!("zTOC {ztoc_digest}");
         let invalid = |message: String| LayerError::Invalid {
-            ztoc: ztoc_digest.clone(),
+            what: what.clone(),
             layer: layer_digest.clone(),
             message,
         };
-        if ztoc_desc.size > MAX_ZTOC_SIZE {
-            return Err(invalid(format!(
-                "{} bytes is over the {MAX_ZTOC_SIZE} byte limit",
-                ztoc_desc.size
-            )));
-        }
-        let bytes = repo
-            .get_blob_bytes(&ztoc_desc.digest, ztoc_desc.size)
-            .await
-            .map_err(|source| LayerError::Fetch {
-                ztoc: ztoc_digest.clone(),
-                layer: layer_digest.clone(),
-                source,
-            })?;
+        let bytes = fetch_metadata_blob(
+            repo,
+            &what,
+            &layer_digest,
+            &ztoc_desc.digest,
+            ztoc_desc.size,
+            MAX_ZTOC_SIZE,
+        )
+        .await?;
         let ztoc = ztoc::decode(&bytes).map_err(|e| invalid(e.to_string()))?;
         if ztoc.compressed_archive_size != layer.size() {
             return Err(invalid(format!(
@@ -124,28 +120,22 @@ impl RemoteLayer {
         artifact: &PrefetchDescriptor,
     ) -> Result<usize, LayerError> {
         let layer = self.layer.digest().to_string();
+        let what = format!("prefetch artifact {}", artifact.digest);
         let invalid = |message: String| LayerError::Invalid {
-            ztoc: artifact.digest.to_string(),
+            what: what.clone(),
             layer: layer.clone(),
             message,
         };
-        if artifact.size > oci::prefetch::MAX_PREFETCH_SIZE {
-            return Err(invalid(format!(
-                "prefetch artifact of {} bytes is too large",
-                artifact.size
-            )));
-        }
-        let bytes = repo
-            .get_blob_bytes(&artifact.digest, artifact.size)
-            .await
-            .map_err(|source| LayerError::Fetch {
-                ztoc: artifact.digest.to_string(),
-                layer: layer.clone(),
-                source,
-            })?;
-        let parsed =
-            PrefetchArtifact::parse(&bytes, &format!("prefetch artifact {}", artifact.digest))
-                .map_err(|e| invalid(e.to_string()))?;
+        let bytes = fetch_metadata_blob(
+            repo,
+            &what,
+            &layer,
+            &artifact.digest,
+            artifact.size,
+            oci::prefetch::MAX_PREFETCH_SIZE,
+        )
+        .await?;
+        let parsed = PrefetchArtifact::parse(&bytes, &what).map_err(|e| invalid(e.to_string()))?;
         let spans = parsed.spans();
         let count = spans.len();
         self.spans
@@ -181,4 +171,30 @@ impl RemoteLayer {
             },
         )
     }
+}
+
+/// Fetches a small metadata blob of a layer (a zTOC or a prefetch artifact), verified against
+/// its digest, refusing sizes over `limit` before anything is downloaded.
+async fn fetch_metadata_blob(
+    repo: &Repository,
+    what: &str,
+    layer: &str,
+    digest: &oci::Digest,
+    size: u64,
+    limit: u64,
+) -> Result<bytes::Bytes, LayerError> {
+    if size > limit {
+        return Err(LayerError::Invalid {
+            what: what.to_owned(),
+            layer: layer.to_owned(),
+            message: format!("{size} bytes is over the {limit} byte limit"),
+        });
+    }
+    repo.get_blob_bytes(digest, size)
+        .await
+        .map_err(|source| LayerError::Fetch {
+            what: what.to_owned(),
+            layer: layer.to_owned(),
+            source,
+        })
 }
