@@ -809,7 +809,7 @@ impl Inner {
                 let local = self.download_whole(stream).await?;
                 Ok((read_local(local, range).await?, false))
             }
-            Err(e) => Err(error_chain(e.as_ref())),
+            Err(e) => Err(registry::error_chain(e.as_ref())),
         }
     }
 
@@ -990,19 +990,4 @@ async fn read_local(local: FileSource, range: Range<u64>) -> std::result::Result
         .map_err(|e| e.to_string())?
         .map(Bytes::from)
         .map_err(|e| format!("reading the local blob: {e}"))
-}
-
-/// Renders an error and its causes on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -123,7 +123,7 @@ impl Error {
 }
 
 /// Renders an error with its chain of causes, which `reqwest` hides behind one line otherwise.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

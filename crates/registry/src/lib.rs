@@ -14,4 +14,4 @@ pub use client::{
     BlobPush, BlobStream, Client, ClientConfig, Manifest, PutManifest, RangeReply, Referrers,
     ReferrersSource, Repository,
 };
-pub use error::{Context, Error, Result};
+pub use error::{error_chain, Context, Error, Result};
