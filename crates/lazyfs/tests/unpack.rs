@@ -90,15 +90,7 @@ impl Layer {
     fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Layer {
         let mut data = Vec::new();
         for (key, value) in records {
-            // "<len> <key>=<value>\n", where len counts its own digits.
-            let rest = key.len() + value.len() + 3;
-            let mut len = rest + 1;
-            while len != rest + len.to_string().len() {
-                len = rest + len.to_string().len();
-            }
-            data.extend_from_slice(format!("{len} {key}=").as_bytes());
-            data.extend_from_slice(value);
-            data.push(b'\n');
+            testutil::pax_record(&mut data, key, value);
         }
         self.append(
             Self::header(EntryType::XHeader, "PaxHeaders/x", 0o644),

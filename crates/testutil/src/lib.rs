@@ -844,7 +844,7 @@ fn append_node(b: &mut tar::Builder<Vec<u8>>, n: &NodeSpec) {
 
 /// Appends the PAX record `"<len> <key>=<value>\n"` (`len` counts the whole record,
 /// its own digits included).
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+pub fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
     let mut len = rest + 1;
     while len != rest + len.to_string().len() {
