@@ -3,7 +3,8 @@
 # Safe to run repeatedly; needs root (or sudo) on Debian/Ubuntu.
 set -euo pipefail
 
-packages=(pigz gzip zstd umoci skopeo debootstrap jq docker-registry apache2-utils openssl)
+packages=(pigz gzip zstd umoci skopeo debootstrap jq docker-registry apache2-utils openssl
+          containerd runc protobuf-compiler busybox-static)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,7 @@
 //! umoci) pushed to a loopback registry, indexed, mounted lazily, and a Python program run in
 //! a chroot of the mount. The rootfs is built once per target directory (about a minute).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use testutil::Registry;
 
@@ -20,64 +20,13 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Debian bookworm minbase with python3, built once and kept under the target directory.
-fn python_rootfs() -> PathBuf {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-rootfs");
-    let rootfs = cache.join("rootfs");
-    if rootfs.join("usr/bin/python3").exists() {
-        return rootfs;
-    }
-    testutil::require_tool("debootstrap");
-    let _ = std::fs::remove_dir_all(&cache);
-    std::fs::create_dir_all(&cache).unwrap();
-    let tmp = cache.join("rootfs.partial");
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", "--include=python3", "bookworm"])
-        .arg(&tmp));
-    std::fs::rename(&tmp, &rootfs).unwrap();
-    rootfs
-}
-
-/// An OCI layout with the rootfs as one layer and a small app layer on top.
-fn python_layout(dir: &Path) {
-    testutil::require_tool("umoci");
-    let rootfs = python_rootfs();
-    let image = format!("{}:latest", dir.display());
-    run(Command::new("umoci").args(["init", "--layout"]).arg(dir));
-    run(Command::new("umoci").args(["new", "--image", &image]));
-    run(Command::new("umoci")
-        .args(["insert", "--image", &image])
-        .arg(&rootfs)
-        .arg("/"));
-    let app = dir.with_extension("app");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(
-        app.join("app.py"),
-        "import json, sys\nprint(json.dumps({'ready': sys.version_info[0]}))\n",
-    )
-    .unwrap();
-    run(Command::new("umoci")
-        .args(["insert", "--image", &image])
-        .arg(&app)
-        .arg("/app"));
-    run(Command::new("umoci").args([
-        "config",
-        "--image",
-        &image,
-        "--os",
-        "linux",
-        "--architecture",
-        "amd64",
-    ]));
-}
-
 #[test]
 fn python_runs_in_a_chroot_of_a_lazy_mount_fetching_a_fraction_of_the_image() {
     let reg = Registry::start();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let layout = tmp.path().join("layout");
-    python_layout(&layout);
+    testutil::python_layout(Path::new(env!("CARGO_TARGET_TMPDIR")), &layout);
     let r = format!("{}/python:latest", reg.addr());
     testutil::skopeo_push(&layout, "latest", &r, None);
     ok(soci(&root, &["create", &r]));

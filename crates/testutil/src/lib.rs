@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod containerd;
 pub mod tree;
 
 use serde_json::{json, Value};
@@ -1435,4 +1436,125 @@ pub fn skopeo_inspect_raw(reference: &str, creds: Option<(&str, &str)>) -> Optio
         out.status
     );
     None
+}
+
+/// Runs `cmd` and panics with its output unless it succeeds; returns stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Debian bookworm minbase with python3 (`debootstrap`, about a minute and 260 MB), built
+/// once under `cache` (pass the test's `CARGO_TARGET_TMPDIR`) and reused afterwards.
+pub fn python_rootfs(cache: &Path) -> PathBuf {
+    let cache = cache.join("python-rootfs");
+    let rootfs = cache.join("rootfs");
+    if rootfs.join("usr/bin/python3").exists() {
+        return rootfs;
+    }
+    require_tool("debootstrap");
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).expect("create the rootfs cache dir");
+    let tmp = cache.join("rootfs.partial");
+    run_ok(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", "--include=python3", "bookworm"])
+            .arg(&tmp),
+    );
+    std::fs::rename(&tmp, &rootfs).expect("move the finished rootfs into place");
+    rootfs
+}
+
+/// Writes an OCI layout at `dir` (tag `latest`, linux/amd64, built with umoci): the Debian +
+/// python3 rootfs of [`python_rootfs`] as one layer and a small app layer on top whose
+/// `/app/app.py` prints `{"ready": 3}`.
+pub fn python_layout(cache: &Path, dir: &Path) {
+    require_tool("umoci");
+    let rootfs = python_rootfs(cache);
+    let image = format!("{}:latest", dir.display());
+    run_ok(Command::new("umoci").args(["init", "--layout"]).arg(dir));
+    run_ok(Command::new("umoci").args(["new", "--image", &image]));
+    run_ok(
+        Command::new("umoci")
+            .args(["insert", "--image", &image])
+            .arg(&rootfs)
+            .arg("/"),
+    );
+    let app = dir.with_extension("app");
+    std::fs::create_dir_all(&app).expect("create the app dir");
+    std::fs::write(
+        app.join("app.py"),
+        "import json, sys\nprint(json.dumps({'ready': sys.version_info[0]}))\n",
+    )
+    .expect("write app.py");
+    run_ok(
+        Command::new("umoci")
+            .args(["insert", "--image", &image])
+            .arg(&app)
+            .arg("/app"),
+    );
+    run_ok(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+    ]));
+}
+
+/// Commands linked to `/bin/busybox` in [`busybox_image`].
+pub const BUSYBOX_COMMANDS: &[&str] = &[
+    "sh", "cat", "echo", "ls", "sleep", "wc", "md5sum", "sha256sum", "head", "true", "test",
+];
+
+/// A linux/amd64 image that containers can run (the host's static `/bin/busybox`, from
+/// Debian's `busybox-static`), with two gzip layers:
+///
+/// 1. ~10.6 MB compressed, so it gets a zTOC: `bin/busybox`, a symlink per
+///    [`BUSYBOX_COMMANDS`] entry, `data/big.txt` (13 MB of noisy text, seed 77) and
+///    `etc/msg` (`from layer 1\n`);
+/// 2. a few bytes: `etc/msg` (`from layer 2\n`) replacing layer 1's.
+pub fn busybox_image() -> ImageSpec {
+    require_tool("busybox");
+    let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox (busybox-static)");
+    let mut base = vec![
+        dir("bin/"),
+        file("bin/busybox", busybox, 0o755),
+        dir("data/"),
+        file("data/big.txt", noisy(13_000_000, 77), 0o644),
+        dir("etc/"),
+        file("etc/msg", b"from layer 1\n".to_vec(), 0o644),
+        dir("tmp/"),
+    ];
+    for cmd in BUSYBOX_COMMANDS {
+        base.push(EntrySpec::Symlink {
+            path: format!("bin/{cmd}"),
+            target: "busybox".into(),
+        });
+    }
+    ImageSpec {
+        os: "linux".into(),
+        arch: "amd64".into(),
+        layers: vec![
+            LayerSpec {
+                entries: base,
+                compression: Compression::Gzip,
+            },
+            LayerSpec {
+                entries: vec![
+                    dir("etc/"),
+                    file("etc/msg", b"from layer 2\n".to_vec(), 0o644),
+                ],
+                compression: Compression::Gzip,
+            },
+        ],
+    }
 }
