@@ -31,6 +31,14 @@ pub enum DiscoverError {
         /// The image manifest digest.
         manifest: String,
     },
+    /// No v2 index, and v1 discovery is switched off.
+    #[error("no SOCI v2 index for {image} (manifest {manifest}), and v1 indexes are not looked up (enable them with [pull_modes.soci_v1] enable = true)")]
+    NoV2Index {
+        /// The image reference as given.
+        image: String,
+        /// The image manifest digest.
+        manifest: String,
+    },
     /// A registry operation failed.
     #[error(transparent)]
     Registry(#[from] registry::Error),
@@ -46,6 +54,21 @@ pub enum DiscoverError {
     },
 }
 
+/// Which kinds of SOCI index discovery may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// v1 indexes through the referrers API or the tag schema.
+    pub v1: bool,
+    /// v2 indexes bound to the image by an image index.
+    pub v2: bool,
+}
+
+impl Default for Modes {
+    fn default() -> Self {
+        Modes { v1: true, v2: true }
+    }
+}
+
 /// Finds the SOCI index of `manifest` (digest `manifest_digest`), reached through the
 /// top-level object `top_bytes` of `image` (an image index for v2 images).
 pub async fn find_index(
@@ -55,9 +78,37 @@ pub async fn find_index(
     manifest_digest: &Digest,
     manifest: &ImageManifest,
 ) -> Result<FoundIndex, DiscoverError> {
-    if let Some(digest) = v2_index_digest(top_bytes, manifest_digest, manifest) {
-        let found = fetch_index(repo, image, &digest, "image index").await?;
-        return Ok(found);
+    find_index_in_modes(
+        repo,
+        image,
+        top_bytes,
+        manifest_digest,
+        manifest,
+        Modes::default(),
+    )
+    .await
+}
+
+/// [`find_index`] limited to the index versions `modes` allows.
+pub async fn find_index_in_modes(
+    repo: &Repository,
+    image: &str,
+    top_bytes: &[u8],
+    manifest_digest: &Digest,
+    manifest: &ImageManifest,
+    modes: Modes,
+) -> Result<FoundIndex, DiscoverError> {
+    if modes.v2 {
+        if let Some(digest) = v2_index_digest(top_bytes, manifest_digest, manifest) {
+            let found = fetch_index(repo, image, &digest, "image index").await?;
+            return Ok(found);
+        }
+    }
+    if !modes.v1 {
+        return Err(DiscoverError::NoV2Index {
+            image: image.to_owned(),
+            manifest: manifest_digest.to_string(),
+        });
     }
     let refs = repo
         .referrers(manifest_digest, Some(soci_index::SOCI_INDEX_V1))
@@ -119,6 +170,27 @@ fn v2_index_digest(
             None
         }
     })
+}
+
+/// Fetches the SOCI index `digest` named by the user (e.g. `--soci-index-digest`); for a v1
+/// index, its subject must be `manifest_digest`.
+pub async fn fetch_given_index(
+    repo: &Repository,
+    image: &str,
+    digest: &Digest,
+    manifest_digest: &Digest,
+) -> Result<FoundIndex, DiscoverError> {
+    let found = fetch_index(repo, image, digest, "given digest").await?;
+    if let Some(subject) = found.index.subject.as_ref().map(Descriptor::digest) {
+        if subject != manifest_digest {
+            return Err(DiscoverError::Invalid {
+                image: image.to_owned(),
+                digest: digest.to_string(),
+                message: format!("it indexes {subject}, not {manifest_digest}"),
+            });
+        }
+    }
+    Ok(found)
 }
 
 async fn fetch_index(

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long the kernel may cache entries and attributes: a layer never changes.
-const TTL: Duration = Duration::from_secs(3600);
+/// How long the kernel may cache entries and attributes by default: a layer never changes.
+const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// Block size reported in stat and statfs.
 const BLOCK_SIZE: u32 = 4096;
 /// Largest read the kernel is asked to send.
@@ -42,6 +42,29 @@ pub struct MountConfig {
     pub threads: usize,
     /// Name shown as the mount source (`mount`, `/proc/mounts`).
     pub fs_name: String,
+    /// Kernel cache lifetimes.
+    pub ttls: CacheTtls,
+}
+
+/// How long the kernel may cache what the filesystem answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheTtls {
+    /// File attributes.
+    pub attr: Duration,
+    /// Directory entries (name to inode).
+    pub entry: Duration,
+    /// "No such file" answers.
+    pub negative: Duration,
+}
+
+impl Default for CacheTtls {
+    fn default() -> Self {
+        CacheTtls {
+            attr: DEFAULT_TTL,
+            entry: DEFAULT_TTL,
+            negative: DEFAULT_TTL,
+        }
+    }
 }
 
 /// A layer's filesystem, ready to be mounted.
@@ -51,6 +74,7 @@ pub struct LayerFs {
     runtime: tokio::runtime::Handle,
     metrics: Arc<LayerMetrics>,
     reads: Option<LayerReads>,
+    ttls: CacheTtls,
 }
 
 impl LayerFs {
@@ -68,6 +92,7 @@ impl LayerFs {
             runtime,
             metrics,
             reads: None,
+            ttls: CacheTtls::default(),
         }
     }
 
@@ -80,10 +105,11 @@ impl LayerFs {
     /// Mounts the filesystem read-only at `mountpoint`; it stays mounted until the returned
     /// session is dropped or unmounted.
     pub fn mount(
-        self,
+        mut self,
         mountpoint: &Path,
         config: &MountConfig,
     ) -> std::io::Result<fuser::BackgroundSession> {
+        self.ttls = config.ttls;
         let mut options = Config::default();
         options.mount_options = vec![
             MountOption::RO,
@@ -177,7 +203,7 @@ impl Filesystem for LayerFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.metrics.record_fuse_op();
         match self.tree.lookup(parent.0, name) {
-            Some(node) => reply.entry(&TTL, &attr(node), Generation(0)),
+            Some(node) => reply.entry(&self.ttls.entry, &attr(node), Generation(0)),
             // An entry with inode 0 is a negative entry the kernel caches for the TTL: the
             // layer never changes, and programs (Python's import system, overlayfs over
             // several layers) look up many names that do not exist.
@@ -185,7 +211,7 @@ impl Filesystem for LayerFs {
                 Some(root) => {
                     let mut negative = attr(root);
                     negative.ino = INodeNo(0);
-                    reply.entry(&TTL, &negative, Generation(0))
+                    reply.entry(&self.ttls.negative, &negative, Generation(0))
                 }
                 None => reply.error(Errno::ENOENT),
             },
@@ -194,7 +220,7 @@ impl Filesystem for LayerFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.node(ino) {
-            Ok(node) => reply.attr(&TTL, &attr(node)),
+            Ok(node) => reply.attr(&self.ttls.attr, &attr(node)),
             Err(e) => reply.error(e),
         }
     }

@@ -1,7 +1,7 @@
 //! One remote layer ready to be served lazily: its zTOC fetched and checked, its inode tree
 //! built, and its span manager pointed at the registry.
 
-use crate::fs::{LayerFs, MountConfig};
+use crate::fs::{CacheTtls, LayerFs, MountConfig};
 use crate::metrics::LayerMetrics;
 use crate::readlog::ReadLog;
 use crate::source::RegistrySource;
@@ -154,6 +154,18 @@ impl RemoteLayer {
         threads: usize,
         reads: Option<&Arc<ReadLog>>,
     ) -> std::io::Result<fuser::BackgroundSession> {
+        self.mount_with(mountpoint, runtime, threads, CacheTtls::default(), reads)
+    }
+
+    /// [`RemoteLayer::mount`] with kernel cache lifetimes of the caller's choosing.
+    pub fn mount_with(
+        &self,
+        mountpoint: &Path,
+        runtime: tokio::runtime::Handle,
+        threads: usize,
+        ttls: CacheTtls,
+        reads: Option<&Arc<ReadLog>>,
+    ) -> std::io::Result<fuser::BackgroundSession> {
         let mut fs = LayerFs::new(
             self.tree.clone(),
             Some(self.spans.clone()),
@@ -168,6 +180,7 @@ impl RemoteLayer {
             &MountConfig {
                 threads,
                 fs_name: format!("soci:{}", self.layer.digest()),
+                ttls,
             },
         )
     }

@@ -22,7 +22,7 @@ pub mod unpack;
 pub mod view;
 
 pub use error::{Error, Result};
-pub use fs::{LayerFs, MountConfig};
+pub use fs::{CacheTtls, LayerFs, MountConfig};
 pub use fuser::BackgroundSession;
 pub use metrics::{prometheus_text, LayerMetrics, MetricsSnapshot};
 pub use source::{Fetched, FileSource, RegistrySource, SpanSource};

@@ -1,0 +1,357 @@
+//! The daemon's configuration file (`/etc/soci-snapshotter-grpc/config.toml`). Key names
+//! follow AWS's soci-snapshotter where it has the setting, so an existing file keeps working;
+//! keys we do not know are reported at start, not fatal. Every key is optional;
+//! [`Config::default`] holds the defaults and `docs/snapshotter-config.md` documents them.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/soci-snapshotter-grpc/config.toml";
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `host:port` of the Prometheus `/metrics` endpoint; empty turns it off.
+    pub metrics_address: String,
+    /// Turns the metrics endpoint off even when an address is set (AWS's switch).
+    pub no_prometheus: bool,
+    /// Seconds to find an image's SOCI index and mount one layer before containerd is told
+    /// to pull the layer normally instead.
+    pub mount_timeout_sec: u64,
+    /// HTTP Range requests in flight per lazily mounted layer.
+    pub max_concurrency: usize,
+    /// Registry HTTP timeouts and retries.
+    pub http: HttpConfig,
+    /// Which SOCI index versions are used.
+    pub pull_modes: PullModes,
+    /// FUSE settings.
+    pub fuse: FuseConfig,
+    /// Background fetching of the rest of a lazily mounted layer.
+    pub background_fetch: BackgroundFetchConfig,
+    /// The span cache.
+    pub cache: CacheConfig,
+    /// Registry host configuration.
+    pub registry: RegistryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            metrics_address: String::new(),
+            no_prometheus: false,
+            mount_timeout_sec: 30,
+            max_concurrency: 4,
+            http: HttpConfig::default(),
+            pull_modes: PullModes::default(),
+            fuse: FuseConfig::default(),
+            background_fetch: BackgroundFetchConfig::default(),
+            cache: CacheConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+/// `[http]`: AWS's key names (CamelCase, as in its file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Retries after a failed request (0 = none).
+    #[serde(rename = "MaxRetries")]
+    pub max_retries: u32,
+    /// Shortest wait before a retry, in milliseconds.
+    #[serde(rename = "MinWaitMsec")]
+    pub min_wait_msec: u64,
+    /// Longest wait before a retry, in milliseconds.
+    #[serde(rename = "MaxWaitMsec")]
+    pub max_wait_msec: u64,
+    /// TCP/TLS connect timeout, in milliseconds.
+    #[serde(rename = "DialTimeoutMsec")]
+    pub dial_timeout_msec: u64,
+    /// Longest pause while reading a response body, in milliseconds.
+    #[serde(rename = "ResponseHeaderTimeoutMsec")]
+    pub response_header_timeout_msec: u64,
+    /// Timeout of a whole small request (manifests, tokens, zTOCs), in milliseconds.
+    #[serde(rename = "RequestTimeoutMsec")]
+    pub request_timeout_msec: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        // A lazy read blocks a process in the container: give up after about ten seconds
+        // rather than the minute a CLI command may wait.
+        HttpConfig {
+            max_retries: 4,
+            min_wait_msec: 100,
+            max_wait_msec: 2_000,
+            dial_timeout_msec: 3_000,
+            response_header_timeout_msec: 15_000,
+            request_timeout_msec: 30_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The registry client's retry policy.
+    pub fn retry_policy(&self) -> registry::retry::RetryPolicy {
+        registry::retry::RetryPolicy {
+            max_attempts: self.max_retries.saturating_add(1),
+            base_delay: Duration::from_millis(self.min_wait_msec),
+            max_delay: Duration::from_millis(self.max_wait_msec.max(self.min_wait_msec)),
+            max_elapsed: Duration::from_millis(
+                self.max_wait_msec
+                    .saturating_mul(u64::from(self.max_retries))
+                    .max(self.request_timeout_msec),
+            ),
+        }
+    }
+}
+
+/// `[pull_modes]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PullModes {
+    /// `[pull_modes.soci_v1]`: v1 indexes found through the referrers API or tag schema.
+    pub soci_v1: Switch,
+    /// `[pull_modes.soci_v2]`: v2 indexes bound to the image by `soci convert`.
+    pub soci_v2: SwitchOn,
+}
+
+/// A switch that is off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Switch {
+    /// Whether it is on.
+    pub enable: bool,
+}
+
+/// A switch that is on by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SwitchOn {
+    /// Whether it is on.
+    pub enable: bool,
+}
+
+impl Default for SwitchOn {
+    fn default() -> Self {
+        SwitchOn { enable: true }
+    }
+}
+
+/// `[fuse]`: kernel cache lifetimes (seconds) and worker threads. Layers never change, so
+/// long lifetimes are safe and save round trips to the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FuseConfig {
+    /// Attribute cache lifetime.
+    pub attr_timeout: u64,
+    /// Directory entry cache lifetime.
+    pub entry_timeout: u64,
+    /// Lifetime of cached "no such file" answers.
+    pub negative_timeout: u64,
+    /// FUSE worker threads per layer.
+    pub threads: usize,
+}
+
+impl Default for FuseConfig {
+    fn default() -> Self {
+        FuseConfig {
+            attr_timeout: 3600,
+            entry_timeout: 3600,
+            negative_timeout: 3600,
+            threads: 8,
+        }
+    }
+}
+
+/// `[background_fetch]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BackgroundFetchConfig {
+    /// No background fetching: only what is read is fetched.
+    pub disable: bool,
+    /// Cap per layer in MB/s; 0 = no cap (it always yields to reads that wait).
+    pub rate_mb_per_sec: f64,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheConfig {
+    /// Directory of inflated spans; relative to the data root when relative.
+    pub dir: PathBuf,
+    /// Size limit in MB for spans no read is using (least recently used go first); 0 = none.
+    pub max_size_mb: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: PathBuf::from("cache"),
+            max_size_mb: 0,
+        }
+    }
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistryConfig {
+    /// containerd-style host configuration directory (`<dir>/<host>/hosts.toml`: mirrors,
+    /// plain HTTP, CAs). A missing directory means default hosts (HTTPS, and plain HTTP for
+    /// loopback registries).
+    pub config_path: PathBuf,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: PathBuf::from("/etc/containerd/certs.d"),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The error, with line and column.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `path`. A missing file gives the defaults when `required` is false (the default
+    /// path), an error otherwise. Returns the config and the dotted names of keys it ignored.
+    pub fn load(path: &Path, required: bool) -> Result<(Config, Vec<String>), ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok((Config::default(), Vec::new()))
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a config file (`path` is for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let given: toml::Value = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let known = toml::Value::try_from(Config::default())
+            .map_err(|e| parse_error(format!("internal: {e}")))?;
+        let mut unknown = Vec::new();
+        unknown_keys(&given, &known, "", &mut unknown);
+        Ok((config, unknown))
+    }
+
+    /// The mount timeout.
+    pub fn mount_timeout(&self) -> Duration {
+        Duration::from_secs(self.mount_timeout_sec.max(1))
+    }
+
+    /// The span cache directory under `root` (or absolute).
+    pub fn cache_dir(&self, root: &Path) -> PathBuf {
+        root.join(&self.cache.dir)
+    }
+}
+
+/// Collects keys of `given` that `known` does not have.
+fn unknown_keys(given: &toml::Value, known: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    let (Some(g), Some(k)) = (given.as_table(), known.as_table()) else {
+        return;
+    };
+    for (key, value) in g {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match k.get(key) {
+            Some(kv) => unknown_keys(value, kv, &name, out),
+            None => out.push(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults_and_aws_keys_are_read() {
+        let (c, unknown) = Config::parse("", Path::new("c.toml")).unwrap();
+        assert_eq!(c, Config::default());
+        assert!(unknown.is_empty());
+        let text = r#"
+metrics_address = "127.0.0.1:9000"
+mount_timeout_sec = 5
+http_cache_type = "memory"
+[http]
+MaxRetries = 2
+DialTimeoutMsec = 500
+[pull_modes.soci_v1]
+enable = true
+[fuse]
+attr_timeout = 1
+[background_fetch]
+disable = true
+silence_period_msec = 10
+"#;
+        let (c, unknown) = Config::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(c.metrics_address, "127.0.0.1:9000");
+        assert_eq!(c.mount_timeout(), Duration::from_secs(5));
+        assert_eq!(c.http.max_retries, 2);
+        assert_eq!(c.http.retry_policy().max_attempts, 3);
+        assert_eq!(c.http.dial_timeout_msec, 500);
+        assert!(c.pull_modes.soci_v1.enable);
+        assert!(c.pull_modes.soci_v2.enable);
+        assert_eq!(c.fuse.attr_timeout, 1);
+        assert_eq!(c.fuse.entry_timeout, 3600);
+        assert!(c.background_fetch.disable);
+        assert_eq!(
+            unknown,
+            vec![
+                "background_fetch.silence_period_msec".to_string(),
+                "http_cache_type".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_missing_required_files_are_errors_naming_the_file() {
+        let e = Config::parse("mount_timeout_sec = \"x\"", Path::new("/etc/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/x.toml") && e.contains("mount_timeout_sec"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        assert!(Config::load(&missing, true).is_err());
+        assert_eq!(Config::load(&missing, false).unwrap().0, Config::default());
+    }
+}

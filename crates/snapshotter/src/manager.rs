@@ -1,0 +1,577 @@
+//! The FUSE manager: a long-lived process, started by the daemon, that serves every lazily
+//! mounted layer. The kernel ends a FUSE mount when the process serving it exits, so keeping
+//! the mounts out of the gRPC daemon lets the daemon stop, crash or be upgraded while
+//! containers keep reading their files. The daemon talks to it over a unix socket with one
+//! JSON request and one JSON reply per connection.
+
+use crate::config::Config;
+use crate::metadata::RemoteLayerInfo;
+use lazyfs::layer::RemoteLayer;
+use lazyfs::{BackgroundSession, CacheBudget, CacheTtls, SpanConfig};
+use oci::reference::ImageRef;
+use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Socket file name under the snapshotter directory.
+pub const SOCKET_NAME: &str = "fuse-manager.sock";
+/// Pid file name under the snapshotter directory.
+pub const PID_NAME: &str = "fuse-manager.pid";
+/// Log file name under the snapshotter directory.
+pub const LOG_NAME: &str = "fuse-manager.log";
+/// Largest request or reply line.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// A layer to mount.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Where.
+    pub mountpoint: PathBuf,
+    /// What.
+    pub layer: RemoteLayerInfo,
+}
+
+/// A request to the manager.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Mount a layer (no-op when it is already served there).
+    Mount(MountSpec),
+    /// Unmount a layer (lazily when it is busy).
+    Unmount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// The mountpoints served.
+    List,
+    /// Prometheus text of every served layer.
+    Metrics,
+    /// Liveness.
+    Ping,
+    /// Unmount everything and exit.
+    Shutdown,
+}
+
+/// The manager's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    /// Mounted (or was already).
+    Mounted {
+        /// It was served already.
+        already: bool,
+    },
+    /// Done.
+    Done,
+    /// Served mountpoints.
+    Mounts {
+        /// Mountpoints.
+        mountpoints: Vec<PathBuf>,
+    },
+    /// Metrics text.
+    Metrics {
+        /// Prometheus exposition text.
+        text: String,
+    },
+    /// Alive.
+    Pong {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why talking to the manager failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// No manager listens on the socket.
+    #[error("FUSE manager at {socket} is not reachable: {source}")]
+    Unreachable {
+        /// The socket.
+        socket: PathBuf,
+        /// The connect error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection broke or the reply made no sense.
+    #[error("FUSE manager at {socket}: {message}")]
+    Protocol {
+        /// The socket.
+        socket: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// It could not be started.
+    #[error("starting the FUSE manager ({exe}): {message}; see {log}")]
+    Start {
+        /// The executable.
+        exe: PathBuf,
+        /// Its log.
+        log: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The manager answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends one request to the manager whose socket is `socket`.
+pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ManagerError> {
+    let protocol = |message: String| ManagerError::Protocol {
+        socket: socket.to_owned(),
+        message,
+    };
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ManagerError::Unreachable {
+            socket: socket.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).map_err(|e| protocol(e.to_string()))?;
+    line.push(b'\n');
+    write
+        .write_all(&line)
+        .await
+        .map_err(|e| protocol(format!("sending: {e}")))?;
+    let mut reply = String::new();
+    BufReader::new(read)
+        .take(MAX_MESSAGE as u64)
+        .read_line(&mut reply)
+        .await
+        .map_err(|e| protocol(format!("reading the reply: {e}")))?;
+    if reply.is_empty() {
+        return Err(protocol("closed the connection without a reply".into()));
+    }
+    match serde_json::from_str(&reply).map_err(|e| protocol(format!("bad reply: {e}")))? {
+        Reply::Error { message } => Err(ManagerError::Failed(message)),
+        r => Ok(r),
+    }
+}
+
+/// Starts a manager process (this executable with `fuse-manager`), detached in its own
+/// session so it outlives the daemon, and waits until it answers.
+pub async fn spawn(
+    exe: &Path,
+    root: &Path,
+    config_path: Option<&Path>,
+    dir: &Path,
+) -> Result<u32, ManagerError> {
+    let log = dir.join(LOG_NAME);
+    let start_error = |message: String| ManagerError::Start {
+        exe: exe.to_owned(),
+        log: log.clone(),
+        message,
+    };
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| start_error(format!("opening the log: {e}")))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|e| start_error(format!("opening the log: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root").arg(root);
+    if let Some(c) = config_path {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.arg("fuse-manager")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err);
+    if let Ok(level) = std::env::var("RUST_LOG") {
+        cmd.env("RUST_LOG", level);
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| start_error(format!("spawning: {e}")))?;
+    let socket = dir.join(SOCKET_NAME);
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(start_error(format!("it exited with {status}")));
+        }
+        if let Ok(Reply::Pong { pid }) = call(&socket, &Request::Ping).await {
+            // The child is reaped by init once we exit; a thread waits for it meanwhile so
+            // it never lingers as a zombie of the daemon.
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+            return Ok(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(start_error("it did not answer within 10 s".into()))
+}
+
+/// A layer being served.
+struct Served {
+    layer: Arc<RemoteLayer>,
+    session: Option<BackgroundSession>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The manager's state.
+struct Manager {
+    config: Config,
+    cache_dir: PathBuf,
+    client: registry::Client,
+    budget: Arc<CacheBudget>,
+    runtime: tokio::runtime::Handle,
+    served: Mutex<HashMap<PathBuf, Served>>,
+}
+
+/// Runs the manager until `Shutdown`, SIGTERM or SIGINT; `dir` holds its socket, pid file
+/// and log, `root` the span cache.
+pub fn run(root: &Path, dir: &Path, config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let client = registry_client(&config)?;
+    let budget = CacheBudget::new(
+        (config.cache.max_size_mb > 0).then_some(config.cache.max_size_mb * 1_000_000),
+    );
+    let manager = Arc::new(Manager {
+        cache_dir: config.cache_dir(root),
+        config,
+        client,
+        budget,
+        runtime: runtime.handle().clone(),
+        served: Mutex::new(HashMap::new()),
+    });
+    let socket = dir.join(SOCKET_NAME);
+    runtime.block_on(async {
+        // A stale socket from a manager that died; a live one would have answered the daemon.
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket)
+            .with_context(|| format!("listening on {}", socket.display()))?;
+        std::fs::write(dir.join(PID_NAME), std::process::id().to_string())
+            .context("writing the pid file")?;
+        tracing::info!(socket = %socket.display(), "FUSE manager ready");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = stop_rx.recv() => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let manager = manager.clone();
+                    let stop_tx = stop_tx.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_connection(&manager, stream, &stop_tx).await {
+                            tracing::warn!("FUSE manager connection: {e}");
+                        }
+                    });
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    tracing::info!("FUSE manager stopping: unmounting every layer");
+    let served: Vec<(PathBuf, Served)> = manager
+        .served
+        .lock()
+        .map(|mut s| s.drain().collect())
+        .unwrap_or_default();
+    for (mountpoint, s) in served {
+        unmount_served(&mountpoint, s);
+    }
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(dir.join(PID_NAME));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// The registry client the manager fetches with, from the config.
+pub fn registry_client(config: &Config) -> anyhow::Result<registry::Client> {
+    let docker_config = match registry::credentials::DockerConfig::load_default() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("Docker config not usable, registries are accessed anonymously: {e}");
+            None
+        }
+    };
+    Ok(registry::Client::new(registry::ClientConfig {
+        hosts_dir: Some(config.registry.config_path.clone()),
+        docker_config,
+        retry: config.http.retry_policy(),
+        connect_timeout: Duration::from_millis(config.http.dial_timeout_msec.max(1)),
+        request_timeout: Duration::from_millis(config.http.request_timeout_msec.max(1)),
+        read_timeout: Duration::from_millis(config.http.response_header_timeout_msec.max(1)),
+        ..Default::default()
+    }))
+}
+
+async fn serve_connection(
+    manager: &Arc<Manager>,
+    stream: UnixStream,
+    stop: &tokio::sync::mpsc::Sender<()>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read)
+        .take(MAX_MESSAGE as u64)
+        .read_line(&mut line)
+        .await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Reply::Error {
+            message: format!("bad request: {e}"),
+        },
+        Ok(Request::Shutdown) => {
+            let _ = stop.try_send(());
+            Reply::Done
+        }
+        Ok(request) => {
+            let manager = manager.clone();
+            // Mounting blocks (FUSE handshake) and must not stall the runtime.
+            match tokio::task::spawn_blocking(move || manager.handle(request)).await {
+                Ok(r) => r,
+                Err(e) => Reply::Error {
+                    message: format!("request handler failed: {e}"),
+                },
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_else(|e| {
+        format!("{{\"result\":\"error\",\"message\":\"encoding the reply: {e}\"}}").into_bytes()
+    });
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+impl Manager {
+    fn handle(&self, request: Request) -> Reply {
+        match request {
+            Request::Mount(spec) => match self.mount(&spec) {
+                Ok(already) => Reply::Mounted { already },
+                Err(message) => {
+                    tracing::warn!(mountpoint = %spec.mountpoint.display(), "mount failed: {message}");
+                    Reply::Error { message }
+                }
+            },
+            Request::Unmount { mountpoint } => {
+                let served = self.served.lock().ok().and_then(|mut s| s.remove(&mountpoint));
+                match served {
+                    Some(s) => unmount_served(&mountpoint, s),
+                    None if lazyfs::overlay::is_mounted(&mountpoint) => {
+                        // Left by an earlier manager that died: the mount is dead anyway.
+                        let _ = lazyfs::overlay::unmount(&mountpoint, true);
+                    }
+                    None => {}
+                }
+                Reply::Done
+            }
+            Request::List => Reply::Mounts {
+                mountpoints: self
+                    .served
+                    .lock()
+                    .map(|s| s.keys().cloned().collect())
+                    .unwrap_or_default(),
+            },
+            Request::Metrics => {
+                let layers: Vec<(String, lazyfs::MetricsSnapshot)> = self
+                    .served
+                    .lock()
+                    .map(|s| {
+                        s.values()
+                            .map(|v| {
+                                (
+                                    v.layer.layer.digest().to_string(),
+                                    v.layer.spans.metrics().snapshot(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Reply::Metrics {
+                    text: lazyfs::prometheus_text(&layers),
+                }
+            }
+            Request::Ping => Reply::Pong {
+                pid: std::process::id(),
+            },
+            Request::Shutdown => Reply::Done,
+        }
+    }
+
+    /// Mounts `spec`; `Ok(true)` when it was served already.
+    fn mount(&self, spec: &MountSpec) -> Result<bool, String> {
+        let mountpoint = &spec.mountpoint;
+        if let Ok(served) = self.served.lock() {
+            if served.contains_key(mountpoint) && lazyfs::overlay::is_mounted(mountpoint) {
+                return Ok(true);
+            }
+        }
+        let info = &spec.layer;
+        let (layer, ztoc, prefetch) = descriptors(info)?;
+        let reference = ImageRef::parse(&info.image_ref).map_err(|e| e.to_string())?;
+        let ImageRef::Registry {
+            registry,
+            repository,
+            ..
+        } = &reference
+        else {
+            return Err(format!("{} is not a registry reference", info.image_ref));
+        };
+        let repo = self
+            .client
+            .repository(registry, repository)
+            .map_err(|e| e.to_string())?;
+        let span_config = SpanConfig {
+            fetch_concurrency: self.config.max_concurrency.max(1),
+            ..SpanConfig::default()
+        };
+        let remote = self
+            .runtime
+            .block_on(RemoteLayer::open(
+                &repo,
+                &layer,
+                &ztoc,
+                &self.cache_dir,
+                span_config,
+                self.budget.clone(),
+            ))
+            .map_err(|e| registry::error_chain(&e))?;
+        std::fs::create_dir_all(mountpoint)
+            .map_err(|e| format!("creating {}: {e}", mountpoint.display()))?;
+        if lazyfs::overlay::is_mounted(mountpoint) {
+            // A dead mount left by a manager that exited: it answers ENOTCONN to everyone.
+            let _ = lazyfs::overlay::unmount(mountpoint, true);
+        }
+        let fuse = &self.config.fuse;
+        let session = remote
+            .mount_with(
+                mountpoint,
+                self.runtime.clone(),
+                fuse.threads.max(1),
+                CacheTtls {
+                    attr: Duration::from_secs(fuse.attr_timeout),
+                    entry: Duration::from_secs(fuse.entry_timeout),
+                    negative: Duration::from_secs(fuse.negative_timeout),
+                },
+                None,
+            )
+            .map_err(|e| format!("mounting FUSE at {}: {e}", mountpoint.display()))?;
+        let remote = Arc::new(remote);
+        let mut tasks = Vec::new();
+        if let Some(p) = prefetch {
+            let (remote, repo) = (remote.clone(), repo.clone());
+            tasks.push(self.runtime.spawn(async move {
+                match remote.prefetch(&repo, &p).await {
+                    Ok(n) => tracing::info!(layer = %remote.layer.digest(), spans = n, "prefetched"),
+                    Err(e) => tracing::warn!(layer = %remote.layer.digest(), "prefetch failed, reads fetch on demand: {e}"),
+                }
+            }));
+        }
+        if !self.config.background_fetch.disable {
+            let rate = self.config.background_fetch.rate_mb_per_sec;
+            let rate = (rate > 0.0).then_some((rate * 1e6) as u64);
+            let spans = remote.spans.clone();
+            tasks.push(
+                self.runtime
+                    .spawn(async move { spans.background_fetch(rate).await }),
+            );
+        }
+        tracing::info!(
+            layer = %info.layer_digest,
+            image = %info.image_ref,
+            mountpoint = %mountpoint.display(),
+            "layer mounted lazily"
+        );
+        let served = Served {
+            layer: remote,
+            session: Some(session),
+            tasks,
+        };
+        match self.served.lock() {
+            Ok(mut s) => {
+                if let Some(old) = s.insert(mountpoint.clone(), served) {
+                    // Its mount was gone; the new session replaced it.
+                    drop(old);
+                }
+            }
+            Err(_) => return Err("internal state poisoned".into()),
+        }
+        Ok(false)
+    }
+}
+
+/// Ends a served layer's mount; a busy mount (an overlay still uses it) is detached so the
+/// kernel finishes it once the last user goes.
+fn unmount_served(mountpoint: &Path, mut served: Served) {
+    if lazyfs::overlay::is_mounted(mountpoint) {
+        if let Err(e) = lazyfs::overlay::unmount(mountpoint, false) {
+            tracing::info!(mountpoint = %mountpoint.display(), "busy ({e}); detaching");
+            let _ = lazyfs::overlay::unmount(mountpoint, true);
+        }
+    }
+    // The session's own unmount finds nothing left to do.
+    drop(served.session.take());
+}
+
+/// The layer, zTOC and prefetch descriptors recorded for a lazy layer.
+pub fn descriptors(
+    info: &RemoteLayerInfo,
+) -> Result<(oci::Descriptor, ZtocDescriptor, Option<PrefetchDescriptor>), String> {
+    let digest = |s: &str| oci::digest::parse(s).map_err(|e| e.to_string());
+    let layer_digest = digest(&info.layer_digest)?;
+    let layer = oci::Descriptor::new(
+        oci::MediaType::from(info.layer_media_type.as_str()),
+        info.layer_size,
+        layer_digest.clone(),
+    );
+    let ztoc = ZtocDescriptor {
+        digest: digest(&info.ztoc_digest)?,
+        size: info.ztoc_size,
+        layer_digest: layer_digest.clone(),
+        layer_media_type: info.layer_media_type.clone(),
+        span_size: None,
+    };
+    let prefetch = match &info.prefetch {
+        Some((d, size)) => Some(PrefetchDescriptor {
+            digest: digest(d)?,
+            size: *size,
+            layer_digest,
+        }),
+        None => None,
+    };
+    Ok((layer, ztoc, prefetch))
+}

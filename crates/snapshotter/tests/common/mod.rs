@@ -1,0 +1,209 @@
+//! Test harness: our daemon (`soci-snapshotter-grpc`) under a temp root, wired into a real
+//! containerd as the proxy snapshotter `soci`, and the `soci` CLI.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use testutil::containerd::{Containerd, ContainerdOptions};
+
+/// The `soci` CLI built next to this test (by `cargo test --workspace`).
+pub fn soci_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let soci = profile_dir.join("soci");
+    assert!(
+        soci.exists(),
+        "{} not found: build it first (cargo build -p soci-cli with the same profile), or run \
+         the workspace tests (cargo test --workspace)",
+        soci.display()
+    );
+    soci
+}
+
+/// Runs `soci --root ROOT ARGS…`.
+pub fn soci(root: &Path, args: &[&str]) -> Output {
+    Command::new(soci_bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run soci")
+}
+
+/// Panics with the output unless it succeeded; returns stdout.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running `soci-snapshotter-grpc`.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Data root.
+    pub root: PathBuf,
+    /// gRPC socket.
+    pub socket: PathBuf,
+    /// Config file.
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon under `dir` with `config_toml` as its config.
+    pub fn start(dir: &Path, config_toml: &str) -> Daemon {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let mut d = Daemon {
+            child: None,
+            root: dir.join("root"),
+            socket: dir.join("soci.sock"),
+            config,
+            log: dir.join("daemon.log"),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_soci-snapshotter-grpc"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn soci-snapshotter-grpc");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(self.socket.exists()
+            && std::os::unix::net::UnixStream::connect(&self.socket).is_ok())
+        {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen within 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The FUSE manager's log so far.
+    pub fn manager_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("snapshotter/fuse-manager.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM (the FUSE manager keeps running).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again with the same root, socket and config.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Pid of the FUSE manager, if its pid file exists.
+    pub fn manager_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.root.join("snapshotter/fuse-manager.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// FUSE mounts under the data root.
+    pub fn fuse_mounts(&self) -> Vec<PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        info.lines()
+            .filter(|l| l.contains(" - fuse"))
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(&self.root))
+            .collect()
+    }
+
+    /// containerd started with this daemon as its `soci` proxy snapshotter.
+    pub fn containerd(&self) -> Containerd {
+        Containerd::start(&ContainerdOptions {
+            proxy_snapshotter: Some(("soci".into(), self.socket.clone())),
+            ..Default::default()
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = Command::new(env!("CARGO_BIN_EXE_soci-snapshotter-grpc"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("shutdown")
+            .output();
+        if let Some(pid) = self.manager_pid() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        for m in testutil::containerd::mounts_under(&self.root).into_iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
+/// Pushes the busybox test image to `reg` as `repo:latest`; returns the reference.
+pub fn push_busybox(reg: &testutil::Registry, dir: &Path, repo: &str) -> String {
+    let layout = dir.join(format!("{repo}-layout"));
+    testutil::write_oci_layout(&layout, "latest", &[testutil::busybox_image()]);
+    let image = format!("{}/{repo}:latest", reg.addr());
+    testutil::skopeo_push(&layout, "latest", &image, None);
+    image
+}
