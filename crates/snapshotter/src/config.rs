@@ -267,6 +267,7 @@ impl Config {
             .map_err(|e| parse_error(format!("internal: {e}")))?;
         let mut unknown = Vec::new();
         unknown_keys(&given, &known, "", &mut unknown);
+        unknown.sort();
         Ok((config, unknown))
     }
 

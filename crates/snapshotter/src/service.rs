@@ -252,7 +252,7 @@ impl Snapshotter {
         };
         for (id, layer) in lazy {
             let mountpoint = self.fs_dir(id);
-            if lazyfs::overlay::is_mounted(&mountpoint) {
+            if is_served(&mountpoint) {
                 continue;
             }
             let digest = layer.layer_digest.clone();
@@ -515,6 +515,22 @@ impl Snapshotter {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Whether a FUSE mountpoint is mounted and answered by a live server. The mount of a dead
+/// server stays listed and fails with ENOTCONN, but `stat` may still be answered from the
+/// kernel's attribute cache; `statfs` always goes to the server.
+fn is_served(mountpoint: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if !lazyfs::overlay::is_mounted(mountpoint) {
+        return false;
+    }
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid C string and `buf` a properly sized, writable statfs.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(path.as_ptr(), &mut buf) == 0 }
 }
 
 /// `du`: apparent size and inode count of a directory tree (not following symlinks or

@@ -22,7 +22,7 @@ fn an_ordinary_pull_unpacks_through_the_snapshotter_and_containers_run() {
     ]);
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),
-        ["from", "layer", "2", "written", "13000000"],
+        ["from", "layer", "2", "written", "16000000"],
         "{out}"
     );
     // Both layers are committed snapshots of ours; a View works; usage is reported.

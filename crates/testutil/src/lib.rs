@@ -688,7 +688,8 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn sha(bytes: &[u8]) -> String {
+/// `sha256:<hex>` of `bytes`.
+pub fn sha(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
@@ -1518,8 +1519,8 @@ pub const BUSYBOX_COMMANDS: &[&str] = &[
 /// A linux/amd64 image that containers can run (the host's static `/bin/busybox`, from
 /// Debian's `busybox-static`), with two gzip layers:
 ///
-/// 1. ~10.6 MB compressed, so it gets a zTOC: `bin/busybox`, a symlink per
-///    [`BUSYBOX_COMMANDS`] entry, `data/big.txt` (13 MB of noisy text, seed 77) and
+/// 1. ~11.7 MB compressed, so it gets a zTOC: `bin/busybox`, a symlink per
+///    [`BUSYBOX_COMMANDS`] entry, `data/big.txt` (16 MB of noisy text, seed 77) and
 ///    `etc/msg` (`from layer 1\n`);
 /// 2. a few bytes: `etc/msg` (`from layer 2\n`) replacing layer 1's.
 pub fn busybox_image() -> ImageSpec {
@@ -1529,7 +1530,7 @@ pub fn busybox_image() -> ImageSpec {
         dir("bin/"),
         file("bin/busybox", busybox, 0o755),
         dir("data/"),
-        file("data/big.txt", noisy(13_000_000, 77), 0o644),
+        file("data/big.txt", noisy(16_000_000, 77), 0o644),
         dir("etc/"),
         file("etc/msg", b"from layer 1\n".to_vec(), 0o644),
         dir("tmp/"),
@@ -1557,4 +1558,21 @@ pub fn busybox_image() -> ImageSpec {
             },
         ],
     }
+}
+
+/// containerd/OCI chain IDs of layers with these diff IDs (`sha256:…`): the first is its
+/// diff ID, each next one `sha256(previous + " " + diff ID)`.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
+            ),
+        };
+        out.push(next);
+    }
+    out
 }

@@ -91,7 +91,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .arg("--log-level")
-            .arg("debug")
+            .arg("info,snapshotter=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -206,4 +206,86 @@ pub fn push_busybox(reg: &testutil::Registry, dir: &Path, repo: &str) -> String 
     let image = format!("{}/{repo}:latest", reg.addr());
     testutil::skopeo_push(&layout, "latest", &image, None);
     image
+}
+
+/// A gRPC client of the daemon's snapshots service (what containerd's proxy plugin uses).
+pub async fn snapshots_client(
+    socket: &Path,
+) -> containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient<
+    tonic::transport::Channel,
+> {
+    let socket = socket.to_owned();
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the daemon's socket");
+    containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient::new(channel)
+}
+
+/// The body of `GET http://addr/path` (HTTP/1.0, loopback).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The sum of a Prometheus counter over all its series.
+pub fn metric_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A free loopback TCP address.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The platform manifest digest inside the image index `reference` points to (skipping
+/// SOCI index entries), or the reference's own digest when it is a manifest.
+pub fn platform_manifest_digest(reference: &str) -> String {
+    let raw = testutil::skopeo_inspect_raw(reference, None)
+        .expect("skopeo inspect --raw");
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    match v["manifests"].as_array() {
+        Some(ms) => ms
+            .iter()
+            .find(|m| m["platform"]["architecture"] == "amd64" && m.get("artifactType").is_none())
+            .and_then(|m| m["digest"].as_str())
+            .expect("an amd64 image manifest in the index")
+            .to_owned(),
+        None => testutil::sha(&raw),
+    }
+}
+
+/// Waits (up to 10 s) until process `pid` is gone or a zombie.
+pub fn wait_for_exit(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the parenthesized command name.
+        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+        if stat.is_empty() || state == Some("Z") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
