@@ -198,18 +198,26 @@ pub fn open_blob(
             }
         }
     });
-    Ok(Box::new(ChannelReader {
-        rx,
-        current: bytes::Bytes::new(),
-        done: false,
-    }))
+    Ok(Box::new(ChannelReader::new(rx)))
 }
 
-/// Reads chunks sent by the body-pulling task.
-struct ChannelReader {
+/// A blocking reader over chunks sent by a task on a runtime (a registry body, a containerd
+/// content stream); an error chunk ends the stream with that error.
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     current: bytes::Bytes,
     done: bool,
+}
+
+impl ChannelReader {
+    /// Reads what arrives on `rx` until it closes.
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+            done: false,
+        }
+    }
 }
 
 impl Read for ChannelReader {
