@@ -471,7 +471,9 @@ impl DestIo<'_> {
     fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
         match self.source {
             Source::Registry { remote, .. } => Ok(&remote.rt),
-            Source::Layout { .. } => bail!("internal error: no registry runtime"),
+            Source::Layout { .. } | Source::Containerd(_) => {
+                bail!("internal error: no registry runtime")
+            }
         }
     }
 

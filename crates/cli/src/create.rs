@@ -3,8 +3,9 @@
 //! registry; nothing of the image is stored locally. With `--prefetch-file`, the index also
 //! lists prefetch artifacts: per layer, the spans holding the named files.
 
+use crate::containerd::Client;
 use crate::remote::{self, RegistryArgs, Remote};
-use crate::Local;
+use crate::{ContainerdArgs, ContentStoreKind, Local};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -20,6 +21,11 @@ use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The image-record label AWS's `soci create` sets so containerd's GC keeps the SOCI index
+/// while the image exists.
+const SOCI_INDEX_GC_LABEL: &str = "containerd.io/gc.ref.content.soci-index";
 
 /// Arguments of `soci create`.
 #[derive(Args)]
@@ -33,6 +39,137 @@ pub struct CreateArgs {
     image: String,
 }
 
+/// An image found in containerd: blobs are read from its content store, and from the
+/// image's registry for blobs it lacks (layers of a lazily pulled image).
+pub(crate) struct ContainerdImage {
+    /// Runtime driving the containerd client (and its blocking readers).
+    rt: tokio::runtime::Runtime,
+    /// The client, in the namespace given.
+    pub client: Client,
+    /// The image record's name.
+    pub name: String,
+    /// The registry to read missing blobs from, with its `docker://` label.
+    registry: Option<(Box<Remote>, registry::Repository, String)>,
+    /// Layers read from the registry because containerd lacked them.
+    from_registry: AtomicUsize,
+}
+
+impl ContainerdImage {
+    /// Looks `typed` (and its canonical form) up in containerd. `Ok(None)` when containerd
+    /// is not reachable or has no such image, so the caller falls back to the registry.
+    fn find(
+        typed: &str,
+        reference: &ImageRef,
+        ctd: &ContainerdArgs,
+        registry_args: &RegistryArgs,
+    ) -> Result<Option<Self>> {
+        let ImageRef::Registry { .. } = reference else {
+            return Ok(None);
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let client = match rt.block_on(Client::connect(&ctd.address, &ctd.namespace)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!("not reading {typed} from containerd: {e}");
+                return Ok(None);
+            }
+        };
+        let canonical = reference.to_string();
+        let mut names = vec![typed.to_owned()];
+        if canonical != typed {
+            names.push(canonical);
+        }
+        for name in names {
+            match rt.block_on(client.get_image(&name)) {
+                Ok(_) => {
+                    tracing::info!(
+                        "reading image {name} from containerd's content store ({}, namespace {})",
+                        ctd.address.display(),
+                        ctd.namespace
+                    );
+                    let remote = Remote::new(registry_args)?;
+                    let repo = remote.repository(reference)?;
+                    let label = match reference {
+                        ImageRef::Registry {
+                            registry,
+                            repository,
+                            ..
+                        } => format!("docker://{registry}/{repository}"),
+                        ImageRef::OciLayout { .. } => String::new(),
+                    };
+                    return Ok(Some(ContainerdImage {
+                        rt,
+                        client,
+                        name,
+                        registry: Some((Box::new(remote), repo, label)),
+                        from_registry: AtomicUsize::new(0),
+                    }));
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::info!("not reading {typed} from containerd: {e}");
+                    return Ok(None);
+                }
+            }
+        }
+        tracing::info!(
+            "containerd (namespace {}) has no image {typed}; reading it from the registry",
+            ctd.namespace
+        );
+        Ok(None)
+    }
+
+    /// Reads a manifest, index or config: containerd first, then the registry.
+    fn fetch(&self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
+        let digest = desc.digest().to_string();
+        match self.rt.block_on(self.client.read_all(&digest, limit)) {
+            Ok(b) => Ok(b),
+            Err(e) if e.is_not_found() => match &self.registry {
+                Some((remote, repo, _)) => {
+                    let mut f = remote::RegistryFetcher {
+                        rt: &remote.rt,
+                        repo,
+                        cache: HashMap::new(),
+                    };
+                    Ok(oci::resolve::ManifestFetcher::fetch(&mut f, desc, limit)?)
+                }
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        let digest = desc.digest().to_string();
+        if self.rt.block_on(self.client.has_content(&digest))? {
+            return Ok(self.client.open_blocking(self.rt.handle(), &digest)?);
+        }
+        let Some((remote, repo, _)) = &self.registry else {
+            bail!("layer {digest} is not in containerd's content store");
+        };
+        tracing::info!(
+            "layer {digest} is not in containerd's content store; reading it from the registry"
+        );
+        self.from_registry.fetch_add(1, Ordering::Relaxed);
+        remote::open_blob(remote, repo, desc)
+    }
+}
+
+/// Reads manifests through a [`ContainerdImage`] for [`oci::resolve`].
+struct ContainerdFetcher<'a>(&'a ContainerdImage);
+
+impl oci::resolve::ManifestFetcher for ContainerdFetcher<'_> {
+    fn fetch(&mut self, desc: &Descriptor, limit: u64) -> oci::Result<Vec<u8>> {
+        self.0
+            .fetch(desc, limit)
+            .map_err(|e| oci::Error::Remote(e.into()))
+    }
+}
+
 /// Where layers are read from.
 pub(crate) enum Source {
     Layout {
@@ -44,6 +181,7 @@ pub(crate) enum Source {
         repo: registry::Repository,
         label: String,
     },
+    Containerd(Box<ContainerdImage>),
 }
 
 /// An image reference opened for reading.
@@ -106,9 +244,47 @@ impl Source {
         }
     }
 
+    /// Like [`Source::open`], but a registry reference that names an image in containerd
+    /// (`ctr images pull REF`) is read from containerd's content store.
+    pub(crate) fn open_preferring_containerd(
+        typed: &str,
+        reference: &ImageRef,
+        registry_args: &RegistryArgs,
+        ctd: &ContainerdArgs,
+        selection: &PlatformSelection,
+    ) -> Result<Opened> {
+        let Some(image) = ContainerdImage::find(typed, reference, ctd, registry_args)? else {
+            return Self::open(reference, registry_args, selection);
+        };
+        let record = image.rt.block_on(image.client.get_image(&image.name))?;
+        let target = record
+            .target
+            .with_context(|| format!("containerd's image {} has no target", image.name))?;
+        let top = Descriptor::new(
+            oci::MediaType::from(target.media_type.as_str()),
+            u64::try_from(target.size).unwrap_or(0),
+            crate::digest_arg(&target.digest)
+                .with_context(|| format!("containerd's image {} target", image.name))?,
+        );
+        let top_bytes = image.fetch(&top, oci::manifest::MAX_MANIFEST_SIZE as u64)?;
+        let images = oci::resolve::image_manifests(
+            &mut ContainerdFetcher(&image),
+            &image.name,
+            &top,
+            selection,
+        )?;
+        Ok(Opened {
+            source: Source::Containerd(Box::new(image)),
+            top,
+            top_bytes,
+            images,
+        })
+    }
+
     /// Reads a manifest, index or config, verified against its digest.
     pub(crate) fn fetch(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         match self {
+            Source::Containerd(c) => c.fetch(desc, oci::manifest::MAX_MANIFEST_SIZE as u64),
             Source::Layout { layout, .. } => {
                 Ok(layout.read_blob(desc, oci::manifest::MAX_MANIFEST_SIZE as u64)?)
             }
@@ -131,6 +307,7 @@ impl Source {
         match self {
             Source::Layout { layout, .. } => Ok(Box::new(layout.open_blob(desc.digest())?)),
             Source::Registry { remote, repo, .. } => remote::open_blob(remote, repo, desc),
+            Source::Containerd(c) => c.open_blob(desc),
         }
     }
 
@@ -139,6 +316,12 @@ impl Source {
         match self {
             Source::Layout { dir, .. } => dir.display().to_string(),
             Source::Registry { label, .. } => label.clone(),
+            // Where the layer can be read again later: the image's registry.
+            Source::Containerd(c) => c
+                .registry
+                .as_ref()
+                .map(|(_, _, label)| label.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -155,19 +338,138 @@ struct LayerJob {
     compression: LayerCompression,
 }
 
-pub fn run(root: &Path, args: CreateArgs) -> Result<()> {
+pub fn run(root: &Path, ctd: &ContainerdArgs, args: CreateArgs) -> Result<()> {
     args.index.check()?;
     let prefetch = args.index.prefetch_paths()?;
     let reference = ImageRef::parse(&args.image)?;
     let selection = args.index.selection()?;
     let image_ref = crate::normalize_ref(&args.image)?;
-    let Opened { source, images, .. } = Source::open(&reference, &args.registry, &selection)?;
+    let Opened { source, images, .. } = Source::open_preferring_containerd(
+        &args.image,
+        &reference,
+        &args.registry,
+        ctd,
+        &selection,
+    )?;
+    let from = match &source {
+        Source::Containerd(c) => format!(
+            "containerd's content store (image {}, namespace {})",
+            c.name, ctd.namespace
+        ),
+        Source::Registry { label, .. } => format!("the registry ({label})"),
+        Source::Layout { dir, .. } => format!("the OCI layout {}", dir.display()),
+    };
+    tracing::info!("reading {image_ref} from {from}");
     let local = Local::open(root)?;
     let by_layer = index_layers(&source, &local, &images, &args.index)?;
+    if let Source::Containerd(c) = &source {
+        let n = c.from_registry.load(Ordering::Relaxed);
+        if n > 0 {
+            println!(
+                "{n} layer(s) were not in containerd's content store and were read from the registry"
+            );
+        }
+    }
+    let mut written = Vec::new();
     for image in &images {
-        write_index(&local, image, &by_layer, &image_ref, &prefetch, &args)?;
+        written.push(write_index(
+            &local, image, &by_layer, &image_ref, &prefetch, &args, &from,
+        )?);
+    }
+    if ctd.content_store == ContentStoreKind::Containerd {
+        let (rt, client, image_name) = match &source {
+            Source::Containerd(c) => (None, c.client.clone(), Some(c.name.clone())),
+            _ => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                let client = rt
+                    .block_on(Client::connect(&ctd.address, &ctd.namespace))
+                    .context("--content-store containerd")?;
+                (Some(rt), client, None)
+            }
+        };
+        let handle = match (&rt, &source) {
+            (Some(rt), _) => rt.handle().clone(),
+            (None, Source::Containerd(c)) => c.rt.handle().clone(),
+            (None, _) => bail!("internal error: no runtime for containerd"),
+        };
+        export_to_containerd(&handle, &client, &local, &written, image_name.as_deref())?;
     }
     Ok(())
+}
+
+/// Copies SOCI indexes (with their zTOCs and prefetch artifacts) from the local store into
+/// containerd's content store. Each index manifest blob carries GC references to its blobs
+/// (`containerd.io/gc.ref.content.l.<i>`, `…config`), and the image record, when containerd
+/// has the image, references the index (`containerd.io/gc.ref.content.soci-index`, AWS's
+/// label), so containerd's garbage collector keeps them exactly as long as the image.
+fn export_to_containerd(
+    rt: &tokio::runtime::Handle,
+    client: &Client,
+    local: &Local,
+    indexes: &[(Digest, Vec<u8>)],
+    image_name: Option<&str>,
+) -> Result<()> {
+    let lease = rt.block_on(client.create_lease(std::time::Duration::from_secs(3600)))?;
+    let leased = client.with_lease(&lease);
+    let result = (|| -> Result<()> {
+        let mut image_labels = HashMap::new();
+        for (n, (digest, bytes)) in indexes.iter().enumerate() {
+            let index = soci_index::parse_index_manifest(bytes, digest.as_ref())?;
+            let mut labels = HashMap::from([(
+                "containerd.io/gc.ref.content.config".to_owned(),
+                soci_index::EMPTY_CONFIG_DIGEST.to_owned(),
+            )]);
+            let blobs: Vec<&Digest> = index
+                .ztocs
+                .iter()
+                .map(|z| &z.digest)
+                .chain(index.prefetch.iter().map(|p| &p.digest))
+                .collect();
+            for (i, blob) in blobs.iter().enumerate() {
+                labels.insert(
+                    format!("containerd.io/gc.ref.content.l.{i}"),
+                    blob.to_string(),
+                );
+                let data = local
+                    .store
+                    .get(blob)
+                    .with_context(|| format!("reading {blob} from the local store"))?;
+                rt.block_on(leased.write_bytes(&format!("soci-{blob}"), &data, &HashMap::new()))?;
+            }
+            rt.block_on(leased.write_bytes(
+                &format!("soci-{}", soci_index::EMPTY_CONFIG_DIGEST),
+                soci_index::EMPTY_CONFIG,
+                &HashMap::new(),
+            ))?;
+            rt.block_on(leased.write_bytes(&format!("soci-{digest}"), bytes, &labels))?;
+            let key = if n == 0 {
+                SOCI_INDEX_GC_LABEL.to_owned()
+            } else {
+                format!("{SOCI_INDEX_GC_LABEL}.{n}")
+            };
+            image_labels.insert(key, digest.to_string());
+            println!(
+                "soci index {digest} and its {} blob(s) stored in containerd's content store (namespace {})",
+                blobs.len(),
+                client.namespace()
+            );
+        }
+        match image_name {
+            Some(name) => rt.block_on(leased.set_image_labels(name, &image_labels))?,
+            None => eprintln!(
+                "warning: containerd has no image record for this reference, so nothing keeps                  the SOCI index from containerd's garbage collection; pull the image into                  containerd first (ctr images pull / soci image rpull)"
+            ),
+        }
+        Ok(())
+    })();
+    if let Err(e) = rt.block_on(client.delete_lease(&lease)) {
+        tracing::warn!("deleting lease {lease}: {e}");
+    }
+    result
 }
 
 /// Indexing flags shared by `soci create` and `soci convert`.
@@ -380,7 +682,8 @@ pub(crate) fn image_ztocs(
     Ok((ztocs, records))
 }
 
-/// Prints the per-layer lines for one image and records its SOCI index.
+/// Prints the per-layer lines for one image and records its SOCI index; returns the index's
+/// digest and bytes.
 fn write_index(
     local: &Local,
     image: &ResolvedImage,
@@ -388,7 +691,8 @@ fn write_index(
     image_ref: &str,
     prefetch_paths: &[String],
     args: &CreateArgs,
-) -> Result<()> {
+    from: &str,
+) -> Result<(Digest, Vec<u8>)> {
     let (ztocs, records) = image_ztocs(image, by_layer, args.index.span_size)?;
     let platform = image
         .platform
@@ -437,10 +741,10 @@ fn write_index(
     };
     local.db.put_index(&record, &records)?;
     println!(
-        "soci index {index_digest} created for {image_ref} ({})",
+        "soci index {index_digest} created for {image_ref} ({}), read from {from}",
         record.platform
     );
-    Ok(())
+    Ok((index_digest, bytes))
 }
 
 /// Builds the prefetch artifacts of one image for `paths` (normalized TOC names), stores them

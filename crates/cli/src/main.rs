@@ -1,8 +1,10 @@
 //! `soci`: build and inspect SOCI indexes. Commands and flags follow AWS's `soci` CLI.
 
+mod containerd;
 mod convert;
 mod create;
 mod discover;
+mod image;
 mod inspect;
 mod mount;
 mod push;
@@ -37,8 +39,48 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "warn")]
     log_level: String,
+    #[command(flatten)]
+    containerd: ContainerdArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where SOCI indexes and zTOCs are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ContentStoreKind {
+    /// The local store under --root.
+    Soci,
+    /// containerd's content store (also keeps the local records under --root).
+    Containerd,
+}
+
+/// containerd connection flags, global like AWS's (`--address`, `--namespace`,
+/// `--content-store`).
+#[derive(Args, Clone, Debug)]
+pub(crate) struct ContainerdArgs {
+    /// containerd's gRPC socket.
+    #[arg(
+        long,
+        short = 'a',
+        global = true,
+        env = "CONTAINERD_ADDRESS",
+        default_value = containerd::DEFAULT_ADDRESS
+    )]
+    pub address: PathBuf,
+    /// containerd namespace.
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "CONTAINERD_NAMESPACE",
+        default_value = containerd::DEFAULT_NAMESPACE
+    )]
+    pub namespace: String,
+    /// Content store for SOCI indexes and zTOCs that `soci create` writes and `soci push`
+    /// reads: soci (local, under --root) or containerd (containerd's content store, where
+    /// containerd's garbage collector keeps them while the image exists).
+    #[arg(long, global = true, value_enum, default_value = "soci")]
+    pub content_store: ContentStoreKind,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +102,9 @@ enum Command {
     Ztoc(ZtocCommand),
     /// Rebuild the metadata database from the content store.
     RebuildDb,
+    /// Images in containerd (`soci image rpull`).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Mount an image from a registry lazily: files are fetched as they are read.
     ///
     /// The image's SOCI index is found in the registry (a v2 image from `soci convert`, else a
@@ -215,8 +260,9 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Create(args) => create::run(&cli.root, args),
-        Command::Push(args) => push::run(&cli.root, args),
+        Command::Create(args) => create::run(&cli.root, &cli.containerd, args),
+        Command::Push(args) => push::run(&cli.root, &cli.containerd, args),
+        Command::Image(cmd) => image::run(&cli.containerd, cmd),
         Command::Convert(args) => convert::run(&cli.root, args),
         Command::Mount(args) => mount::run(&cli.root, args),
         Command::Unmount(args) => mount::unmount(&cli.root, args),

@@ -2,8 +2,9 @@
 //! image's repository and make the index discoverable (referrers API, or the `sha256-<hex>`
 //! tag schema).
 
+use crate::containerd::Client;
 use crate::remote::{self, RegistryArgs, Remote};
-use crate::Local;
+use crate::{ContainerdArgs, ContentStoreKind, Local};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
@@ -54,7 +55,7 @@ pub struct PushArgs {
     image: String,
 }
 
-pub fn run(root: &Path, args: PushArgs) -> Result<()> {
+pub fn run(root: &Path, ctd: &ContainerdArgs, args: PushArgs) -> Result<()> {
     let reference = ImageRef::parse(&args.image)?;
     if !matches!(reference, ImageRef::Registry { .. }) {
         bail!(
@@ -120,6 +121,15 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
 
     let remote = Remote::new(&args.registry)?;
     let repo = remote.repository(&reference)?;
+    let blobs = match ctd.content_store {
+        ContentStoreKind::Soci => Blobs::Local,
+        ContentStoreKind::Containerd => Blobs::Containerd(
+            remote
+                .rt
+                .block_on(Client::connect(&ctd.address, &ctd.namespace))
+                .context("--content-store containerd")?,
+        ),
+    };
     // The image as the registry has it now: an index must have been built for exactly these
     // manifests, or it would describe layers the image does not have.
     let (_, _, images) =
@@ -155,7 +165,15 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
                 args.image
             );
         };
-        if push_one(&remote, &repo, &local, rec, &image.manifest_desc, &args)? {
+        if push_one(
+            &remote,
+            &repo,
+            &local,
+            &blobs,
+            rec,
+            &image.manifest_desc,
+            &args,
+        )? {
             pushed += 1;
         }
     }
@@ -169,11 +187,51 @@ pub fn run(root: &Path, args: PushArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where the index, zTOC and prefetch blobs are read from (`--content-store`).
+enum Blobs {
+    /// The local store under --root.
+    Local,
+    /// containerd's content store, through this client.
+    Containerd(Client),
+}
+
+impl Blobs {
+    /// Reads one blob, verified against its digest; `what` names it in errors.
+    fn get(
+        &self,
+        remote: &Remote,
+        local: &Local,
+        digest: &oci::Digest,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        match self {
+            Blobs::Local => local
+                .store
+                .get(digest)
+                .with_context(|| format!("reading {what} {digest} from the local store")),
+            Blobs::Containerd(client) => remote
+                .rt
+                .block_on(client.read_all(digest.as_ref(), MAX_ARTIFACT_SIZE))
+                .with_context(|| {
+                    format!(
+                        "reading {what} {digest} from containerd's content store (namespace {}); \
+                         was it created with `soci --content-store containerd create`?",
+                        client.namespace()
+                    )
+                }),
+        }
+    }
+}
+
+/// Largest SOCI index, zTOC or prefetch artifact read from containerd.
+const MAX_ARTIFACT_SIZE: u64 = 1 << 30;
+
 /// Pushes one index; returns false when it was skipped.
 fn push_one(
     remote: &Remote,
     repo: &Repository,
     local: &Local,
+    blobs_from: &Blobs,
     rec: &IndexRecord,
     manifest: &Descriptor,
     args: &PushArgs,
@@ -184,10 +242,7 @@ fn push_one(
         }
     };
     let index_digest = oci::digest::parse(&rec.digest)?;
-    let index_bytes = local
-        .store
-        .get(&index_digest)
-        .with_context(|| format!("reading SOCI index {} from the local store", rec.digest))?;
+    let index_bytes = blobs_from.get(remote, local, &index_digest, "SOCI index")?;
     let index = soci_index::parse_index_manifest(&index_bytes, &rec.digest)?;
     match &index.subject {
         Some(s) if s.digest() == manifest.digest() => {}
@@ -252,19 +307,11 @@ fn push_one(
         Bytes::from_static(soci_index::EMPTY_CONFIG),
     )];
     for z in &index.ztocs {
-        let bytes = local
-            .store
-            .get(&z.digest)
-            .with_context(|| format!("reading zTOC {} from the local store", z.digest))?;
+        let bytes = blobs_from.get(remote, local, &z.digest, "zTOC")?;
         blobs.push((z.digest.clone(), Bytes::from(bytes)));
     }
     for p in &index.prefetch {
-        let bytes = local.store.get(&p.digest).with_context(|| {
-            format!(
-                "reading prefetch artifact {} from the local store",
-                p.digest
-            )
-        })?;
+        let bytes = blobs_from.get(remote, local, &p.digest, "prefetch artifact")?;
         blobs.push((p.digest.clone(), Bytes::from(bytes)));
     }
     let results: Vec<(oci::Digest, usize, BlobPush)> = remote.rt.block_on(async {
