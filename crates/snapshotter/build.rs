@@ -16,6 +16,8 @@ fn main() {
             &["proto/github.com/containerd/containerd/api/services/snapshots/v1/snapshots.proto"],
             &["proto"],
         )
-        .expect("generate the snapshots gRPC server (is protoc installed? scripts/install-deps.sh)");
+        .expect(
+            "generate the snapshots gRPC server (is protoc installed? scripts/install-deps.sh)",
+        );
     println!("cargo:rerun-if-changed=proto");
 }

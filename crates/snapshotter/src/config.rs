@@ -349,7 +349,10 @@ silence_period_msec = 10
         let e = Config::parse("mount_timeout_sec = \"x\"", Path::new("/etc/x.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("/etc/x.toml") && e.contains("mount_timeout_sec"), "{e}");
+        assert!(
+            e.contains("/etc/x.toml") && e.contains("mount_timeout_sec"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.toml");
         assert!(Config::load(&missing, true).is_err());

@@ -51,7 +51,9 @@ impl Filters {
                 Err(e) => {
                     return (
                         Filters::default(),
-                        Some(format!("filter {f:?} not understood ({e}); listing everything")),
+                        Some(format!(
+                            "filter {f:?} not understood ({e}); listing everything"
+                        )),
                     )
                 }
             }
@@ -144,9 +146,7 @@ fn parse_word(s: &str) -> Result<(String, &str), String> {
     if s.starts_with('"') {
         return parse_quoted(s);
     }
-    let end = s
-        .find(|c: char| matches!(c, '.' | '=' | '!' | '~' | ',' | ' '))
-        .unwrap_or(s.len());
+    let end = s.find(['.', '=', '!', '~', ',', ' ']).unwrap_or(s.len());
     if end == 0 {
         return Err(format!("expected a field at {s:?}"));
     }
@@ -206,15 +206,36 @@ mod tests {
             r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="p1""#.to_string(),
         ]);
         assert!(err.is_none());
-        let hit = snap("p1", Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:abc")]);
-        let other_parent = snap("p2", Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:abc")]);
-        let other_ref = snap("p1", Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:abd")]);
+        let hit = snap(
+            "p1",
+            Kind::Committed,
+            &[("containerd.io/snapshot.ref", "sha256:abc")],
+        );
+        let other_parent = snap(
+            "p2",
+            Kind::Committed,
+            &[("containerd.io/snapshot.ref", "sha256:abc")],
+        );
+        let other_ref = snap(
+            "p1",
+            Kind::Committed,
+            &[("containerd.io/snapshot.ref", "sha256:abd")],
+        );
         assert!(f.matches("x", &hit));
         assert!(!f.matches("x", &other_parent));
         assert!(!f.matches("x", &other_ref));
         // An empty parent is written as parent=="" (or parent==).
-        let (f, _) = Filters::parse(&[r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="""#.into()]);
-        assert!(f.matches("x", &snap("", Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:abc")])));
+        let (f, _) = Filters::parse(&[
+            r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="""#.into(),
+        ]);
+        assert!(f.matches(
+            "x",
+            &snap(
+                "",
+                Kind::Committed,
+                &[("containerd.io/snapshot.ref", "sha256:abc")]
+            )
+        ));
     }
 
     #[test]

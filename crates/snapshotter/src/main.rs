@@ -95,11 +95,8 @@ fn run(cli: Cli) -> Result<()> {
                 .build()?;
             let socket = dir.join(snapshotter::manager::SOCKET_NAME);
             rt.block_on(async {
-                match snapshotter::manager::call(
-                    &socket,
-                    &snapshotter::manager::Request::Shutdown,
-                )
-                .await
+                match snapshotter::manager::call(&socket, &snapshotter::manager::Request::Shutdown)
+                    .await
                 {
                     Ok(_) => {
                         eprintln!("FUSE manager stopping; lazy layers unmounted");

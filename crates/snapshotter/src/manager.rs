@@ -388,7 +388,11 @@ impl Manager {
                 }
             },
             Request::Unmount { mountpoint } => {
-                let served = self.served.lock().ok().and_then(|mut s| s.remove(&mountpoint));
+                let served = self
+                    .served
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&mountpoint));
                 match served {
                     Some(s) => unmount_served(&mountpoint, s),
                     None if lazyfs::overlay::is_mounted(&mountpoint) => {

@@ -147,12 +147,10 @@ impl Metadata {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let doc = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document::default(),
             Err(e) => return Err(io(e)),
         };
@@ -439,10 +437,20 @@ mod tests {
     fn label_updates_follow_field_paths() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Metadata::open(dir.path()).unwrap();
-        m.create(Kind::Active, "a", "", labels(&[("x", "1"), ("y", "2")]), None)
-            .unwrap();
+        m.create(
+            Kind::Active,
+            "a",
+            "",
+            labels(&[("x", "1"), ("y", "2")]),
+            None,
+        )
+        .unwrap();
         let s = m
-            .update_labels("a", &labels(&[("z", "3")]), &["labels.z".into(), "labels.x".into()])
+            .update_labels(
+                "a",
+                &labels(&[("z", "3")]),
+                &["labels.z".into(), "labels.x".into()],
+            )
             .unwrap();
         assert_eq!(s.labels, labels(&[("y", "2"), ("z", "3")]));
         let s = m.update_labels("a", &labels(&[("q", "1")]), &[]).unwrap();

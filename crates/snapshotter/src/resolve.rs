@@ -32,12 +32,14 @@ pub struct ImageIndex {
 }
 
 type Lookup = Arc<OnceCell<(Instant, Result<Arc<ImageIndex>, String>)>>;
+/// (image reference, manifest digest, index digest the pull named).
+type LookupKey = (String, String, Option<String>);
 
 /// Finds SOCI indexes in registries, remembering the answers per image.
 pub struct Resolver {
     client: registry::Client,
     modes: Modes,
-    cache: Mutex<HashMap<(String, String, Option<String>), Lookup>>,
+    cache: Mutex<HashMap<LookupKey, Lookup>>,
 }
 
 /// What to do with one layer.
@@ -102,7 +104,10 @@ impl Resolver {
                         through = found.found_through,
                         "SOCI index found"
                     ),
-                    Err(e) => tracing::info!(image = image_ref, "no usable SOCI index, pulling normally: {e}"),
+                    Err(e) => tracing::info!(
+                        image = image_ref,
+                        "no usable SOCI index, pulling normally: {e}"
+                    ),
                 }
                 (Instant::now(), r)
             })
@@ -140,14 +145,17 @@ impl Resolver {
             .get_manifest(manifest_digest.as_ref())
             .await
             .map_err(|e| registry::error_chain(&e))?;
-        let manifest = match oci::manifest::parse(&fetched.bytes, &format!("manifest {manifest_digest}"))
-            .map_err(|e| e.to_string())?
-        {
-            ParsedManifest::Image(m) => *m,
-            ParsedManifest::Index(_) => {
-                return Err(format!("{manifest_digest} is an image index, not an image manifest"))
-            }
-        };
+        let manifest =
+            match oci::manifest::parse(&fetched.bytes, &format!("manifest {manifest_digest}"))
+                .map_err(|e| e.to_string())?
+            {
+                ParsedManifest::Image(m) => *m,
+                ParsedManifest::Index(_) => {
+                    return Err(format!(
+                        "{manifest_digest} is an image index, not an image manifest"
+                    ))
+                }
+            };
         let found = match given_index {
             Some(d) => {
                 let d = oci::digest::parse(d).map_err(|e| format!("SOCI index digest: {e}"))?;

@@ -96,7 +96,11 @@ fn info(name: &str, s: &Snapshot) -> pb::Info {
         kind: kind as i32,
         created_at: Some(prost_types::Timestamp::from(s.created)),
         updated_at: Some(prost_types::Timestamp::from(s.updated)),
-        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -169,9 +173,13 @@ impl Snapshotter {
                 tracing::info!(pid, "FUSE manager running");
             }
             _ => {
-                let pid =
-                    manager::spawn(&self.exe, &self.root, self.config_path.as_deref(), &self.dir)
-                        .await?;
+                let pid = manager::spawn(
+                    &self.exe,
+                    &self.root,
+                    self.config_path.as_deref(),
+                    &self.dir,
+                )
+                .await?;
                 tracing::info!(pid, "FUSE manager started");
             }
         }
@@ -279,11 +287,10 @@ impl Snapshotter {
         let id = meta
             .create(kind, key, parent, labels, None)
             .map_err(status_of)?;
-        let made = std::fs::create_dir_all(self.fs_dir(id))
-            .and_then(|_| match kind {
-                Kind::Active => std::fs::create_dir_all(self.work_dir(id)),
-                _ => Ok(()),
-            });
+        let made = std::fs::create_dir_all(self.fs_dir(id)).and_then(|_| match kind {
+            Kind::Active => std::fs::create_dir_all(self.work_dir(id)),
+            _ => Ok(()),
+        });
         if let Err(e) = made {
             let _ = meta.remove(key);
             let _ = std::fs::remove_dir_all(self.snapshot_dir(id));
@@ -379,11 +386,8 @@ impl Snapshotter {
             mountpoint: mountpoint.clone(),
             layer: info,
         };
-        let mounted = tokio::time::timeout(
-            timeout,
-            self.manager_call(&ManagerRequest::Mount(spec)),
-        )
-        .await;
+        let mounted =
+            tokio::time::timeout(timeout, self.manager_call(&ManagerRequest::Mount(spec))).await;
         let failure = match mounted {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -471,7 +475,10 @@ impl Snapshotter {
         let (snapshots, lazy) = {
             let meta = self.meta.lock().await;
             let all: Vec<_> = meta.all().collect();
-            (all.len(), all.iter().filter(|(_, s)| s.remote.is_some()).count())
+            (
+                all.len(),
+                all.iter().filter(|(_, s)| s.remote.is_some()).count(),
+            )
         };
         let mut out = String::new();
         let c = &self.counters;
@@ -492,7 +499,10 @@ impl Snapshotter {
                 c.mount_failures.load(Ordering::Relaxed),
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         }
         let _ = writeln!(
             out,
@@ -731,10 +741,7 @@ impl Snapshots for Arc<Snapshotter> {
         Ok(Response::new(pb::UsageResponse { size, inodes }))
     }
 
-    async fn cleanup(
-        &self,
-        _request: Request<pb::CleanupRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn cleanup(&self, _request: Request<pb::CleanupRequest>) -> Result<Response<()>, Status> {
         let removed = self.cleanup_orphans().await?;
         if removed > 0 {
             tracing::info!(removed, "orphaned snapshot directories removed");

@@ -15,9 +15,23 @@ fn an_ordinary_pull_unpacks_through_the_snapshotter_and_containers_run() {
         ctd.ctr_ok(&["plugins", "ls"]).contains("soci"),
         "containerd did not load the proxy plugin"
     );
-    ctd.ctr_ok(&["images", "pull", "--plain-http", "--snapshotter", "soci", &image]);
+    ctd.ctr_ok(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "soci",
+        &image,
+    ]);
     let out = ctd.ctr_ok(&[
-        "run", "--rm", "--snapshotter", "soci", &image, "ov-t1", "sh", "-c",
+        "run",
+        "--rm",
+        "--snapshotter",
+        "soci",
+        &image,
+        "ov-t1",
+        "sh",
+        "-c",
         "cat /etc/msg; echo written > /tmp/x; cat /tmp/x; wc -c < /data/big.txt",
     ]);
     assert_eq!(
@@ -27,7 +41,11 @@ fn an_ordinary_pull_unpacks_through_the_snapshotter_and_containers_run() {
     );
     // Both layers are committed snapshots of ours; a View works; usage is reported.
     let ls = ctd.ctr_ok(&["snapshots", "--snapshotter", "soci", "ls"]);
-    assert_eq!(ls.lines().filter(|l| l.contains("Committed")).count(), 2, "{ls}");
+    assert_eq!(
+        ls.lines().filter(|l| l.contains("Committed")).count(),
+        2,
+        "{ls}"
+    );
     // "KEY PARENT KIND": the top layer is the committed snapshot that has a parent.
     let top = ls
         .lines()
@@ -35,7 +53,15 @@ fn an_ordinary_pull_unpacks_through_the_snapshotter_and_containers_run() {
         .find(|w| w.len() == 3 && w[2] == "Committed")
         .map(|w| w[0].to_owned())
         .unwrap_or_else(|| panic!("no committed snapshot with a parent in:\n{ls}"));
-    let mounts = ctd.ctr_ok(&["snapshots", "--snapshotter", "soci", "view", "--mounts", "ov-view", &top]);
+    let mounts = ctd.ctr_ok(&[
+        "snapshots",
+        "--snapshotter",
+        "soci",
+        "view",
+        "--mounts",
+        "ov-view",
+        &top,
+    ]);
     assert!(mounts.contains("\"lowerdir="), "{mounts}");
     let usage = ctd.ctr_ok(&["snapshots", "--snapshotter", "soci", "usage"]);
     assert!(usage.contains(&top), "{usage}");

@@ -73,7 +73,11 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
             ("containerd.io/snapshot/cri.layer-digest", &layers[i].digest),
             (
                 "containerd.io/snapshot/cri.image-layers",
-                &layers[i..].iter().map(|l| l.digest.clone()).collect::<Vec<_>>().join(","),
+                &layers[i..]
+                    .iter()
+                    .map(|l| l.digest.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
         ])
     };
@@ -89,7 +93,12 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
         })
         .await
         .expect_err("a lazily mounted layer is reported as existing");
-    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}\n{}", daemon.log());
+    assert_eq!(
+        err.code(),
+        tonic::Code::AlreadyExists,
+        "{err:?}\n{}",
+        daemon.log()
+    );
     let mut list = client
         .list(pb::ListSnapshotsRequest {
             snapshotter: "soci".into(),
@@ -165,8 +174,14 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
     mount(&mounts, &rootfs);
     let big = testutil::noisy(16_000_000, 77);
     let result = std::panic::AssertUnwindSafe(async {
-        assert_eq!(std::fs::read_to_string(rootfs.join("etc/msg")).unwrap(), "from layer 2\n");
-        assert_eq!(read_prefix(&rootfs.join("data/big.txt"), 4096).unwrap(), big[..4096]);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/msg")).unwrap(),
+            "from layer 2\n"
+        );
+        assert_eq!(
+            read_prefix(&rootfs.join("data/big.txt"), 4096).unwrap(),
+            big[..4096]
+        );
         let text = common::http_get(&metrics, "/metrics");
         let fetched = common::metric_sum(&text, "soci_fetched_bytes_total");
         assert!(fetched > 0, "{text}");
@@ -175,13 +190,21 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
             "reading 4 KiB fetched {fetched} of {} bytes",
             layers[0].size
         );
-        assert_eq!(common::metric_sum(&text, "soci_snapshotter_layers_lazy_total"), 1, "{text}");
+        assert_eq!(
+            common::metric_sum(&text, "soci_snapshotter_layers_lazy_total"),
+            1,
+            "{text}"
+        );
 
         // The daemon restarts while the container's rootfs is mounted: the FUSE manager
         // keeps serving, so files keep reading.
         let manager = daemon.manager_pid().expect("a FUSE manager");
         daemon.restart();
-        assert_eq!(daemon.manager_pid(), Some(manager), "the FUSE manager was replaced");
+        assert_eq!(
+            daemon.manager_pid(),
+            Some(manager),
+            "the FUSE manager was replaced"
+        );
         let mut f = std::fs::File::open(rootfs.join("data/big.txt")).unwrap();
         let mut tail = vec![0u8; 1000];
         use std::io::{Seek, SeekFrom};
@@ -192,7 +215,10 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
 
         // The FUSE manager dies (a crash): the daemon starts a new one and mounts the layer
         // again before it hands out mounts that need it.
-        Command::new("kill").args(["-9", &manager.to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-9", &manager.to_string()])
+            .status()
+            .unwrap();
         common::wait_for_exit(manager);
         let mut client = common::snapshots_client(&daemon.socket).await;
         let mounts = client
@@ -207,7 +233,10 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
         assert_ne!(daemon.manager_pid(), Some(manager));
         umount(&rootfs);
         mount(&mounts, &rootfs);
-        assert_eq!(read_prefix(&rootfs.join("data/big.txt"), 100).unwrap(), big[..100]);
+        assert_eq!(
+            read_prefix(&rootfs.join("data/big.txt"), 100).unwrap(),
+            big[..100]
+        );
         umount(&rootfs);
 
         // Removal, children first as containerd's GC does: no mount and no directory left.
@@ -220,14 +249,24 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
                 .await
                 .unwrap_or_else(|e| panic!("remove {key}: {e}"));
         }
-        assert!(daemon.fuse_mounts().is_empty(), "{:?}", daemon.fuse_mounts());
-        let left = std::fs::read_dir(daemon.root.join("snapshotter/snapshots")).unwrap().count();
+        assert!(
+            daemon.fuse_mounts().is_empty(),
+            "{:?}",
+            daemon.fuse_mounts()
+        );
+        let left = std::fs::read_dir(daemon.root.join("snapshotter/snapshots"))
+            .unwrap()
+            .count();
         assert_eq!(left, 0);
     });
     let outcome = futures_util::FutureExt::catch_unwind(result).await;
     umount(&rootfs);
     if let Err(e) = outcome {
-        eprintln!("daemon log:\n{}\nmanager log:\n{}", daemon.log(), daemon.manager_log());
+        eprintln!(
+            "daemon log:\n{}\nmanager log:\n{}",
+            daemon.log(),
+            daemon.manager_log()
+        );
         std::panic::resume_unwind(e);
     }
 }
@@ -247,7 +286,10 @@ async fn an_image_without_a_usable_index_is_prepared_normally() {
     let base = labels(&[
         (REF, &chain[0]),
         ("containerd.io/snapshot/cri.image-ref", &image),
-        ("containerd.io/snapshot/cri.manifest-digest", &built[0].manifest_digest),
+        (
+            "containerd.io/snapshot/cri.manifest-digest",
+            &built[0].manifest_digest,
+        ),
         ("containerd.io/snapshot/cri.layer-digest", &layers[0].digest),
     ]);
     let cases: Vec<(&str, HashMap<String, String>)> = vec![
@@ -282,5 +324,9 @@ async fn an_image_without_a_usable_index_is_prepared_normally() {
         assert_eq!(reply.into_inner().mounts[0].r#type, "bind", "{case}");
     }
     assert!(daemon.fuse_mounts().is_empty());
-    assert!(daemon.log().contains("pulling normally"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("pulling normally"),
+        "{}",
+        daemon.log()
+    );
 }

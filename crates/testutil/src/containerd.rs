@@ -242,9 +242,7 @@ fn kill_shims(address: &Path) {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let is_our_shim = args
-            .first()
-            .is_some_and(|a| a.contains("containerd-shim"))
+        let is_our_shim = args.first().is_some_and(|a| a.contains("containerd-shim"))
             && args.iter().any(|a| a == &needle);
         if is_our_shim {
             // The shim's children (the container's processes) go with its process group.
@@ -270,7 +268,12 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -285,8 +288,5 @@ fn unescape_mountinfo(s: &str) -> String {
 /// A TOML basic string holding a path.
 fn toml_str(p: &Path) -> String {
     let s = p.to_string_lossy();
-    format!(
-        "\"{}\"",
-        s.replace('\\', "\\\\").replace('"', "\\\"")
-    )
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }

@@ -9,6 +9,8 @@
 #![warn(missing_docs)]
 
 pub mod containerd;
+#[cfg(feature = "cri")]
+pub mod cri;
 pub mod tree;
 
 use serde_json::{json, Value};
@@ -1513,7 +1515,17 @@ pub fn python_layout(cache: &Path, dir: &Path) {
 
 /// Commands linked to `/bin/busybox` in [`busybox_image`].
 pub const BUSYBOX_COMMANDS: &[&str] = &[
-    "sh", "cat", "echo", "ls", "sleep", "wc", "md5sum", "sha256sum", "head", "true", "test",
+    "sh",
+    "cat",
+    "echo",
+    "ls",
+    "sleep",
+    "wc",
+    "md5sum",
+    "sha256sum",
+    "head",
+    "true",
+    "test",
 ];
 
 /// A linux/amd64 image that containers can run (the host's static `/bin/busybox`, from

@@ -17,7 +17,15 @@ fn containerd_pulls_and_runs_a_busybox_image_and_cleans_up() {
     ctd.ctr_ok(&["images", "pull", "--plain-http", &image]);
     let out = ctd.ctr_ok(&["run", "--rm", &image, "harness-t1", "cat", "/etc/msg"]);
     assert_eq!(out.trim(), "from layer 2");
-    let out = ctd.ctr_ok(&["run", "--rm", &image, "harness-t2", "wc", "-c", "/data/big.txt"]);
+    let out = ctd.ctr_ok(&[
+        "run",
+        "--rm",
+        &image,
+        "harness-t2",
+        "wc",
+        "-c",
+        "/data/big.txt",
+    ]);
     assert!(out.trim().starts_with("16000000"), "{out}");
     let root = ctd.root();
     drop(ctd);

@@ -193,7 +193,10 @@ impl Drop for Daemon {
         if let Some(pid) = self.manager_pid() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
-        for m in testutil::containerd::mounts_under(&self.root).into_iter().rev() {
+        for m in testutil::containerd::mounts_under(&self.root)
+            .into_iter()
+            .rev()
+        {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
     }
@@ -261,8 +264,7 @@ pub fn free_addr() -> String {
 /// The platform manifest digest inside the image index `reference` points to (skipping
 /// SOCI index entries), or the reference's own digest when it is a manifest.
 pub fn platform_manifest_digest(reference: &str) -> String {
-    let raw = testutil::skopeo_inspect_raw(reference, None)
-        .expect("skopeo inspect --raw");
+    let raw = testutil::skopeo_inspect_raw(reference, None).expect("skopeo inspect --raw");
     let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     match v["manifests"].as_array() {
         Some(ms) => ms
@@ -281,7 +283,10 @@ pub fn wait_for_exit(pid: u32) {
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // The state follows the parenthesized command name.
-        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
         if stat.is_empty() || state == Some("Z") {
             return;
         }
