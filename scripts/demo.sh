@@ -2,7 +2,9 @@
 # The main job on embedded defaults: build a sample image (Debian bookworm minbase + python3
 # as a base layer, a small app layer), push it to a registry on loopback, index it from the
 # registry with `soci create`, `soci push` the index, list it remotely, `soci convert` the
-# image (v2), extract a file through its zTOC with HTTP Range reads, and print the numbers.
+# image (v2), extract a file through its zTOC with HTTP Range reads, start it lazily with
+# `soci mount` and through containerd (soci-snapshotter-grpc + `soci image rpull` + `ctr run`)
+# against full pulls, and print the numbers.
 #
 #   DEMO_WORK=DIR   where the sample image and store live (default: ./bench/work/demo)
 set -euo pipefail
@@ -10,7 +12,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 work="${DEMO_WORK:-$PWD/bench/work/demo}"
 mkdir -p "$work"
-cargo build --release -q -p soci-cli
+cargo build --release -q -p soci-cli -p soci-snapshotter
 soci="$PWD/target/release/soci"
 root="$work/store"
 
@@ -95,6 +97,14 @@ chroot "$work/full/bundle/rootfs" python3 /app/app.py
 f_end=$(now)
 rm -rf "$work/full"
 
+# Lazy start through containerd: soci-snapshotter-grpc as containerd's proxy snapshotter,
+# `soci image rpull` + `ctr run` of the v2 image against `ctr images pull` + `ctr run` on
+# overlayfs, three rounds each, alternating, every round from nothing local.
+echo
+echo "== through containerd: soci image rpull + ctr run --snapshotter soci vs ctr images pull + ctr run" >&2
+BENCH_WORK="$work/containerd" bench/containerd-start.sh "${ref%:latest}:latest-soci" "$ref" 3 \
+    python3 /app/app.py | tee "$work/containerd.txt"
+
 # Numbers: index build against a plain pull and against decompressing the same layers.
 layers=$("$soci" --root "$root" ztoc list | awk 'NR>1 {print $3}' | sort -u)
 gz_start=$(now)
@@ -109,3 +119,5 @@ print(f"\nsoci create from the registry (all layers):   {e - s:.2f} s")
 print(f"skopeo copy of the same image (plain pull):   {pe - ps:.2f} s   soci/skopeo {(e - s) / (pe - ps):.2f}x")
 print(f"gzip -dc of the indexed layers, one by one:   {ge - gs:.2f} s   soci/gzip {(e - s) / (ge - gs):.2f}x")
 PY
+echo
+tail -n 3 "$work/containerd.txt"
