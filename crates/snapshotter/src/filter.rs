@@ -249,6 +249,18 @@ mod tests {
         assert!(!f.matches("a", &snap("", Kind::View, &[])));
     }
 
+    proptest::proptest! {
+        /// Filter strings come from any containerd client: parsing never panics, whatever
+        /// the bytes, and matching a parsed filter never panics either.
+        #[test]
+        fn parsing_arbitrary_filters_never_panics(
+            filters in proptest::collection::vec(r#"[a-z."=!~, \\/:]{0,40}|\PC{0,40}"#, 0..4)
+        ) {
+            let (f, _) = Filters::parse(&filters);
+            let _ = f.matches("n", &snap("p", Kind::Committed, &[("a", "b")]));
+        }
+    }
+
     #[test]
     fn what_does_not_parse_matches_everything() {
         for bad in ["labels.x~=/a.*/", "bogus==1", "labels.\"x", "name==a,,"] {
