@@ -125,8 +125,28 @@ pub enum ManagerError {
     Failed(String),
 }
 
-/// Sends one request to the manager whose socket is `socket`.
+/// Longest wait for an answer (a mount fetches a zTOC; callers bound it further).
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for a liveness answer: a live manager answers at once.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends one request to the manager whose socket is `socket`; a manager that does not answer
+/// in time (a hung one) is an error, not a hang of the daemon.
 pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ManagerError> {
+    let limit = match request {
+        Request::Ping => PING_TIMEOUT,
+        _ => CALL_TIMEOUT,
+    };
+    match tokio::time::timeout(limit, call_once(socket, request)).await {
+        Ok(r) => r,
+        Err(_) => Err(ManagerError::Protocol {
+            socket: socket.to_owned(),
+            message: format!("no answer within {limit:?}"),
+        }),
+    }
+}
+
+async fn call_once(socket: &Path, request: &Request) -> Result<Reply, ManagerError> {
     let protocol = |message: String| ManagerError::Protocol {
         socket: socket.to_owned(),
         message,
@@ -211,7 +231,12 @@ pub async fn spawn(
         if let Ok(Some(status)) = child.try_wait() {
             return Err(start_error(format!("it exited with {status}")));
         }
+        // Only our child's answer counts: an old manager may still be exiting.
         if let Ok(Reply::Pong { pid }) = call(&socket, &Request::Ping).await {
+            if pid != child.id() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             // The child is reaped by init once we exit; a thread waits for it meanwhile so
             // it never lingers as a zombie of the daemon.
             std::thread::spawn(move || {

@@ -154,7 +154,9 @@ impl Snapshotter {
     /// none is running.
     async fn manager_call(&self, request: &ManagerRequest) -> Result<Reply, ManagerError> {
         match manager::call(&self.manager_socket(), request).await {
-            Err(ManagerError::Unreachable { .. }) => {
+            // A connection refused, or reset by a manager that is still exiting (a dying
+            // process keeps its listening socket until its last thread is gone).
+            Err(ManagerError::Unreachable { .. } | ManagerError::Protocol { .. }) => {
                 self.ensure_manager().await?;
                 manager::call(&self.manager_socket(), request).await
             }
