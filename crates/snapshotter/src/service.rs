@@ -441,21 +441,27 @@ impl Snapshotter {
 
     /// Removes snapshot directories no snapshot owns (left by a crash mid-operation).
     async fn cleanup_orphans(&self) -> Result<usize, Status> {
-        let ids: std::collections::HashSet<u64> = {
+        // The directories are listed under the metadata lock: a snapshot is recorded and its
+        // directory made under that lock, and ids are never reused, so a directory without a
+        // record at this point can only be an orphan.
+        let orphans: Vec<PathBuf> = {
             let meta = self.meta.lock().await;
-            meta.all().map(|(_, s)| s.id).collect()
+            let ids: std::collections::HashSet<u64> = meta.all().map(|(_, s)| s.id).collect();
+            std::fs::read_dir(self.dir.join("snapshots"))
+                .map_err(|e| internal("listing snapshot directories", e))?
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .parse::<u64>()
+                        .is_ok_and(|id| !ids.contains(&id))
+                })
+                .map(|e| e.path())
+                .collect()
         };
-        let entries = std::fs::read_dir(self.dir.join("snapshots"))
-            .map_err(|e| internal("listing snapshot directories", e))?;
         let mut removed = 0;
-        for entry in entries.flatten() {
-            let Ok(id) = entry.file_name().to_string_lossy().parse::<u64>() else {
-                continue;
-            };
-            if ids.contains(&id) {
-                continue;
-            }
-            let fs = entry.path().join("fs");
+        for dir in orphans {
+            let fs = dir.join("fs");
             if lazyfs::overlay::is_mounted(&fs) {
                 let _ = self
                     .manager_call(&ManagerRequest::Unmount {
@@ -464,7 +470,7 @@ impl Snapshotter {
                     .await;
                 let _ = lazyfs::overlay::unmount(&fs, true);
             }
-            if std::fs::remove_dir_all(entry.path()).is_ok() {
+            if std::fs::remove_dir_all(&dir).is_ok() {
                 removed += 1;
             }
         }

@@ -239,6 +239,24 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
         );
         umount(&rootfs);
 
+        // Both the daemon and the manager die (as in a node crash): the next daemon mounts
+        // the lazy layer again from its metadata when it starts, before any request.
+        let manager = daemon.manager_pid().expect("a FUSE manager");
+        daemon.kill();
+        Command::new("kill")
+            .args(["-9", &manager.to_string()])
+            .status()
+            .unwrap();
+        common::wait_for_exit(manager);
+        daemon.restart();
+        let mounts = daemon.fuse_mounts();
+        assert_eq!(mounts.len(), 1, "{mounts:?}\n{}", daemon.log());
+        assert_eq!(
+            std::fs::read_to_string(mounts[0].join("etc/msg")).unwrap(),
+            "from layer 1\n"
+        );
+        let mut client = common::snapshots_client(&daemon.socket).await;
+
         // Removal, children first as containerd's GC does: no mount and no directory left.
         for key in ["default/5/ctr", name2.as_str(), lazy_name.as_str()] {
             client
@@ -329,4 +347,53 @@ async fn an_image_without_a_usable_index_is_prepared_normally() {
         "{}",
         daemon.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_indexes_are_used_only_when_the_v1_pull_mode_is_on() {
+    let reg = testutil::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let built = testutil::write_oci_layout(&layout, "latest", &[testutil::busybox_image()]);
+    let image = format!("{}/v1:latest", reg.addr());
+    testutil::skopeo_push(&layout, "latest", &image, None);
+    let cli_root = tmp.path().join("cli");
+    ok(soci(&cli_root, &["create", &image]));
+    ok(soci(&cli_root, &["push", &image]));
+    let layer = &built[0].layers[0];
+    let chain = testutil::chain_ids(&[layer.diff_id.clone()]);
+    let request = |key: &str| pb::PrepareSnapshotRequest {
+        snapshotter: "soci".into(),
+        key: key.into(),
+        parent: String::new(),
+        labels: labels(&[
+            (REF, &chain[0]),
+            ("containerd.io/snapshot/cri.image-ref", &image),
+            (
+                "containerd.io/snapshot/cri.manifest-digest",
+                &built[0].manifest_digest,
+            ),
+            ("containerd.io/snapshot/cri.layer-digest", &layer.digest),
+        ]),
+    };
+    {
+        let daemon = Daemon::start(&tmp.path().join("off"), "");
+        let mut client = common::snapshots_client(&daemon.socket).await;
+        let reply = client.prepare(request("default/1/k")).await;
+        assert!(reply.is_ok(), "v1 is off by default: {reply:?}");
+        assert!(
+            daemon.log().contains("v1 indexes are not looked up"),
+            "{}",
+            daemon.log()
+        );
+    }
+    let daemon = Daemon::start(
+        &tmp.path().join("on"),
+        "[pull_modes.soci_v1]\nenable = true\n",
+    );
+    let mut client = common::snapshots_client(&daemon.socket).await;
+    let err = client.prepare(request("default/1/k")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{}", daemon.log());
+    assert!(daemon.log().contains("tag schema"), "{}", daemon.log());
+    assert_eq!(daemon.fuse_mounts().len(), 1);
 }
