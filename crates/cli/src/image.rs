@@ -17,17 +17,12 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-/// Label containerd's unpacker puts on every snapshot it prepares for a layer.
-const LABEL_SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
-/// CRI's remote-snapshotter labels (containerd `pkg/snapshotters`).
-const LABEL_IMAGE_REF: &str = "containerd.io/snapshot/cri.image-ref";
-const LABEL_MANIFEST_DIGEST: &str = "containerd.io/snapshot/cri.manifest-digest";
-const LABEL_LAYER_DIGEST: &str = "containerd.io/snapshot/cri.layer-digest";
-const LABEL_IMAGE_LAYERS: &str = "containerd.io/snapshot/cri.image-layers";
-/// AWS SOCI's extra labels.
-const LABEL_SOCI_SIZE: &str = "containerd.io/snapshot/remote/soci.size";
-const LABEL_LAYERS_SIZE: &str = "containerd.io/snapshot/remote/image.layers.size";
-const LABEL_SOCI_INDEX_DIGEST: &str = "containerd.io/snapshot/remote/soci.index.digest";
+use oci::snapshot_labels::{
+    IMAGE_LAYERS as LABEL_IMAGE_LAYERS, IMAGE_REF as LABEL_IMAGE_REF,
+    LAYERS_SIZE as LABEL_LAYERS_SIZE, LAYER_DIGEST as LABEL_LAYER_DIGEST,
+    MANIFEST_DIGEST as LABEL_MANIFEST_DIGEST, SNAPSHOT_REF as LABEL_SNAPSHOT_REF,
+    SOCI_INDEX_DIGEST as LABEL_SOCI_INDEX_DIGEST, SOCI_SIZE as LABEL_SOCI_SIZE,
+};
 /// Where content came from, per registry host (value: repositories, comma-joined).
 const LABEL_DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source";
 /// The uncompressed digest of a layer blob, set after it was applied.

@@ -20,17 +20,11 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-/// Label containerd sets on a Prepare that a remote snapshotter may satisfy: the chain ID.
-pub const LABEL_SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
-/// The image reference (set by CRI and `soci image rpull`).
-pub const LABEL_IMAGE_REF: &str = "containerd.io/snapshot/cri.image-ref";
-/// The image manifest digest.
-pub const LABEL_MANIFEST_DIGEST: &str = "containerd.io/snapshot/cri.manifest-digest";
-/// The layer's (compressed) digest.
-pub const LABEL_LAYER_DIGEST: &str = "containerd.io/snapshot/cri.layer-digest";
-/// A SOCI index digest the pull asked for (`soci image rpull --soci-index-digest`, AWS's
-/// label name).
-pub const LABEL_SOCI_INDEX_DIGEST: &str = "containerd.io/snapshot/remote/soci.index.digest";
+use oci::snapshot_labels::{
+    IMAGE_REF as LABEL_IMAGE_REF, LAYER_DIGEST as LABEL_LAYER_DIGEST,
+    MANIFEST_DIGEST as LABEL_MANIFEST_DIGEST, SNAPSHOT_REF as LABEL_SNAPSHOT_REF,
+    SOCI_INDEX_DIGEST as LABEL_SOCI_INDEX_DIGEST,
+};
 /// Marks the snapshots this daemon mounted lazily (visible in `ctr snapshots info`).
 pub const LABEL_REMOTE: &str = "containerd.io/snapshot/soci.remote";
 

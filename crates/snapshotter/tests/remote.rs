@@ -361,7 +361,7 @@ async fn v1_indexes_are_used_only_when_the_v1_pull_mode_is_on() {
     ok(soci(&cli_root, &["create", &image]));
     ok(soci(&cli_root, &["push", &image]));
     let layer = &built[0].layers[0];
-    let chain = testutil::chain_ids(&[layer.diff_id.clone()]);
+    let chain = testutil::chain_ids(std::slice::from_ref(&layer.diff_id));
     let request = |key: &str| pb::PrepareSnapshotRequest {
         snapshotter: "soci".into(),
         key: key.into(),
