@@ -9,6 +9,8 @@
 //! - [`config`]: the TOML configuration;
 //! - [`serve`]: running it all.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod filter;
 pub mod manager;
