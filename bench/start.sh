@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Time to ready, lazy against full pull, over a rate-capped link, through real containerd.
+#
+# Builds the workloads (bench/workloads.sh), runs a registry in a network namespace reached
+# over a veth pair capped with tbf (bench/lib-link.sh), seeds the images and their SOCI
+# indexes (v2, `soci convert`; and a variant with a prefetch artifact learned from one
+# recorded run), then for every workload runs N rounds, each mode from nothing local (fresh
+# containerd root, fresh snapshotter root and span cache), in rotating order:
+#   full      ctr images pull --plain-http + ctr run            (containerd's overlayfs)
+#   lazy      soci image rpull + ctr run --snapshotter soci     (soci-rs)
+#   prefetch  the same with the image whose index has a prefetch artifact
+# The clock runs from the start of the pull to the workload's ready line. Bytes are counted
+# on the link (the host side of the veth) from pull start to the ready line. Also measured:
+# `soci create` of each image from its local layout against `gzip -dc` of the same layers.
+# Writes bench/results/time-to-ready.{md,json,png}.
+#
+#   bench/start.sh [--rate MBIT] [--runs N] [--workloads a,b,c] [--span-size BYTES]
+#   (--span-size is the SOCI index's span size; default AWS's 4 MiB)
+#   BENCH_WORK=DIR   scratch space (default: bench/work/start); workload images are cached there
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rate=200
+runs=3
+workloads="python-hello,datascience,model-header"
+span_size=4194304
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rate) rate="$2"; shift 2 ;;
+        --runs) runs="$2"; shift 2 ;;
+        --workloads) workloads="$2"; shift 2 ;;
+        --span-size) span_size="$2"; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "bench/start.sh needs root (network namespaces, FUSE, containerd)" >&2; exit 1; }
+work="${BENCH_WORK:-$PWD/bench/work/start}"
+mkdir -p "$work" bench/results
+scripts/install-deps.sh
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || {
+    echo "installing python3-matplotlib (for the chart)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
+}
+cargo build --release -q -p soci-cli -p soci-snapshotter
+soci="$PWD/target/release/soci"
+snap="$PWD/target/release/soci-snapshotter-grpc"
+
+IFS=',' read -r -a names <<<"$workloads"
+echo "== building workloads: ${names[*]}" >&2
+bench/workloads.sh "$work/workloads" "${names[@]}"
+
+. bench/lib-link.sh
+. scripts/lib-containerd.sh
+cleanup() {
+    stop_soci_containerd "$work/env" || true
+    "$soci" --root "$work/cli" unmount --force "$work/mnt" >/dev/null 2>&1 || true
+    link_down
+}
+trap cleanup EXIT
+link_up "$work/link" "$rate"
+echo "== registry at $LINK_REGISTRY behind a ${rate} Mbit/s tbf cap (namespace $LINK_NS)" >&2
+rx_bytes() { cat "/sys/class/net/$LINK_HOST_IF/statistics/rx_bytes"; }
+
+results="$work/results.jsonl"
+: >"$results"
+record() { echo "$1" >>"$results"; }
+
+for name in "${names[@]}"; do
+    layout="$work/workloads/$name"
+    cmd_json=$(cat "$layout.cmd")
+    ready=$(cat "$layout.ready")
+    mapfile -t cmd < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))))' "$layout.cmd")
+    echo "== $name: seeding the registry (inside the namespace, no cap)" >&2
+    link_exec skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$LINK_LOCAL/$name:latest"
+
+    # Index build from the local layout against decompressing the same layers.
+    rm -rf "$work/cli"
+    t0=$(date +%s.%N)
+    "$soci" --root "$work/cli" create --span-size "$span_size" "oci:$layout:latest" >/dev/null
+    t1=$(date +%s.%N)
+    layers=$("$soci" --root "$work/cli" ztoc list | awk 'NR>1 {print $3}' | sort -u)
+    g0=$(date +%s.%N)
+    for l in $layers; do gzip -dc "$layout/blobs/sha256/${l#sha256:}" >/dev/null; done
+    g1=$(date +%s.%N)
+    record "{\"workload\":\"$name\",\"mode\":\"index\",\"seconds\":$(python3 -c "print($t1-$t0)"),\"gzip_seconds\":$(python3 -c "print($g1-$g0)")}"
+
+    # v2 image (soci convert) in the registry, built inside the namespace (no cap).
+    link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:soci" >/dev/null
+
+    # Learn the read set: one lazy run with read recording, then an image whose index
+    # carries a prefetch artifact for those files.
+    mkdir -p "$work/mnt"
+    "$soci" --root "$work/cli" mount --hosts-dir "$work/link/certs.d" --no-background-fetch \
+        --record-reads "$work/$name.reads.json" "$LINK_REGISTRY/$name:soci" "$work/mnt" >/dev/null
+    chroot "$work/mnt" "${cmd[@]}" >"$work/$name.learn.out"
+    # --stats makes the mount server write its read list now.
+    "$soci" --root "$work/cli" mount --stats "$work/mnt" >/dev/null
+    read_bytes=$(python3 - "$work/mnt" "$work/$name.reads.json" <<'PY' || true
+import json, os, sys
+root, reads = sys.argv[1], sys.argv[2]
+try:
+    paths = json.load(open(reads))
+except FileNotFoundError:
+    paths = []
+total = 0
+for p in paths:
+    try:
+        total += os.lstat(os.path.join(root, p.lstrip("/"))).st_size
+    except OSError:
+        pass
+print(total)
+PY
+)
+    "$soci" --root "$work/cli" unmount "$work/mnt" >/dev/null
+    grep -qxF "$ready" "$work/$name.learn.out" || { echo "$name did not print its ready line '$ready' in a chroot:" >&2; cat "$work/$name.learn.out" >&2; exit 1; }
+    record "{\"workload\":\"$name\",\"mode\":\"readset\",\"bytes\":${read_bytes:-0},\"files\":$(python3 -c "import json;print(len(json.load(open('$work/$name.reads.json'))))")}"
+    link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --prefetch-files-json "$work/$name.reads.json" \
+        "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:prefetch" >/dev/null
+
+    for r in $(seq "$runs"); do
+        modes=(full lazy prefetch)
+        # Rotate the order so no mode always runs first (or right after another's writeback).
+        for k in $(seq 0 2); do
+            mode=${modes[$(( (k + r) % 3 ))]}
+            start_soci_containerd "$work/env" "$snap" "[registry]
+config_path = \"$work/link/certs.d\""
+            sync
+            case "$mode" in
+                full) ref="$LINK_REGISTRY/$name:latest" ;;
+                lazy) ref="$LINK_REGISTRY/$name:soci" ;;
+                prefetch) ref="$LINK_REGISTRY/$name:prefetch" ;;
+            esac
+            before=$(rx_bytes)
+            out=$(python3 - "$mode" "$CTD_ADDR" "$ref" "$name-$mode-$r" "$ready" "$soci" "$work/env/cli" "/sys/class/net/$LINK_HOST_IF/statistics/rx_bytes" "${cmd[@]}" <<'PY'
+import subprocess, sys, time
+mode, addr, ref, cid, ready, soci, cli_root, rx = sys.argv[1:9]
+cmd = sys.argv[9:]
+t0 = time.monotonic()
+if mode == "full":
+    subprocess.run(["ctr", "-a", addr, "images", "pull", "--plain-http", ref],
+                   check=True, stdout=subprocess.DEVNULL)
+    run = ["ctr", "-a", addr, "run", "--rm", ref, cid] + cmd
+else:
+    subprocess.run([soci, "--root", cli_root, "--address", addr, "image", "rpull",
+                    "--plain-http", ref], check=True, stdout=subprocess.DEVNULL)
+    run = ["ctr", "-a", addr, "run", "--rm", "--snapshotter", "soci", ref, cid] + cmd
+p = subprocess.Popen(run, stdout=subprocess.PIPE, text=True)
+seen = None
+for line in p.stdout:
+    if line.rstrip("\n") == ready and seen is None:
+        seen = time.monotonic() - t0
+        at_ready = int(open(rx).read())
+if p.wait() != 0 or seen is None:
+    sys.exit(f"{mode} run of {ref} failed or printed no ready line")
+print(f"{seen} {at_ready}")
+PY
+)
+            secs=${out% *}
+            bytes=$(( ${out#* } - before ))
+            stop_soci_containerd "$work/env"
+            record "{\"workload\":\"$name\",\"mode\":\"$mode\",\"run\":$r,\"seconds\":$secs,\"bytes\":$bytes}"
+            printf '%s %s run %s: %.2f s, %.1f MB over the link\n' "$name" "$mode" "$r" "$secs" "$(python3 -c "print($bytes/1e6)")" >&2
+        done
+    done
+done
+
+/usr/bin/python3 - "$results" "$rate" "$runs" "$span_size" <<'PY'
+import json, platform, statistics, subprocess, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rate, runs, span = sys.argv[2], sys.argv[3], int(sys.argv[4])
+names = list(dict.fromkeys(r["workload"] for r in rows))
+modes = ["full", "lazy", "prefetch"]
+labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch"}
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+                     capture_output=True, text=True).stdout.strip()
+out = [f"# Time to ready over a {rate} Mbit/s link\n",
+       f"`bench/start.sh --rate {rate} --runs {runs} --span-size {span}`; SOCI indexes with "
+       f"{span / 1048576:g} MiB spans; {runs} runs per mode, rotating order, each "
+       f"from nothing local. Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
+       f"kernel {platform.release()}. Link: veth pair into a network namespace, `tbf` {rate} Mbit/s "
+       "each way, no added latency. containerd 1.6 + runc; registry: Debian's docker-registry 2.8.\n",
+       "| workload | mode | time to ready, median (min–max) | vs full | bytes over the link before ready (median) |",
+       "|---|---|---|---|---|"]
+medians = {}
+for n in names:
+    for m in modes:
+        xs = [r["seconds"] for r in rows if r["workload"] == n and r["mode"] == m]
+        bs = [r["bytes"] for r in rows if r["workload"] == n and r["mode"] == m]
+        if not xs:
+            continue
+        medians[(n, m)] = statistics.median(xs)
+        ratio = medians[(n, m)] / medians[(n, "full")] if (n, "full") in medians else float("nan")
+        out.append(f"| {n} | {labels[m]} | {statistics.median(xs):.2f} s ({min(xs):.2f}–{max(xs):.2f}) "
+                   f"| {ratio:.2f}× | {statistics.median(bs) / 1e6:.1f} MB |")
+out.append("\n| workload | files read at start | their bytes | lazy bytes / read bytes | `soci create` (local layout) | `gzip -dc` of the same layers |")
+out.append("|---|---|---|---|---|---|")
+for n in names:
+    rs = [r for r in rows if r["workload"] == n and r["mode"] == "readset"]
+    ix = [r for r in rows if r["workload"] == n and r["mode"] == "index"]
+    lazy_b = statistics.median([r["bytes"] for r in rows if r["workload"] == n and r["mode"] == "lazy"] or [0])
+    if rs and ix:
+        rb = rs[0]["bytes"]
+        out.append(f"| {n} | {rs[0]['files']} | {rb / 1e6:.1f} MB | {lazy_b / rb if rb else float('nan'):.2f}× "
+                   f"| {ix[0]['seconds']:.2f} s | {ix[0]['gzip_seconds']:.2f} s |")
+text = "\n".join(out) + "\n"
+open("bench/results/time-to-ready.md", "w").write(text)
+json.dump(rows, open("bench/results/time-to-ready.json", "w"), indent=1)
+print(text)
+
+fig, ax = plt.subplots(figsize=(8, 4.5))
+width = 0.27
+for i, m in enumerate(modes):
+    xs = [j + (i - 1) * width for j in range(len(names))]
+    ys = [medians.get((n, m), 0) for n in names]
+    bars = ax.bar(xs, ys, width, label=labels[m])
+    ax.bar_label(bars, fmt="%.1f s", fontsize=8)
+ax.set_xticks(range(len(names)), names)
+ax.set_ylabel("seconds from pull start to ready (median)")
+ax.set_title(f"Time to ready over a {rate} Mbit/s link (containerd 1.6)")
+ax.legend()
+fig.tight_layout()
+fig.savefig("bench/results/time-to-ready.png", dpi=120)
+print("wrote bench/results/time-to-ready.md, .json and .png")
+PY
