@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(pigz gzip zstd umoci skopeo debootstrap jq docker-registry apache2-utils openssl
-          containerd runc protobuf-compiler busybox-static)
+          containerd runc protobuf-compiler busybox-static python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
