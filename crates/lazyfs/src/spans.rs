@@ -40,6 +40,11 @@ pub struct SpanConfig {
     pub fetch_concurrency: usize,
     /// Adjacent missing spans are merged into one request up to this many compressed bytes.
     pub max_request_bytes: u64,
+    /// On-demand reads, shared by every layer built from clones of this config.
+    pub activity: Arc<DemandActivity>,
+    /// The background fetcher starts a request only after this long without on-demand reads
+    /// in any layer sharing `activity`.
+    pub background_silence: Duration,
 }
 
 impl Default for SpanConfig {
@@ -47,7 +52,45 @@ impl Default for SpanConfig {
         SpanConfig {
             fetch_concurrency: 4,
             max_request_bytes: 16 << 20,
+            activity: Arc::new(DemandActivity::default()),
+            background_silence: Duration::from_secs(1),
         }
+    }
+}
+
+/// On-demand read activity of several layers (the layers of one mount or one daemon), so that
+/// no layer's background fetcher uses the network while any container is reading. A start-up
+/// reads in bursts with short gaps; a background request slipped into a gap delays the next
+/// read by a whole span's transfer, and on a slow link that adds up to most of the start.
+#[derive(Debug, Default)]
+pub struct DemandActivity {
+    in_flight: AtomicUsize,
+    last_end: Mutex<Option<Instant>>,
+}
+
+impl DemandActivity {
+    fn begin(&self) -> ActivityGuard<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        ActivityGuard(self)
+    }
+
+    /// How long no on-demand read has been running (`None` while one is; a long time when
+    /// none ever ran).
+    pub fn quiet_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(lock(&self.last_end).map_or(Duration::MAX, |t| t.elapsed()))
+    }
+}
+
+/// Ends one on-demand read of a [`DemandActivity`].
+struct ActivityGuard<'a>(&'a DemandActivity);
+
+impl Drop for ActivityGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.last_end) = Some(Instant::now());
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -171,8 +214,6 @@ struct Inner {
     config: SpanConfig,
     states: Mutex<Vec<SpanState>>,
     fetch_slots: Semaphore,
-    /// On-demand reads in progress; the background fetcher waits while this is not zero.
-    demand_reads: AtomicUsize,
     /// The whole blob on local disk, once a range-less registry forced a full download.
     whole_blob: tokio::sync::Mutex<Option<FileSource>>,
     open_files: Mutex<VecDeque<(SpanId, Arc<SpanFile>)>>,
@@ -184,8 +225,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind, still consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-struct DemandGuard<'a>(&'a AtomicUsize);
 
 /// Spans pinned against eviction while a read copies from them.
 struct Pins<'a> {
@@ -202,12 +241,6 @@ impl Drop for Pins<'_> {
                 *pins = pins.saturating_sub(1);
             }
         }
-    }
-}
-
-impl Drop for DemandGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -276,7 +309,6 @@ impl SpanManager {
             cache_dir,
             config,
             states: Mutex::new(states),
-            demand_reads: AtomicUsize::new(0),
             whole_blob: tokio::sync::Mutex::new(whole),
             open_files: Mutex::new(VecDeque::new()),
             metrics,
@@ -321,8 +353,7 @@ impl SpanManager {
         let Some((range, first, last)) = self.clip(range)? else {
             return Ok(Vec::new());
         };
-        self.inner.demand_reads.fetch_add(1, Ordering::SeqCst);
-        let _guard = DemandGuard(&self.inner.demand_reads);
+        let _demand = self.inner.config.activity.begin();
         let mut hit = true;
         // Eviction may remove a span between the fetch and the copy; fetch it again then.
         for _ in 0..3 {
@@ -430,8 +461,13 @@ impl SpanManager {
         let mut span = 0;
         let mut backoff = Duration::from_millis(500);
         while span < total {
-            while self.inner.demand_reads.load(Ordering::SeqCst) > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let silence = self.inner.config.background_silence;
+            loop {
+                match self.inner.config.activity.quiet_for() {
+                    Some(quiet) if quiet >= silence => break,
+                    Some(quiet) => tokio::time::sleep(silence - quiet).await,
+                    None => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
             }
             if self.all_cached(span, span) {
                 span += 1;

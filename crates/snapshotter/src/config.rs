@@ -168,13 +168,26 @@ impl Default for FuseConfig {
 }
 
 /// `[background_fetch]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackgroundFetchConfig {
     /// No background fetching: only what is read is fetched.
     pub disable: bool,
-    /// Cap per layer in MB/s; 0 = no cap (it always yields to reads that wait).
+    /// A background request starts only after this long without on-demand reads in any
+    /// layer (AWS's key), so start-ups are not slowed by it.
+    pub silence_period_msec: u64,
+    /// Cap per layer in MB/s; 0 = no cap.
     pub rate_mb_per_sec: f64,
+}
+
+impl Default for BackgroundFetchConfig {
+    fn default() -> Self {
+        BackgroundFetchConfig {
+            disable: false,
+            silence_period_msec: 1000,
+            rate_mb_per_sec: 0.0,
+        }
+    }
 }
 
 /// `[cache]`.
@@ -323,6 +336,7 @@ attr_timeout = 1
 [background_fetch]
 disable = true
 silence_period_msec = 10
+fetch_period_msec = 500
 "#;
         let (c, unknown) = Config::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(c.metrics_address, "127.0.0.1:9000");
@@ -338,7 +352,7 @@ silence_period_msec = 10
         assert_eq!(
             unknown,
             vec![
-                "background_fetch.silence_period_msec".to_string(),
+                "background_fetch.fetch_period_msec".to_string(),
                 "http_cache_type".to_string()
             ]
         );

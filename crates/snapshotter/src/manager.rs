@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::metadata::RemoteLayerInfo;
 use lazyfs::layer::RemoteLayer;
-use lazyfs::{BackgroundSession, CacheBudget, CacheTtls, SpanConfig};
+use lazyfs::{BackgroundSession, CacheBudget, CacheTtls, DemandActivity, SpanConfig};
 use oci::reference::ImageRef;
 use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use serde::{Deserialize, Serialize};
@@ -272,6 +272,8 @@ struct Manager {
     cache_dir: PathBuf,
     client: registry::Client,
     budget: Arc<CacheBudget>,
+    /// On-demand reads of every layer served: background fetches wait for quiet.
+    activity: Arc<DemandActivity>,
     runtime: tokio::runtime::Handle,
     served: Mutex<HashMap<PathBuf, Served>>,
 }
@@ -295,6 +297,7 @@ pub fn run(root: &Path, dir: &Path, config: Config) -> anyhow::Result<()> {
         config,
         client,
         budget,
+        activity: Arc::new(DemandActivity::default()),
         runtime: runtime.handle().clone(),
         served: Mutex::new(HashMap::new()),
     });
@@ -486,6 +489,10 @@ impl Manager {
             .map_err(|e| e.to_string())?;
         let span_config = SpanConfig {
             fetch_concurrency: self.config.max_concurrency.max(1),
+            activity: self.activity.clone(),
+            background_silence: Duration::from_millis(
+                self.config.background_fetch.silence_period_msec,
+            ),
             ..SpanConfig::default()
         };
         let remote = self
