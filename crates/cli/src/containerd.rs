@@ -182,7 +182,7 @@ impl Client {
             .await
             .map_err(|e| Error::Connect {
                 address: address.to_path_buf(),
-                reason: error_chain(&e),
+                reason: registry::error_chain(&e),
             })?;
         tonic::metadata::MetadataValue::try_from(namespace).map_err(|_| {
             Error::Invalid(format!(
@@ -770,22 +770,7 @@ impl WriteSession {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_str(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// An error and its sources, joined (transport errors hide the useful part in a source).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
+    oci::digest::sha256(bytes).to_string()
 }
 
 /// Nanoseconds since the epoch (for unique names).

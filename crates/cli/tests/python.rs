@@ -9,17 +9,6 @@ use testutil::Registry;
 mod common;
 use common::{ok, soci};
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn python_runs_in_a_chroot_of_a_lazy_mount_fetching_a_fraction_of_the_image() {
     let reg = Registry::start();
@@ -38,13 +27,17 @@ fn python_runs_in_a_chroot_of_a_lazy_mount_fetching_a_fraction_of_the_image() {
         &["mount", "--no-background-fetch", &r, dir.to_str().unwrap()],
     ));
     let result = std::panic::catch_unwind(|| {
-        let out = run(Command::new("chroot")
-            .arg(&dir)
-            .args(["python3", "/app/app.py"]));
+        let out = testutil::run_ok(
+            Command::new("chroot")
+                .arg(&dir)
+                .args(["python3", "/app/app.py"]),
+        );
         assert_eq!(out.trim(), r#"{"ready": 3}"#);
-        let out = run(Command::new("chroot")
-            .arg(&dir)
-            .args(["python3", "-c", "print(1)"]));
+        let out = testutil::run_ok(
+            Command::new("chroot")
+                .arg(&dir)
+                .args(["python3", "-c", "print(1)"]),
+        );
         assert_eq!(out.trim(), "1");
         let stats = ok(soci(&root, &["mount", "--stats", dir.to_str().unwrap()]));
         let total = stats

@@ -11,12 +11,13 @@ use runtime::image_service_client::ImageServiceClient;
 use runtime::{ImageSpec, PullImageRequest, RemoveImageRequest};
 use std::path::Path;
 
-async fn client(socket: &Path) -> ImageServiceClient<tonic::transport::Channel> {
-    let socket = socket.to_owned();
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+/// A gRPC channel over the unix socket `socket` (containerd's, or a snapshotter's).
+pub async fn unix_channel(socket: &Path) -> tonic::transport::Channel {
+    let path = socket.to_owned();
+    tonic::transport::Endpoint::try_from("http://[::]:50051")
         .expect("a valid placeholder URI")
         .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
+            let socket = path.clone();
             async move {
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
                     tokio::net::UnixStream::connect(socket).await?,
@@ -24,8 +25,11 @@ async fn client(socket: &Path) -> ImageServiceClient<tonic::transport::Channel> 
             }
         }))
         .await
-        .expect("connect to containerd's socket");
-    ImageServiceClient::new(channel)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()))
+}
+
+async fn client(socket: &Path) -> ImageServiceClient<tonic::transport::Channel> {
+    ImageServiceClient::new(unix_channel(socket).await)
 }
 
 /// `PullImage(image)` through CRI (namespace `k8s.io`); returns the image id CRI reports.

@@ -1442,7 +1442,7 @@ pub fn skopeo_inspect_raw(reference: &str, creds: Option<(&str, &str)>) -> Optio
 }
 
 /// Runs `cmd` and panics with its output unless it succeeds; returns stdout.
-fn run_ok(cmd: &mut Command) -> String {
+pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),

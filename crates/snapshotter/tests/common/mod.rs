@@ -217,19 +217,7 @@ pub async fn snapshots_client(
 ) -> containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient<
     tonic::transport::Channel,
 > {
-    let socket = socket.to_owned();
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect to the daemon's socket");
+    let channel = testutil::cri::unix_channel(socket).await;
     containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient::new(channel)
 }
 
