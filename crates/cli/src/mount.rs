@@ -107,6 +107,15 @@ struct LayerState {
     path: PathBuf,
 }
 
+/// What a mount with `--record-reads` has seen read, for `--stats`.
+#[derive(Serialize, Deserialize)]
+struct ReadSummary {
+    /// Files read.
+    files: u64,
+    /// Distinct bytes of those files read (kernel readahead included).
+    bytes: u64,
+}
+
 /// Per-layer figures written by the server every second and at exit.
 #[derive(Serialize, Deserialize)]
 struct LayerStats {
@@ -259,6 +268,8 @@ impl Drop for Mounted {
 
 fn serve(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &Path) -> Result<()> {
     std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    // Figures of an earlier mount at this directory must not be shown for this one.
+    let _ = std::fs::remove_file(state.join("reads.json"));
     // A mount that fails half-way leaves nothing behind.
     let result = serve_inner(root, args, image, dir, state);
     if result.is_err() {
@@ -443,7 +454,14 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
     };
     let write_reads = || {
         if let (Some(path), Some(log)) = (&args.record_reads, &read_log) {
-            if let Err(e) = write_json(path, &log.paths()) {
+            let paths = log.paths();
+            let summary = ReadSummary {
+                files: paths.len() as u64,
+                bytes: log.bytes_read(),
+            };
+            if let Err(e) = write_json(path, &paths)
+                .and_then(|()| write_json(&state.join("reads.json"), &summary))
+            {
                 tracing::warn!("writing the read list: {e:#}");
             }
         }
@@ -581,6 +599,16 @@ fn print_stats(state: &Path, dir: &Path) -> Result<()> {
         "total: {fetched} of {size} bytes fetched ({:.1}%)",
         100.0 * fetched as f64 / size.max(1) as f64
     );
+    // Only mounts with --record-reads keep the byte ranges read.
+    if let Ok(bytes) = std::fs::read(state.join("reads.json")) {
+        let r: ReadSummary = serde_json::from_slice(&bytes)?;
+        println!(
+            "read through the mount: {} bytes of {} files ({:.2} bytes fetched per byte read)",
+            r.bytes,
+            r.files,
+            fetched as f64 / r.bytes.max(1) as f64
+        );
+    }
     Ok(())
 }
 

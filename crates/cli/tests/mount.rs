@@ -535,6 +535,13 @@ fn recorded_reads_become_a_prefetch_list() {
     stats(&root, &dir);
     let list: Vec<String> = serde_json::from_slice(&std::fs::read(&reads).unwrap()).unwrap();
     assert_eq!(list, ["/usr/bin/small", "/usr/lib/notes.txt"]);
+    // The bytes read are counted once per byte: `small` (5,000 B) read twice and
+    // `notes.txt` (200,000 B) once.
+    let out = ok(soci(&root, &["mount", "--stats", dir.to_str().unwrap()]));
+    assert!(
+        out.contains("read through the mount: 205000 bytes of 2 files"),
+        "{out}"
+    );
     ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
     drop(guard);
 

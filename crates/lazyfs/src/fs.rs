@@ -259,10 +259,10 @@ impl Filesystem for LayerFs {
             Ok(_) => return reply.error(Errno::EISDIR),
             Err(e) => return reply.error(e),
         };
-        if let Some(reads) = &self.reads {
-            reads.record(node.ino);
-        }
         let end = offset.saturating_add(size as u64).min(node.size);
+        if let Some(reads) = &self.reads {
+            reads.record(node.ino, offset, end.saturating_sub(offset));
+        }
         if offset >= end {
             return reply.data(&[]);
         }
