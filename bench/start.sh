@@ -93,24 +93,10 @@ for name in "${names[@]}"; do
     "$soci" --root "$work/cli" mount --hosts-dir "$work/link/certs.d" --no-background-fetch \
         --record-reads "$work/$name.reads.json" "$LINK_REGISTRY/$name:soci" "$work/mnt" >/dev/null
     chroot "$work/mnt" "${cmd[@]}" >"$work/$name.learn.out"
-    # --stats makes the mount server write its read list now.
-    "$soci" --root "$work/cli" mount --stats "$work/mnt" >/dev/null
-    read_bytes=$(python3 - "$work/mnt" "$work/$name.reads.json" <<'PY' || true
-import json, os, sys
-root, reads = sys.argv[1], sys.argv[2]
-try:
-    paths = json.load(open(reads))
-except FileNotFoundError:
-    paths = []
-total = 0
-for p in paths:
-    try:
-        total += os.lstat(os.path.join(root, p.lstrip("/"))).st_size
-    except OSError:
-        pass
-print(total)
-PY
-)
+    # --stats makes the mount server write its read list now, and prints the distinct bytes
+    # of file data read through the mount (byte ranges, not whole files).
+    read_bytes=$("$soci" --root "$work/cli" mount --stats "$work/mnt" |
+        sed -n 's/^read through the mount: \([0-9]*\) bytes.*/\1/p')
     "$soci" --root "$work/cli" unmount "$work/mnt" >/dev/null
     grep -qxF "$ready" "$work/$name.learn.out" || { echo "$name did not print its ready line '$ready' in a chroot:" >&2; cat "$work/$name.learn.out" >&2; exit 1; }
     record "{\"workload\":\"$name\",\"mode\":\"readset\",\"bytes\":${read_bytes:-0},\"files\":$(python3 -c "import json;print(len(json.load(open('$work/$name.reads.json'))))")}"
