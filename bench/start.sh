@@ -91,7 +91,8 @@ for name in "${names[@]}"; do
     # carries a prefetch artifact for those files.
     mkdir -p "$work/mnt"
     "$soci" --root "$work/cli" mount --hosts-dir "$work/link/certs.d" --no-background-fetch \
-        --record-reads "$work/$name.reads.json" "$LINK_REGISTRY/$name:soci" "$work/mnt" >/dev/null
+        --record-reads "$work/$name.reads.json" --record-read-ranges "$work/$name.ranges.json" \
+        "$LINK_REGISTRY/$name:soci" "$work/mnt" >/dev/null
     chroot "$work/mnt" "${cmd[@]}" >"$work/$name.learn.out"
     # --stats makes the mount server write its read list now, and prints the distinct bytes
     # of file data read through the mount (byte ranges, not whole files).

@@ -70,6 +70,11 @@ pub struct MountArgs {
     /// `soci create --prefetch-files-json FILE`.
     #[arg(long, value_name = "FILE")]
     record_reads: Option<PathBuf>,
+    /// With --record-reads: also write the byte ranges read of each file to FILE, a JSON
+    /// object `{"/path": [[start, end], ...]}` (end exclusive, kernel readahead included),
+    /// for measuring how much of what was fetched a workload used.
+    #[arg(long, value_name = "FILE", requires = "record_reads")]
+    record_read_ranges: Option<PathBuf>,
     /// FUSE worker threads per layer (they mostly wait on the disk or the network).
     #[arg(long, default_value_t = 8)]
     fuse_threads: usize,
@@ -459,8 +464,20 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
                 files: paths.len() as u64,
                 bytes: log.bytes_read(),
             };
+            let ranges = || -> Result<()> {
+                if let Some(file) = &args.record_read_ranges {
+                    let by_path: serde_json::Map<String, serde_json::Value> = log
+                        .ranges()
+                        .into_iter()
+                        .map(|(p, r)| (p, serde_json::json!(r)))
+                        .collect();
+                    write_json(file, &by_path)?;
+                }
+                Ok(())
+            };
             if let Err(e) = write_json(path, &paths)
                 .and_then(|()| write_json(&state.join("reads.json"), &summary))
+                .and_then(|()| ranges())
             {
                 tracing::warn!("writing the read list: {e:#}");
             }

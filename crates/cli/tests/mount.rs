@@ -518,6 +518,7 @@ fn recorded_reads_become_a_prefetch_list() {
     );
     let dir = tmp.path().join("mnt");
     let reads = tmp.path().join("reads.json");
+    let ranges = tmp.path().join("ranges.json");
     let guard = mount(
         &root,
         &r,
@@ -526,6 +527,8 @@ fn recorded_reads_become_a_prefetch_list() {
             "--no-background-fetch",
             "--record-reads",
             reads.to_str().unwrap(),
+            "--record-read-ranges",
+            ranges.to_str().unwrap(),
         ],
     );
     std::fs::read(dir.join("usr/bin/small")).unwrap();
@@ -541,6 +544,11 @@ fn recorded_reads_become_a_prefetch_list() {
     assert!(
         out.contains("read through the mount: 205000 bytes of 2 files"),
         "{out}"
+    );
+    let by_path: Value = serde_json::from_slice(&std::fs::read(&ranges).unwrap()).unwrap();
+    assert_eq!(
+        by_path,
+        serde_json::json!({"/usr/bin/small": [[0, 5000]], "/usr/lib/notes.txt": [[0, 200000]]})
     );
     ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
     drop(guard);

@@ -9,13 +9,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Sorted, disjoint, non-touching `[start, end)` ranges of one file.
+type Ranges = Vec<(u64, u64)>;
+
 /// First reads of files, in order, shared by the layers of one mount.
 #[derive(Default)]
 pub struct ReadLog {
     reads: Mutex<Vec<(usize, u64)>>,
     layers: Mutex<Vec<Arc<Tree>>>,
     /// Per (layer, inode): the file ranges read, sorted, disjoint and not touching.
-    ranges: Mutex<HashMap<(usize, u64), Vec<(u64, u64)>>>,
+    ranges: Mutex<HashMap<(usize, u64), Ranges>>,
 }
 
 /// One layer's view of a [`ReadLog`]: remembers which inodes were already recorded, so a
@@ -59,6 +62,34 @@ impl ReadLog {
         out
     }
 
+    /// The byte ranges read of each file (`[start, end)`, sorted, merged), by path, files in
+    /// the order of their first read.
+    pub fn ranges(&self) -> Vec<(String, Ranges)> {
+        let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
+        let ranges = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, Ranges)> = Vec::new();
+        for key in reads {
+            let (Some(path), Some(r)) = (
+                layers.get(key.0).and_then(|t| path_of(t, key.1)),
+                ranges.get(&key),
+            ) else {
+                continue;
+            };
+            match out.iter_mut().find(|(p, _)| *p == path) {
+                // One path in two layers (an upper layer's copy shadows a lower one): both
+                // were read, so both count.
+                Some((_, existing)) => {
+                    for &(start, end) in r {
+                        add_range(existing, start, end);
+                    }
+                }
+                None => out.push((path, r.clone())),
+            }
+        }
+        out
+    }
+
     /// Distinct bytes of file data read so far, over all files and layers (a range read twice
     /// counts once). Reads as the filesystem saw them, so the kernel's readahead is included.
     pub fn bytes_read(&self) -> u64 {
@@ -96,7 +127,7 @@ impl LayerReads {
 }
 
 /// Adds [start, end) to a sorted list of disjoint ranges, merging what overlaps or touches.
-fn add_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+fn add_range(ranges: &mut Ranges, start: u64, end: u64) {
     if start >= end {
         return;
     }
