@@ -3,11 +3,15 @@
 # pair addressed from the benchmarking range 198.18.0.0/15, with a `tbf` cap on both
 # directions (this kernel has no `netem`). Needs root.
 #
-#   link_up DIR RATE_MBIT      creates the namespace, the veth pair and the cap, and starts the
+#   link_up DIR RATE_MBIT [RTT_MS]
+#                              creates the namespace, the veth pair and the cap, and starts the
 #                              registry; sets LINK_REGISTRY (host:port seen from the host, over
 #                              the cap) and LINK_LOCAL (host:port inside the namespace, no cap,
 #                              for seeding images); writes DIR/certs.d (containerd-style
-#                              hosts.toml: plain HTTP for LINK_REGISTRY)
+#                              hosts.toml: plain HTTP for LINK_REGISTRY). With RTT_MS > 0 the
+#                              registry sits behind bench's delay-proxy in the namespace, which
+#                              adds RTT_MS/2 to each direction of every exchange (the TCP
+#                              handshake itself is not delayed); LINK_LOCAL bypasses it.
 #   link_exec CMD...           runs CMD inside the namespace
 #   link_down                  stops the registry and deletes the namespace (and the veth pair)
 
@@ -23,7 +27,7 @@ link_exec() {
 }
 
 link_up() {
-    local dir="$1" rate="$2"
+    local dir="$1" rate="$2" rtt="${3:-0}" registry_addr
     # The machine's own addresses must not overlap the range we take (198.18.0.0/30).
     if ip -4 addr show | grep -q ' 198\.18\.0\.[0-3]/' || ip -4 route show | grep -q '^198\.18\.0\.'; then
         echo "198.18.0.0/30 is already in use on this machine (ip addr / ip route); not touching it" >&2
@@ -51,19 +55,28 @@ link_up() {
     link_exec ethtool -K "$LINK_NS_IF" tso off gso off gro off >/dev/null 2>&1 || true
 
     mkdir -p "$dir"
+    # With added latency the registry listens on loopback only and the proxy takes its port.
+    registry_addr="0.0.0.0:$LINK_PORT"
+    LINK_LOCAL="127.0.0.1:$LINK_PORT"
+    if [ "$rtt" -gt 0 ]; then
+        registry_addr="127.0.0.1:$((LINK_PORT + 1))"
+        LINK_LOCAL="$registry_addr"
+        link_exec "$DELAY_PROXY" --listen "0.0.0.0:$LINK_PORT" --to "$registry_addr" \
+            --delay-ms "$((rtt / 2))" >"$dir/delay-proxy.log" 2>&1 &
+        disown
+    fi
     cat >"$dir/registry.yml" <<YAML
 version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
 storage:
   filesystem: {rootdirectory: $dir/data}
   delete: {enabled: true}
-http: {addr: "0.0.0.0:$LINK_PORT", secret: soci-bench}
+http: {addr: "$registry_addr", secret: soci-bench}
 YAML
     link_exec docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
     LINK_REGISTRY_PID=$!
     disown
     LINK_REGISTRY="$LINK_NS_ADDR:$LINK_PORT"
-    LINK_LOCAL="127.0.0.1:$LINK_PORT"
     local ok=""
     for _ in $(seq 100); do
         if curl -sf -o /dev/null "http://$LINK_REGISTRY/v2/"; then ok=1; break; fi

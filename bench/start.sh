@@ -14,18 +14,21 @@
 # `soci create` of each image from its local layout against `gzip -dc` of the same layers.
 # Writes bench/results/time-to-ready.{md,json,png}.
 #
-#   bench/start.sh [--rate MBIT] [--runs N] [--workloads a,b,c] [--span-size BYTES]
-#   (--span-size is the SOCI index's span size; default AWS's 4 MiB)
+#   bench/start.sh [--rate MBIT] [--rtt MS] [--runs N] [--workloads a,b,c] [--span-size BYTES]
+#   (--rtt adds round-trip latency with a delaying proxy in front of the registry, default 0;
+#   --span-size is the SOCI index's span size, default AWS's 4 MiB)
 #   BENCH_WORK=DIR   scratch space (default: bench/work/start); workload images are cached there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=200
+rtt=0
 runs=3
 workloads="python-hello,datascience,model-header"
 span_size=4194304
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate) rate="$2"; shift 2 ;;
+        --rtt) rtt="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --workloads) workloads="$2"; shift 2 ;;
         --span-size) span_size="$2"; shift 2 ;;
@@ -41,7 +44,8 @@ scripts/install-deps.sh
     echo "installing python3-matplotlib (for the chart)" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
 }
-cargo build --release -q -p soci-cli -p soci-snapshotter
+cargo build --release -q -p soci-cli -p soci-snapshotter -p soci-bench
+DELAY_PROXY="$PWD/target/release/delay-proxy"
 soci="$PWD/target/release/soci"
 snap="$PWD/target/release/soci-snapshotter-grpc"
 
@@ -57,8 +61,8 @@ cleanup() {
     link_down
 }
 trap cleanup EXIT
-link_up "$work/link" "$rate"
-echo "== registry at $LINK_REGISTRY behind a ${rate} Mbit/s tbf cap (namespace $LINK_NS)" >&2
+link_up "$work/link" "$rate" "$rtt"
+echo "== registry at $LINK_REGISTRY behind a ${rate} Mbit/s tbf cap, ${rtt} ms added round trip (namespace $LINK_NS)" >&2
 rx_bytes() { cat "/sys/class/net/$LINK_HOST_IF/statistics/rx_bytes"; }
 
 results="$work/results.jsonl"
@@ -151,25 +155,26 @@ PY
     done
 done
 
-/usr/bin/python3 - "$results" "$rate" "$runs" "$span_size" <<'PY'
+/usr/bin/python3 - "$results" "$rate" "$runs" "$span_size" "$rtt" <<'PY'
 import json, platform, statistics, subprocess, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
-rate, runs, span = sys.argv[2], sys.argv[3], int(sys.argv[4])
+rate, runs, span, rtt = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 names = list(dict.fromkeys(r["workload"] for r in rows))
 modes = ["full", "lazy", "prefetch"]
 labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch"}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                      capture_output=True, text=True).stdout.strip()
 out = [f"# Time to ready over a {rate} Mbit/s link\n",
-       f"`bench/start.sh --rate {rate} --runs {runs} --span-size {span}`; SOCI indexes with "
+       f"`bench/start.sh --rate {rate} --rtt {rtt} --runs {runs} --span-size {span}`; SOCI indexes with "
        f"{span / 1048576:g} MiB spans; {runs} runs per mode, rotating order, each "
        f"from nothing local. Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
        f"kernel {platform.release()}. Link: veth pair into a network namespace, `tbf` {rate} Mbit/s "
-       "each way, no added latency. containerd 1.6 + runc; registry: Debian's docker-registry 2.8.\n",
+       f"each way, {'no added latency' if rtt == 0 else f'{rtt} ms added round trip (delay-proxy)'}. "
+       "containerd 1.6 + runc; registry: Debian's docker-registry 2.8.\n",
        "| workload | mode | time to ready, median (min–max) | vs full | bytes over the link before ready (median) |",
        "|---|---|---|---|---|"]
 medians = {}
