@@ -384,19 +384,10 @@ impl Client {
         digest: &str,
     ) -> Result<Box<dyn Read + Send>> {
         let stream = rt.block_on(self.read_stream(digest, 0))?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(64);
-        rt.spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(std::io::Error::other);
-                let failed = chunk.is_err();
-                // The reader hung up (indexing failed): stop reading.
-                if tx.send(chunk).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Ok(Box::new(crate::remote::ChannelReader::new(rx)))
+        Ok(Box::new(indexer::layer::spawn_reader(
+            rt,
+            stream.map(|chunk| chunk.map_err(std::io::Error::other)),
+        )))
     }
 
     /// Writes a blob of `size` bytes with digest `expected` from `data`, committing it with

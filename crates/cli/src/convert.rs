@@ -9,13 +9,13 @@ use crate::Local;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use indexer::binding::{self, BindingStep, V2Index};
 use oci::db::IndexRecord;
 use oci::reference::ImageRef;
 use oci::resolve::ResolvedImage;
 use oci::soci_index::{self, IndexVersion};
 use oci::{Descriptor, Digest};
-use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Output format of `--standalone`.
@@ -152,38 +152,12 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     };
 
     // Refuse images that are already SOCI-enabled: converting them again would nest indexes.
-    let top_json: Value = serde_json::from_slice(&top_bytes)
-        .with_context(|| format!("{} is not valid JSON", top.digest()))?;
-    let top_is_index = top_json.get("manifests").is_some();
-    if top_is_index {
-        if let Some(found) = top_json["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| {
-                m.get("artifactType").and_then(Value::as_str) == Some(soci_index::SOCI_INDEX_V2)
-            })
-        {
-            bail!(
-                "{} is already a SOCI-enabled image (it holds SOCI index {}); convert the original image instead",
-                args.src,
-                found.get("digest").and_then(Value::as_str).unwrap_or("?")
-            );
-        }
-    }
-    for image in &images {
-        if let Some(d) = image
-            .manifest
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(soci_index::ANNOTATION_INDEX_DIGEST))
-        {
-            bail!(
-                "{} is already a SOCI-enabled image (manifest {} names SOCI index {d}); convert the original image instead",
-                args.src,
-                image.manifest_desc.digest()
-            );
-        }
+    let top_json = binding::top_json(&top_bytes, top.digest())?;
+    if let Some(found) = binding::soci_enabled(&top_json, &images) {
+        bail!(
+            "{} is already a SOCI-enabled image ({found}); convert the original image instead",
+            args.src
+        );
     }
 
     let local = Local::open(root)?;
@@ -199,11 +173,7 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     }
     let mut built: Vec<Built> = Vec::new();
     for image in &images {
-        let platform = image
-            .platform
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
+        let platform = indexer::index::platform_text(image);
         let (ztocs, records) = create::image_ztocs(image, &by_layer, args.index.span_size)?;
         if ztocs.is_empty() {
             println!("platform {platform}: every layer was skipped; no SOCI index for it");
@@ -216,17 +186,12 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
             &prefetch_paths,
             &format!("{} ({platform})", args.src),
         )?;
-        let annotations = BTreeMap::from([(
-            soci_index::ANNOTATION_BUILD_TOOL.to_owned(),
-            ztoc::DEFAULT_BUILD_TOOL.to_owned(),
-        )]);
-        // Without prefetch artifacts this is byte-for-byte the plain index.
-        let (bytes, digest) = soci_index::build_index_manifest_with_prefetch(
+        let (bytes, digest) = indexer::index::index_manifest(
             IndexVersion::V2,
             None,
             &ztocs,
             &prefetch,
-            &annotations,
+            ztoc::DEFAULT_BUILD_TOOL,
         )?;
         local.store.put_bytes(&bytes)?;
         built.push(Built {
@@ -255,109 +220,54 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     });
     io.prepare()?;
 
-    // The entries of the new image index.
-    let mut entries: Vec<Value> = if top_is_index {
-        top_json["manifests"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    } else {
-        let mut d = serde_json::to_value(&top)?;
-        // A bare manifest has no platform in its descriptor; runtimes need it in an index.
-        if let Some(p) = images.first().and_then(|i| i.platform.as_ref()) {
-            d["platform"] = platform_json(p);
-        }
-        vec![d]
-    };
-    let mut soci_entries = Vec::new();
+    // The new image index, assembled by the library; written here entry by entry, in order.
+    let indexes: Vec<V2Index> = built
+        .iter()
+        .map(|b| V2Index {
+            manifest: b.image.manifest_desc.digest().clone(),
+            platform: b.image.platform.clone(),
+            digest: b.digest.clone(),
+            size: b.bytes.len() as u64,
+        })
+        .collect();
+    let binding = binding::v2_binding(&top, &top_json, &images, &indexes, |d: &Descriptor| {
+        source.fetch(d)
+    })?;
     let mut records = Vec::new();
-    for entry in entries.iter_mut() {
-        let desc: Descriptor = serde_json::from_value(entry.clone())
-            .context("the image index has an invalid descriptor")?;
-        let media = desc.media_type().to_string();
-        let is_manifest =
-            media == oci::manifest::OCI_MANIFEST || media == oci::manifest::DOCKER_MANIFEST;
-        if !is_manifest {
-            io.copy_referenced(&desc, None)?;
-            continue;
-        }
-        let bytes = source.fetch(&desc)?;
-        let index_for = built
-            .iter()
-            .find(|b| b.image.manifest_desc.digest() == desc.digest());
-        let needs_rewrite = index_for.is_some() || media == oci::manifest::DOCKER_MANIFEST;
-        if !needs_rewrite {
-            io.copy_referenced(&desc, Some(&bytes))?;
-            continue;
-        }
-        let mut manifest: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("manifest {} is not valid JSON", desc.digest()))?;
-        // Registries dislike Docker manifests next to OCI artifacts in one index, so the copy
-        // is an OCI manifest (with an OCI config type), as AWS's convert does.
-        manifest["mediaType"] = json!(oci::manifest::OCI_MANIFEST);
-        if manifest["config"]["mediaType"].as_str()
-            == Some("application/vnd.docker.container.image.v1+json")
-        {
-            manifest["config"]["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
-        }
-        if let Some(b) = index_for {
-            annotate(
-                &mut manifest,
-                soci_index::ANNOTATION_INDEX_DIGEST,
-                &b.digest,
-            )
-            .context("manifest is not a JSON object")?;
-        }
-        let new_bytes = serde_json::to_vec(&manifest)?;
-        let new_digest = oci::digest::sha256(&new_bytes);
-        io.put_image_manifest(&new_digest, &new_bytes)?;
-        entry["mediaType"] = json!(oci::manifest::OCI_MANIFEST);
-        entry["digest"] = json!(new_digest.to_string());
-        entry["size"] = json!(new_bytes.len());
-        if let Some(b) = index_for {
-            annotate(entry, soci_index::ANNOTATION_INDEX_DIGEST, &b.digest)
-                .context("index entry is not a JSON object")?;
-            let platform = b.image.platform.as_ref();
-            let mut soci = json!({
-                "mediaType": oci::manifest::OCI_MANIFEST,
-                "digest": b.digest.to_string(),
-                "size": b.bytes.len(),
-                "artifactType": soci_index::SOCI_INDEX_V2,
-                "annotations": { soci_index::ANNOTATION_IMAGE_MANIFEST_DIGEST: new_digest.to_string() },
-            });
-            if let Some(p) = platform {
-                soci["platform"] = platform_json(p);
+    for step in &binding.steps {
+        match step {
+            BindingStep::Unchanged { desc, bytes } => io.copy_referenced(desc, bytes.as_deref())?,
+            BindingStep::Copy {
+                digest: new_digest,
+                bytes: new_bytes,
+                index,
+                ..
+            } => {
+                io.put_image_manifest(new_digest, new_bytes)?;
+                let Some(b) = index.and_then(|i| built.get(i)) else {
+                    continue;
+                };
+                // zTOCs, prefetch artifacts, the empty config and the SOCI index itself go
+                // before the index that names them.
+                io.put_soci_index(b.digest.clone(), &b.bytes, &b.ztoc_records, &b.prefetch)?;
+                records.push(IndexRecord {
+                    digest: b.digest.to_string(),
+                    size: b.bytes.len() as u64,
+                    image_ref: String::new(),
+                    platform: indexer::index::platform_text(&b.image),
+                    media_type: soci_index::SOCI_INDEX_V2.to_owned(),
+                    manifest_digest: new_digest.to_string(),
+                    created: time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    ztocs: b.ztoc_records.iter().map(|z| z.digest.clone()).collect(),
+                    span_size: args.index.span_size,
+                    min_layer_size: args.index.min_layer_size,
+                });
             }
-            // zTOCs, prefetch artifacts, the empty config and the SOCI index itself go
-            // before the index that names them.
-            io.put_soci_index(b.digest.clone(), &b.bytes, &b.ztoc_records, &b.prefetch)?;
-            soci_entries.push(soci);
-            records.push(IndexRecord {
-                digest: b.digest.to_string(),
-                size: b.bytes.len() as u64,
-                image_ref: String::new(),
-                platform: platform.map(|p| p.to_string()).unwrap_or_default(),
-                media_type: soci_index::SOCI_INDEX_V2.to_owned(),
-                manifest_digest: new_digest.to_string(),
-                created: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                ztocs: b.ztoc_records.iter().map(|z| z.digest.clone()).collect(),
-                span_size: args.index.span_size,
-                min_layer_size: args.index.min_layer_size,
-            });
         }
     }
-    entries.extend(soci_entries);
-    let mut index = if top_is_index {
-        top_json.clone()
-    } else {
-        json!({"schemaVersion": 2})
-    };
-    index["mediaType"] = json!(oci::manifest::OCI_INDEX);
-    index["manifests"] = Value::Array(entries);
-    let index_bytes = serde_json::to_vec(&index)?;
-    let index_digest = oci::digest::sha256(&index_bytes);
+    let (index_digest, index_bytes) = (binding.index_digest, binding.index_bytes);
     let dst_name = io.put_top(&index_digest, &index_bytes)?;
     cleanup.0 = None;
 
@@ -388,29 +298,6 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     }
     println!("converted image {index_digest} written to {dst_name}");
     Ok(())
-}
-
-/// Sets `annotations[key] = value` on a JSON object (manifest or descriptor); `None` when
-/// `target` is not an object.
-fn annotate(target: &mut Value, key: &str, value: &Digest) -> Option<()> {
-    let annotations = target
-        .as_object_mut()?
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    annotations[key] = json!(value.to_string());
-    Some(())
-}
-
-fn platform_json(p: &oci::platform::Platform) -> Value {
-    let s = p.to_string();
-    let mut parts = s.split('/');
-    let os = parts.next().unwrap_or_default();
-    let arch = parts.next().unwrap_or_default();
-    let mut v = json!({"architecture": arch, "os": os});
-    if let Some(variant) = parts.next() {
-        v["variant"] = json!(variant);
-    }
-    v
 }
 
 /// Writes objects to the destination, copying or mounting what the new image shares with

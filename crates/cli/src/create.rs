@@ -11,7 +11,6 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use oci::db::{IndexRecord, ZtocRecord};
 use oci::layout::{OciLayout, PlatformSelection, ResolvedImage};
-use oci::manifest::LayerCompression;
 use oci::platform::Platform;
 use oci::prefetch::PrefetchArtifact;
 use oci::reference::ImageRef;
@@ -19,7 +18,7 @@ use oci::soci_index::{self, IndexVersion, PrefetchDescriptor, ZtocDescriptor};
 use oci::{Descriptor, Digest};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -130,11 +129,7 @@ impl ContainerdImage {
             Ok(b) => Ok(b),
             Err(e) if e.is_not_found() => match &self.registry {
                 Some((remote, repo, _)) => {
-                    let mut f = remote::RegistryFetcher {
-                        rt: &remote.rt,
-                        repo,
-                        cache: HashMap::new(),
-                    };
+                    let mut f = remote::fetcher(remote, repo, &[]);
                     Ok(oci::resolve::ManifestFetcher::fetch(&mut f, desc, limit)?)
                 }
                 None => Err(e.into()),
@@ -289,11 +284,7 @@ impl Source {
                 Ok(layout.read_blob(desc, oci::manifest::MAX_MANIFEST_SIZE as u64)?)
             }
             Source::Registry { remote, repo, .. } => {
-                let mut f = remote::RegistryFetcher {
-                    rt: &remote.rt,
-                    repo,
-                    cache: HashMap::new(),
-                };
+                let mut f = remote::fetcher(remote, repo, &[]);
                 Ok(oci::resolve::ManifestFetcher::fetch(
                     &mut f,
                     desc,
@@ -335,7 +326,6 @@ pub(crate) enum LayerOutcome {
 
 struct LayerJob {
     desc: Descriptor,
-    compression: LayerCompression,
 }
 
 pub fn run(root: &Path, ctd: &ContainerdArgs, args: CreateArgs) -> Result<()> {
@@ -576,7 +566,6 @@ pub(crate) fn index_layers(
             if !jobs.iter().any(|j| j.desc.digest() == layer.digest()) {
                 jobs.push(LayerJob {
                     desc: layer.clone(),
-                    compression: LayerCompression::of(layer.media_type()),
                 });
             }
         }
@@ -601,14 +590,10 @@ pub(crate) fn index_layers(
         jobs.par_iter()
             .map(|job| {
                 let size = job.desc.size();
-                if let Some(reason) = job.compression.skip_reason() {
+                if let Some(reason) =
+                    indexer::layer::layer_skip_reason(&job.desc, opts.min_layer_size)
+                {
                     return Ok(LayerOutcome::Skipped(reason));
-                }
-                if size < opts.min_layer_size {
-                    return Ok(LayerOutcome::Skipped(format!(
-                        "size {size} is less than min-layer-size {}",
-                        opts.min_layer_size
-                    )));
                 }
                 if !opts.force {
                     if let Some(found) = existing(job.desc.digest())? {
@@ -664,13 +649,12 @@ pub(crate) fn image_ztocs(
                     z.digest,
                     if reused { " (already exists)" } else { "" }
                 );
-                ztocs.push(ZtocDescriptor {
-                    digest: oci::digest::parse(&z.digest)?,
-                    size: z.size,
-                    layer_digest: layer.digest().clone(),
-                    layer_media_type: layer.media_type().to_string(),
-                    span_size: Some(span_size),
-                });
+                ztocs.push(indexer::index::ztoc_descriptor(
+                    layer,
+                    oci::digest::parse(&z.digest)?,
+                    z.size,
+                    span_size,
+                ));
                 records.push(z.clone());
             }
             Some(LayerOutcome::Skipped(reason)) => {
@@ -694,11 +678,7 @@ fn write_index(
     from: &str,
 ) -> Result<(Digest, Vec<u8>)> {
     let (ztocs, records) = image_ztocs(image, by_layer, args.index.span_size)?;
-    let platform = image
-        .platform
-        .as_ref()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+    let platform = indexer::index::platform_text(image);
     if ztocs.is_empty() {
         bail!(
             "no zTOCs were created for {image_ref} ({platform}): every layer was skipped; \
@@ -712,17 +692,12 @@ fn write_index(
         prefetch_paths,
         &format!("{image_ref} ({platform})"),
     )?;
-    let annotations = BTreeMap::from([(
-        soci_index::ANNOTATION_BUILD_TOOL.to_owned(),
-        ztoc::DEFAULT_BUILD_TOOL.to_owned(),
-    )]);
-    // Without prefetch artifacts this is byte-for-byte the plain index.
-    let (bytes, _) = soci_index::build_index_manifest_with_prefetch(
+    let (bytes, _) = indexer::index::index_manifest(
         IndexVersion::V1,
         Some(&image.manifest_desc),
         &ztocs,
         &prefetch,
-        &annotations,
+        ztoc::DEFAULT_BUILD_TOOL,
     )?;
     let index_digest = local.store.put_bytes(&bytes)?;
     let record = IndexRecord {
@@ -852,34 +827,13 @@ fn build_layer(
     bar: &ProgressBar,
 ) -> Result<ZtocRecord> {
     let desc = &job.desc;
-    let algorithm = match job.compression {
-        LayerCompression::Gzip => ztoc::CompressionAlgorithm::Gzip,
-        _ => ztoc::CompressionAlgorithm::Uncompressed,
-    };
     let file = source.open_blob(desc)?;
-    let mut reader = oci::digest::DigestingReader::new(ProgressReader { inner: file, bar });
     let options = ztoc::BuildOptions {
         span_size,
         ..Default::default()
     };
-    let built = ztoc::build_ztoc(
-        BufReader::with_capacity(1 << 20, &mut reader),
-        algorithm,
-        &options,
-    );
-    // Drain anything the builder did not need (it reads gzip to the end, but a plain tar may
-    // carry padding after its end-of-archive marker) so the digest covers the whole blob.
-    std::io::copy(&mut reader, &mut std::io::sink())?;
-    let (actual, size) = reader.finish();
-    if &actual != desc.digest() || size != desc.size() {
-        bail!(
-            "the layer blob from {} does not match its descriptor (digest {actual}, {size} bytes; expected {}, {} bytes): the image is corrupt",
-            source.label(),
-            desc.digest(),
-            desc.size()
-        );
-    }
-    let z = built.with_context(|| format!("indexing {}", job.desc.media_type()))?;
+    let z = indexer::build_layer_ztoc(ProgressReader { inner: file, bar }, desc, &options)
+        .with_context(|| format!("reading the layer from {}", source.label()))?;
     let bytes = ztoc::encode(&z);
     let digest = local.store.put_bytes(&bytes)?;
     Ok(ZtocRecord {

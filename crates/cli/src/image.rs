@@ -385,11 +385,7 @@ fn pull(
         .into_iter()
         .next()
         .context("no image manifest resolved")?;
-    let mut fetcher = remote::RegistryFetcher {
-        rt: &remote.rt,
-        repo,
-        cache: HashMap::from([(top.digest().to_string(), top_bytes.clone())]),
-    };
+    let mut fetcher = remote::fetcher(remote, repo, &[(&top, &top_bytes)]);
     let path = index_path(&mut fetcher, &top, image.manifest_desc.digest(), 0)?
         .context("the image manifest is not reachable from the reference's index")?;
     let manifest_bytes = fetcher.fetch(

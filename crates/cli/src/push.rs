@@ -8,7 +8,7 @@ use crate::{ContainerdArgs, ContentStoreKind, Local};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use indexer::publish::{self, Referrer};
 use oci::db::IndexRecord;
 use oci::platform::Platform;
 use oci::reference::ImageRef;
@@ -302,10 +302,7 @@ fn push_one(
     }
     // Blobs first, the manifest last: a registry never holds an index whose zTOCs (or
     // prefetch artifacts) are missing.
-    let mut blobs: Vec<(oci::Digest, Bytes)> = vec![(
-        oci::digest::parse(soci_index::EMPTY_CONFIG_DIGEST)?,
-        Bytes::from_static(soci_index::EMPTY_CONFIG),
-    )];
+    let mut blobs: Vec<(oci::Digest, Bytes)> = Vec::new();
     for z in &index.ztocs {
         let bytes = blobs_from.get(remote, local, &z.digest, "zTOC")?;
         blobs.push((z.digest.clone(), Bytes::from(bytes)));
@@ -314,45 +311,32 @@ fn push_one(
         let bytes = blobs_from.get(remote, local, &p.digest, "prefetch artifact")?;
         blobs.push((p.digest.clone(), Bytes::from(bytes)));
     }
-    let results: Vec<(oci::Digest, usize, BlobPush)> = remote.rt.block_on(async {
-        stream::iter(blobs.into_iter().map(|(d, b)| async move {
-            let len = b.len();
-            let r = repo.push_blob(&d, b, &[]).await?;
-            Ok::<_, registry::Error>((d, len, r))
-        }))
-        .buffer_unordered(args.max_concurrent_uploads.max(1))
-        .try_collect()
-        .await
-    })?;
-    for (d, len, r) in &results {
-        let what = match r {
+    let pushed = remote.rt.block_on(publish::publish_v1(
+        repo,
+        manifest.digest(),
+        Bytes::from(index_bytes),
+        &index,
+        blobs,
+        args.max_concurrent_uploads,
+    ))?;
+    for b in &pushed.blobs {
+        let what = match b.result {
             BlobPush::Existed => "already in the registry",
             BlobPush::Mounted => "mounted",
             BlobPush::Uploaded => "uploaded",
         };
-        say(format!("  blob {d} ({len} bytes): {what}"));
+        say(format!("  blob {} ({} bytes): {what}", b.digest, b.size));
     }
-    let put = remote.rt.block_on(repo.put_manifest(
-        &rec.digest,
-        oci::manifest::OCI_MANIFEST,
-        Bytes::from(index_bytes.clone()),
-    ))?;
-    if put.subject_handled {
-        say(format!(
+    match &pushed.referrer {
+        Referrer::RegistryApi => say(format!(
             "  index {}: pushed; the registry's referrers API lists it",
             rec.digest
-        ));
-    } else {
-        let desc = referrer_descriptor(&index_digest, index_bytes.len() as u64, &index);
-        let added = remote
-            .rt
-            .block_on(repo.add_referrer_to_tag_schema(manifest.digest(), &desc))?;
-        say(format!(
-            "  index {}: pushed; {} referrers tag {}",
+        )),
+        Referrer::TagSchema { tag, added, .. } => say(format!(
+            "  index {}: pushed; {} referrers tag {tag}",
             rec.digest,
-            if added { "added to" } else { "already in" },
-            registry::client::referrers_tag(manifest.digest())
-        ));
+            if *added { "added to" } else { "already in" },
+        )),
     }
     if already {
         say(format!(
@@ -361,19 +345,4 @@ fn push_one(
         ));
     }
     Ok(true)
-}
-
-/// The descriptor of a SOCI index as listed in a referrers index: OCI manifest media type,
-/// its artifact type, and its annotations (clients filter on both).
-pub(crate) fn referrer_descriptor(
-    digest: &oci::Digest,
-    size: u64,
-    index: &soci_index::SociIndex,
-) -> Descriptor {
-    let mut d = Descriptor::new(oci::MediaType::ImageManifest, size, digest.clone());
-    d.set_artifact_type(Some(oci::MediaType::from(index.version.media_type())));
-    if !index.annotations.is_empty() {
-        d.set_annotations(Some(index.annotations.clone().into_iter().collect()));
-    }
-    d
 }

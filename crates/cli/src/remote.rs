@@ -5,12 +5,11 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use oci::reference::ImageRef;
-use oci::resolve::{ManifestFetcher, PlatformSelection, ResolvedImage};
+use oci::resolve::{PlatformSelection, ResolvedImage};
 use oci::Descriptor;
 use registry::credentials::{self, DockerConfig};
 use registry::hosts::HostDefaults;
 use registry::{Client, ClientConfig, Repository};
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
@@ -113,39 +112,21 @@ pub fn reference_of(reference: &ImageRef) -> String {
     }
 }
 
-/// Reads manifests, indexes and configs from a registry for [`oci::resolve`], verified by
-/// digest; remembers what it fetched so nothing is fetched twice.
-pub struct RegistryFetcher<'a> {
-    /// Runtime to block on.
-    pub rt: &'a Runtime,
-    /// Repository to read from.
-    pub repo: &'a Repository,
-    /// Objects fetched so far, by digest.
-    pub cache: HashMap<String, Vec<u8>>,
-}
+/// Reads manifests, indexes and configs from a registry for [`oci::resolve`] (the
+/// library's, blocking on the CLI's runtime).
+pub use indexer::resolve::RegistryFetcher;
 
-impl ManifestFetcher for RegistryFetcher<'_> {
-    fn fetch(&mut self, desc: &Descriptor, limit: u64) -> oci::Result<Vec<u8>> {
-        let key = desc.digest().to_string();
-        if let Some(b) = self.cache.get(&key) {
-            return Ok(b.clone());
-        }
-        let media = desc.media_type().to_string();
-        let is_manifest = media.contains("manifest") || media.contains("index");
-        let bytes = self
-            .rt
-            .block_on(async {
-                if is_manifest {
-                    self.repo.get_manifest(&key).await.map(|m| m.bytes)
-                } else {
-                    self.repo.get_blob_bytes(desc.digest(), limit).await
-                }
-            })
-            .map_err(|e| oci::Error::Remote(Box::new(e)))?
-            .to_vec();
-        self.cache.insert(key, bytes.clone());
-        Ok(bytes)
+/// A fetcher over `repo` blocking on `remote`'s runtime, its cache seeded with `seed`.
+pub fn fetcher(
+    remote: &Remote,
+    repo: &Repository,
+    seed: &[(&Descriptor, &[u8])],
+) -> RegistryFetcher {
+    let mut f = RegistryFetcher::new(remote.rt.handle().clone(), repo.clone());
+    for (d, b) in seed {
+        f.cache.insert(d.digest().to_string(), b.to_vec());
     }
+    f
 }
 
 /// Resolves a registry reference to its top descriptor, that object's verified bytes, and
@@ -156,26 +137,17 @@ pub fn resolve_images(
     reference: &ImageRef,
     selection: &PlatformSelection,
 ) -> Result<(Descriptor, Vec<u8>, Vec<ResolvedImage>)> {
-    let r = reference_of(reference);
-    let top = remote.rt.block_on(repo.get_manifest(&r))?;
-    let media = if top.media_type.is_empty() {
-        oci::manifest::OCI_MANIFEST.to_owned()
-    } else {
-        top.media_type.clone()
-    };
-    let desc = Descriptor::new(
-        oci::MediaType::from(media.as_str()),
-        top.bytes.len() as u64,
-        top.digest.clone(),
-    );
-    let mut fetcher = RegistryFetcher {
-        rt: &remote.rt,
-        repo,
-        cache: HashMap::from([(top.digest.to_string(), top.bytes.to_vec())]),
-    };
-    let images =
-        oci::resolve::image_manifests(&mut fetcher, &reference.to_string(), &desc, selection)?;
-    Ok((desc, top.bytes.to_vec(), images))
+    let top = remote
+        .rt
+        .block_on(indexer::resolve::fetch_top(repo, &reference_of(reference)))?;
+    let mut fetcher = fetcher(remote, repo, &[]);
+    let images = indexer::resolve::image_manifests_blocking(
+        &mut fetcher,
+        &reference.to_string(),
+        &top,
+        selection,
+    )?;
+    Ok((top.desc, top.bytes, images))
 }
 
 /// A blocking reader over a blob streamed from a registry (for use off the runtime's threads).
@@ -186,62 +158,11 @@ pub fn open_blob(
     repo: &Repository,
     desc: &Descriptor,
 ) -> Result<Box<dyn Read + Send>> {
-    let mut stream = remote.rt.block_on(repo.get_blob(desc.digest()))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(64);
-    remote.rt.spawn(async move {
-        use futures_util::StreamExt;
-        while let Some(chunk) = stream.stream.next().await {
-            let failed = chunk.is_err();
-            // The reader hung up (the layer failed to index): stop fetching.
-            if tx.send(chunk).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    Ok(Box::new(ChannelReader::new(rx)))
-}
-
-/// A blocking reader over chunks sent by a task on a runtime (a registry body, a containerd
-/// content stream); an error chunk ends the stream with that error.
-pub(crate) struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
-    current: bytes::Bytes,
-    done: bool,
-}
-
-impl ChannelReader {
-    /// Reads what arrives on `rx` until it closes.
-    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
-        ChannelReader {
-            rx,
-            current: bytes::Bytes::new(),
-            done: false,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Err(e);
-                }
-                None => {
-                    self.done = true;
-                    return Ok(0);
-                }
-            }
-        }
-        let n = out.len().min(self.current.len());
-        out[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
+    Ok(Box::new(indexer::layer::open_blob(
+        remote.rt.handle(),
+        repo,
+        desc,
+    )?))
 }
 
 /// A `Read + Seek` view of a registry blob that fetches what is read with HTTP Range

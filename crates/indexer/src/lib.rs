@@ -1,0 +1,175 @@
+//! The SOCI build side as a library: resolve an image in a registry, stream each layer once
+//! through the zTOC builder, and publish SOCI indexes — v1 (`soci create` + `soci push`: an
+//! index per image manifest with `subject`, found through the referrers API or the
+//! `sha256-<hex>` tag schema) or v2 (`soci convert`: a new image index binding the image
+//! manifests to their indexes). Registry to registry, no local store, typed errors.
+//!
+//! The `soci` CLI and `soci-index-builder` both call this crate, so an index built by either
+//! is byte-identical for the same image and settings.
+
+// `Error` wraps `registry::Error` (128 bytes) unboxed, as the builder matches on it; one
+// error per image build is not worth boxing for.
+#![allow(clippy::result_large_err)]
+
+pub mod binding;
+mod build;
+mod check;
+mod error;
+pub mod index;
+pub mod layer;
+pub mod publish;
+pub mod resolve;
+
+pub use check::is_referrers_tag;
+pub use error::{Error, Result};
+pub use layer::build_layer_ztoc;
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Uncompressed bytes between gzip checkpoints (default [`ztoc::DEFAULT_SPAN_SIZE`]).
+    pub span_size: u64,
+    /// Layers smaller than this get no zTOC (default 10 MiB, as `soci create`).
+    pub min_layer_size: u64,
+    /// An image whose layer sizes sum below this is skipped as
+    /// [`SkipReason::TooSmall`] (default 0).
+    pub min_image_size: u64,
+    /// Which platforms of a multi-platform image to index (default all).
+    pub platforms: oci::resolve::PlatformSelection,
+    /// Layers streamed and indexed at once, each on a blocking thread (default 2).
+    pub layer_concurrency: usize,
+    /// Build tool identifier written into zTOCs and index annotations (default
+    /// [`ztoc::DEFAULT_BUILD_TOOL`]).
+    pub build_tool: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            span_size: ztoc::DEFAULT_SPAN_SIZE,
+            min_layer_size: 10 << 20,
+            min_image_size: 0,
+            platforms: oci::resolve::PlatformSelection::All,
+            layer_concurrency: 2,
+            build_tool: ztoc::DEFAULT_BUILD_TOOL.to_owned(),
+        }
+    }
+}
+
+/// How indexes are published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// `soci create` + `soci push`: a v1 index per image manifest, with `subject`, pushed blobs
+    /// first then the manifest, then the referrers tag schema (`sha256-<hex>`) when the registry
+    /// did not handle the subject (distribution 2.8 does not).
+    V1,
+    /// `soci convert` within the same repository: a v2 index per image manifest and a new image
+    /// index bound to them, tagged `tag_pattern` with `{tag}` replaced by the source tag
+    /// (e.g. "{tag}-soci"). Needs a source tag.
+    V2 {
+        /// Destination tag, `{tag}` standing for the source tag.
+        tag_pattern: String,
+    },
+}
+
+/// Why nothing was built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The manifest is one of ours: a SOCI index manifest (v1 or v2 artifact/config type), a
+    /// referrers tag-schema index (tag `sha256-<64 hex>`), or an already SOCI-enabled
+    /// (converted) image / manifest copy carrying `com.amazon.soci.index-digest`. The string
+    /// says which. This is what keeps an automatic builder from looping on its own pushes.
+    OwnArtifact(String),
+    /// Already indexed as `publish` would do it. v1: the referrers (API or tag schema) of every
+    /// selected image manifest list a v1 SOCI index. v2: the destination tag exists and is a
+    /// SOCI-enabled index whose manifests carry index-digest annotations for these images.
+    AlreadyIndexed(Vec<oci::Digest>),
+    /// Not a container image (e.g. a config media type that is not an image config, or a
+    /// manifest media type we do not index); the string names it.
+    NotAnImage(String),
+    /// Sum of layer sizes (of the selected platforms' manifests) below `min_image_size`.
+    TooSmall {
+        /// Sum of the layer sizes.
+        size: u64,
+        /// The minimum asked for.
+        min: u64,
+    },
+    /// `Publish::V2` without a source tag (pushed by digest).
+    NoTag,
+    /// Every layer was below `min_layer_size` or not gzip/uncompressed tar.
+    NothingToIndex,
+}
+
+/// One SOCI index published.
+#[derive(Clone, Debug)]
+pub struct IndexedManifest {
+    /// Image manifest indexed (for v2: the original manifest, not its annotated copy).
+    pub manifest: oci::Digest,
+    /// Its platform (`os/arch[/variant]`), when known.
+    pub platform: Option<String>,
+    /// The SOCI index manifest's digest.
+    pub index: oci::Digest,
+    /// zTOCs the index lists.
+    pub ztocs: usize,
+}
+
+/// What was done.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The indexes published, in image order.
+    pub indexes: Vec<IndexedManifest>,
+    /// For V2: the tag written and the digest of the new image index.
+    pub converted: Option<(String, oci::Digest)>,
+    /// Layer bytes streamed from the registry.
+    pub layer_bytes_read: u64,
+    /// Wall time of streaming + indexing the layers.
+    pub build_seconds: f64,
+    /// Every manifest/index this call PUT to the registry (SOCI index manifests, the
+    /// referrers tag-schema index, v2 manifest copies, the converted image index): the
+    /// builder remembers them so the registry's notifications about them are dropped at once.
+    pub pushed_manifests: Vec<oci::Digest>,
+}
+
+/// The result of [`index_image`].
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Indexes were built and published.
+    Published(Report),
+    /// Nothing was built, for this reason.
+    Skipped(SkipReason),
+}
+
+/// Resolves `reference` (a tag or `sha256:` digest) in `repo`, and unless skipped, builds and
+/// publishes SOCI indexes for the selected platforms. Idempotent: a second call returns
+/// Skipped(AlreadyIndexed). `tag` is the tag the image was pushed under, if any (used by V2 and
+/// for own-artifact detection; when `reference` is a tag, pass it as `tag` too).
+pub async fn index_image(
+    repo: &registry::Repository,
+    reference: &str,
+    tag: Option<&str>,
+    settings: &Settings,
+    publish: &Publish,
+) -> Result<Outcome, Error> {
+    match check::check(repo, reference, tag, settings, publish).await? {
+        check::Check::Skip(reason) => Ok(Outcome::Skipped(reason)),
+        check::Check::Build(plan) => {
+            Ok(Outcome::Published(build::run(repo, &plan, settings).await?))
+        }
+    }
+}
+
+/// Cheap check, no layer is read: `Ok(Some(reason))` when `index_image` would skip this image
+/// (own artifact, already indexed, not an image, too small, no tag), `Ok(None)` when it would
+/// build. Used by `soci-index-builder backfill` to queue only images without an index.
+pub async fn skip_reason(
+    repo: &registry::Repository,
+    reference: &str,
+    tag: Option<&str>,
+    settings: &Settings,
+    publish: &Publish,
+) -> Result<Option<SkipReason>, Error> {
+    match check::check(repo, reference, tag, settings, publish).await? {
+        check::Check::Skip(reason) => Ok(Some(reason)),
+        check::Check::Build(_) => Ok(None),
+    }
+}
