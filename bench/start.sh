@@ -16,7 +16,9 @@
 #
 #   bench/start.sh [--rate MBIT] [--rtt MS] [--runs N] [--workloads a,b,c] [--span-size BYTES]
 #   (--rtt adds round-trip latency with a delaying proxy in front of the registry, default 0;
-#   --span-size is the SOCI index's span size, default AWS's 4 MiB)
+#   --span-size is the SOCI index's span size, default 2 MiB: bench/results/span-sizes.md
+#   shows it moving the fewest bytes, or within 10% of the fewest, for every workload;
+#   `soci create`'s own default stays AWS's 4 MiB)
 #   BENCH_WORK=DIR   scratch space (default: bench/work/start); workload images are cached there
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ rate=200
 rtt=0
 runs=3
 workloads="python-hello,datascience,model-header"
-span_size=4194304
+span_size=2097152
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate) rate="$2"; shift 2 ;;
@@ -92,7 +94,7 @@ for name in "${names[@]}"; do
     link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:soci" >/dev/null
 
     # Learn the read set: one lazy run with read recording, then an image whose index
-    # carries a prefetch artifact for those files.
+    # carries a prefetch artifact for the spans of the byte ranges read.
     mkdir -p "$work/mnt"
     "$soci" --root "$work/cli" mount --hosts-dir "$work/link/certs.d" --no-background-fetch \
         --record-reads "$work/$name.reads.json" --record-read-ranges "$work/$name.ranges.json" \
@@ -105,7 +107,7 @@ for name in "${names[@]}"; do
     "$soci" --root "$work/cli" unmount "$work/mnt" >/dev/null
     grep -qxF "$ready" "$work/$name.learn.out" || { echo "$name did not print its ready line '$ready' in a chroot:" >&2; cat "$work/$name.learn.out" >&2; exit 1; }
     record "{\"workload\":\"$name\",\"mode\":\"readset\",\"bytes\":${read_bytes:-0},\"files\":$(python3 -c "import json;print(len(json.load(open('$work/$name.reads.json'))))")}"
-    link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --prefetch-files-json "$work/$name.reads.json" \
+    link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --prefetch-files-json "$work/$name.ranges.json" \
         "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:prefetch" >/dev/null
 
     for r in $(seq "$runs"); do

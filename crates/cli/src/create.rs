@@ -462,6 +462,26 @@ fn export_to_containerd(
     result
 }
 
+/// One entry of the prefetch list: a TOC name and, when known, the byte ranges of the file
+/// that were read (`None`: the whole file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PrefetchPath {
+    /// Normalized TOC name.
+    pub name: String,
+    /// `[start, end)` byte ranges within the file, or `None` for all of it.
+    pub ranges: Option<Vec<(u64, u64)>>,
+}
+
+/// The two forms `--prefetch-files-json` takes.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum PrefetchList {
+    /// `["/path", ...]`.
+    Paths(Vec<String>),
+    /// `{"/path": [[start, end], ...], ...}`.
+    Ranges(BTreeMap<String, Vec<(u64, u64)>>),
+}
+
 /// Indexing flags shared by `soci create` and `soci convert`.
 #[derive(Args)]
 pub(crate) struct IndexOptions {
@@ -488,8 +508,11 @@ pub(crate) struct IndexOptions {
     /// commas) for several files; paths not found in any indexed layer are warned about.
     #[arg(long = "prefetch-file", value_name = "PATH", value_delimiter = ',')]
     pub prefetch_file: Vec<String>,
-    /// A JSON file holding an array of paths to prefetch, e.g. `["/app/config.json"]`;
-    /// used together with any --prefetch-file paths.
+    /// A JSON file listing what to prefetch, used together with any --prefetch-file paths:
+    /// an array of paths (`["/app/config.json"]`, as `soci mount --record-reads` writes), or
+    /// an object of path -> byte ranges read (`{"/app/model.bin": [[0, 8388608]]}`, as
+    /// `soci mount --record-read-ranges` writes), which prefetches only the spans of those
+    /// ranges instead of whole files.
     #[arg(long, value_name = "FILE")]
     pub prefetch_files_json: Option<PathBuf>,
 }
@@ -503,31 +526,49 @@ impl IndexOptions {
         Ok(())
     }
 
-    /// The paths to prefetch, from `--prefetch-file` and `--prefetch-files-json` (in that
-    /// order), trimmed, blanks dropped, normalized as TOC names are (no leading `/`, `.` and
-    /// `..` resolved) and without repeats.
-    pub(crate) fn prefetch_paths(&self) -> Result<Vec<String>> {
-        let mut raw = self.prefetch_file.clone();
+    /// What to prefetch, from `--prefetch-file` and `--prefetch-files-json` (in that
+    /// order): paths trimmed, blanks dropped, normalized as TOC names are (no leading `/`,
+    /// `.` and `..` resolved) and without repeats; a path listed whole and with ranges is
+    /// prefetched whole, ranges listed twice are combined.
+    pub(crate) fn prefetch_paths(&self) -> Result<Vec<PrefetchPath>> {
+        let mut raw: Vec<(String, Option<Vec<(u64, u64)>>)> =
+            self.prefetch_file.iter().map(|p| (p.clone(), None)).collect();
         if let Some(file) = &self.prefetch_files_json {
             let bytes = std::fs::read(file)
                 .with_context(|| format!("reading --prefetch-files-json {}", file.display()))?;
-            let listed: Vec<String> = serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "--prefetch-files-json {}: expected a JSON array of path strings",
+            let listed: PrefetchList = serde_json::from_slice(&bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "--prefetch-files-json {}: expected a JSON array of path strings, or an \
+                     object of path -> [[start, end], ...] byte ranges",
                     file.display()
                 )
             })?;
-            raw.extend(listed);
+            match listed {
+                PrefetchList::Paths(paths) => raw.extend(paths.into_iter().map(|p| (p, None))),
+                PrefetchList::Ranges(by_path) => {
+                    raw.extend(by_path.into_iter().map(|(p, r)| (p, Some(r))))
+                }
+            }
         }
-        let mut paths: Vec<String> = Vec::new();
-        for p in raw.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-            let name = ztoc::toc::normalize_name(p);
+        let mut paths: Vec<PrefetchPath> = Vec::new();
+        for (p, ranges) in raw.iter().filter(|(p, _)| !p.trim().is_empty()) {
+            let name = ztoc::toc::normalize_name(p.trim());
             if name.is_empty() {
                 eprintln!(
                     "warning: prefetch path {p:?} names the root directory, not a file; ignored"
                 );
-            } else if !paths.contains(&name) {
-                paths.push(name);
+                continue;
+            }
+            match paths.iter_mut().find(|e| e.name == name) {
+                None => paths.push(PrefetchPath {
+                    name,
+                    ranges: ranges.clone(),
+                }),
+                Some(existing) => match (&mut existing.ranges, ranges) {
+                    (Some(mine), Some(more)) => mine.extend(more.iter().copied()),
+                    (Some(_), None) => existing.ranges = None,
+                    (None, _) => {}
+                },
             }
         }
         Ok(paths)
@@ -673,7 +714,7 @@ fn write_index(
     image: &ResolvedImage,
     by_layer: &HashMap<String, LayerOutcome>,
     image_ref: &str,
-    prefetch_paths: &[String],
+    prefetch_paths: &[PrefetchPath],
     args: &CreateArgs,
     from: &str,
 ) -> Result<(Digest, Vec<u8>)> {
@@ -731,7 +772,7 @@ pub(crate) fn image_prefetch(
     local: &Local,
     image: &ResolvedImage,
     by_layer: &HashMap<String, LayerOutcome>,
-    paths: &[String],
+    paths: &[PrefetchPath],
     what: &str,
 ) -> Result<Vec<PrefetchDescriptor>> {
     if paths.is_empty() {
@@ -783,9 +824,9 @@ pub(crate) fn image_prefetch(
 type LayerRanges = BTreeMap<usize, Vec<(u64, u64)>>;
 
 /// For each of `paths`, finds the topmost of `layers` (bottom first) whose TOC has an entry
-/// of exactly that name and takes its span range. Returns the ranges per layer position
-/// (ascending) and the paths no layer has.
-fn prefetch_ranges(layers: &[&ztoc::Ztoc], paths: &[String]) -> (LayerRanges, Vec<String>) {
+/// of exactly that name and takes the span range of its data, or of each byte range given.
+/// Returns the ranges per layer position (ascending) and the paths no layer has.
+fn prefetch_ranges(layers: &[&ztoc::Ztoc], paths: &[PrefetchPath]) -> (LayerRanges, Vec<String>) {
     let mut ranges = LayerRanges::new();
     let mut missing = Vec::new();
     for path in paths {
@@ -793,16 +834,59 @@ fn prefetch_ranges(layers: &[&ztoc::Ztoc], paths: &[String]) -> (LayerRanges, Ve
             if z.span_count() == 0 {
                 return None;
             }
-            // The last entry of a name wins, as when the layer is unpacked.
-            let file = z.toc.files.iter().rev().find(|f| &f.name == path)?;
-            Some((i, file_span_range(z, file)))
+            let file = toc_file(z, &path.name)?;
+            let spans = match &path.ranges {
+                None => vec![file_span_range(z, file)],
+                Some(read) => read
+                    .iter()
+                    .filter_map(|&(start, end)| byte_span_range(z, file, start, end))
+                    .collect(),
+            };
+            Some((i, spans))
         });
         match found {
-            Some((i, range)) => ranges.entry(i).or_default().push(range),
-            None => missing.push(path.clone()),
+            Some((i, spans)) => ranges.entry(i).or_default().extend(spans),
+            None => missing.push(path.name.clone()),
         }
     }
     (ranges, missing)
+}
+
+/// The TOC entry holding the data of `name`: the last entry of that name (as when the layer
+/// is unpacked), or for a hard link the entry it links to (a hard link's own entry has no
+/// data, and a read list may name a file by any of its links).
+fn toc_file<'a>(z: &'a ztoc::Ztoc, name: &str) -> Option<&'a ztoc::FileMetadata> {
+    let mut file = z.toc.files.iter().rev().find(|f| f.name == name)?;
+    // Links to links are not made by tar, but a bound keeps a hostile TOC from looping.
+    for _ in 0..8 {
+        if file.file_type != ztoc::FileType::Hardlink {
+            break;
+        }
+        let target = ztoc::toc::normalize_name(&file.linkname);
+        file = z.toc.files.iter().rev().find(|f| f.name == target)?;
+    }
+    Some(file)
+}
+
+/// The inclusive spans holding bytes `[start, end)` of a file's data (clipped to the file),
+/// or `None` when nothing of the file is in that range.
+fn byte_span_range(
+    z: &ztoc::Ztoc,
+    file: &ztoc::FileMetadata,
+    start: u64,
+    end: u64,
+) -> Option<(u64, u64)> {
+    let end = end.min(file.uncompressed_size);
+    if start >= end {
+        return None;
+    }
+    let last = z.span_count().checked_sub(1)?;
+    let span = |offset: u64| z.span_of(offset).unwrap_or(last).min(last);
+    let first = span(file.uncompressed_offset.saturating_add(start));
+    Some((
+        first,
+        span(file.uncompressed_offset.saturating_add(end - 1)).max(first),
+    ))
 }
 
 /// The inclusive spans holding a file's data: the span of its first byte to that of its last
@@ -931,12 +1015,40 @@ mod tests {
     }
 
     #[test]
+    fn byte_ranges_cover_only_the_spans_read() {
+        // Spans of 100 bytes; "model" is 150..950 (spans 1-9).
+        let mut z = ztoc_with(1000, &[("model", 150, 800), ("link", 0, 0)]);
+        let link = z.toc.files.iter_mut().find(|f| f.name == "link").unwrap();
+        link.file_type = ztoc::FileType::Hardlink;
+        link.linkname = "/model".into();
+        let read = |name: &str, ranges: Vec<(u64, u64)>| PrefetchPath {
+            name: name.into(),
+            ranges: Some(ranges),
+        };
+        let paths = [
+            // Its first 40 bytes (150..190: span 1), and 400..460 (550..610: spans 5-6).
+            read("model", vec![(0, 40), (400, 460)]),
+            // Past the end of the file, or empty: nothing.
+            read("model", vec![(900, 1000), (7, 7)]),
+            // Through the hard link: bytes 790..800 (940..950: span 9).
+            read("link", vec![(790, 2000)]),
+        ];
+        let (ranges, missing) = prefetch_ranges(&[&z], &paths);
+        assert!(missing.is_empty());
+        assert_eq!(ranges[&0], [(1, 1), (5, 6), (9, 9)]);
+    }
+
+    #[test]
     fn the_topmost_indexed_layer_holding_a_path_wins() {
         let bottom = ztoc_with(1000, &[("etc/x", 0, 10), ("usr/y", 500, 250)]);
         let top = ztoc_with(300, &[("etc/x", 120, 100), ("etc/z", 0, 1)]);
         let paths: Vec<String> = ["etc/x", "usr/y", "etc/z", "nope"]
             .iter()
             .map(|s| s.to_string())
+            .collect();
+        let paths: Vec<PrefetchPath> = paths
+            .into_iter()
+            .map(|name| PrefetchPath { name, ranges: None })
             .collect();
         let (ranges, missing) = prefetch_ranges(&[&bottom, &top], &paths);
         assert_eq!(
@@ -966,9 +1078,30 @@ mod tests {
             prefetch_file: vec!["/usr/bin/small".into(), "".into()],
             prefetch_files_json: Some(json.clone()),
         };
+        let whole = |name: &str| PrefetchPath {
+            name: name.into(),
+            ranges: None,
+        };
         assert_eq!(
             opts.prefetch_paths().unwrap(),
-            ["usr/bin/small", "opt/data.bin", "etc/c"]
+            [whole("usr/bin/small"), whole("opt/data.bin"), whole("etc/c")]
+        );
+        // The byte-range form: ranges of one path are combined, and a path also listed
+        // whole (by --prefetch-file) is prefetched whole.
+        std::fs::write(
+            &json,
+            r#"{"/opt/model.bin": [[0, 10]], "opt//model.bin": [[50, 60]], "/usr/bin/small": [[0, 1]]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            opts.prefetch_paths().unwrap(),
+            [
+                whole("usr/bin/small"),
+                PrefetchPath {
+                    name: "opt/model.bin".into(),
+                    ranges: Some(vec![(0, 10), (50, 60)])
+                }
+            ]
         );
         std::fs::write(&json, r#"{"files": ["a"]}"#).unwrap();
         let err = format!("{:#}", opts.prefetch_paths().unwrap_err());

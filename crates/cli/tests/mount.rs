@@ -565,4 +565,21 @@ fn recorded_reads_become_a_prefetch_list() {
         ],
     ));
     assert!(out.contains("-> prefetch sha256:"), "{out}");
+    // So does the byte-range file: the same spans here, as both files were read whole.
+    let from_ranges = ok(soci(
+        &root,
+        &[
+            "create",
+            "--force",
+            "--prefetch-files-json",
+            ranges.to_str().unwrap(),
+            &r,
+        ],
+    ));
+    let prefetch_line = |out: &str| {
+        out.lines()
+            .find(|l| l.contains("-> prefetch sha256:"))
+            .map(str::to_owned)
+    };
+    assert_eq!(prefetch_line(&from_ranges), prefetch_line(&out), "{from_ranges}");
 }
