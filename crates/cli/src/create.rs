@@ -531,8 +531,9 @@ impl IndexOptions {
     /// `.` and `..` resolved) and without repeats; a path listed whole and with ranges is
     /// prefetched whole, ranges listed twice are combined.
     pub(crate) fn prefetch_paths(&self) -> Result<Vec<PrefetchPath>> {
-        let mut raw: Vec<(String, Option<Vec<(u64, u64)>>)> =
-            self.prefetch_file.iter().map(|p| (p.clone(), None)).collect();
+        // As given, names not normalized yet.
+        let whole = |name: String| PrefetchPath { name, ranges: None };
+        let mut raw: Vec<PrefetchPath> = self.prefetch_file.iter().cloned().map(whole).collect();
         if let Some(file) = &self.prefetch_files_json {
             let bytes = std::fs::read(file)
                 .with_context(|| format!("reading --prefetch-files-json {}", file.display()))?;
@@ -544,14 +545,17 @@ impl IndexOptions {
                 )
             })?;
             match listed {
-                PrefetchList::Paths(paths) => raw.extend(paths.into_iter().map(|p| (p, None))),
+                PrefetchList::Paths(paths) => raw.extend(paths.into_iter().map(whole)),
                 PrefetchList::Ranges(by_path) => {
-                    raw.extend(by_path.into_iter().map(|(p, r)| (p, Some(r))))
+                    raw.extend(by_path.into_iter().map(|(name, r)| PrefetchPath {
+                        name,
+                        ranges: Some(r),
+                    }))
                 }
             }
         }
         let mut paths: Vec<PrefetchPath> = Vec::new();
-        for (p, ranges) in raw.iter().filter(|(p, _)| !p.trim().is_empty()) {
+        for PrefetchPath { name: p, ranges } in raw.iter().filter(|e| !e.name.trim().is_empty()) {
             let name = ztoc::toc::normalize_name(p.trim());
             if name.is_empty() {
                 eprintln!(
@@ -1084,7 +1088,11 @@ mod tests {
         };
         assert_eq!(
             opts.prefetch_paths().unwrap(),
-            [whole("usr/bin/small"), whole("opt/data.bin"), whole("etc/c")]
+            [
+                whole("usr/bin/small"),
+                whole("opt/data.bin"),
+                whole("etc/c")
+            ]
         );
         // The byte-range form: ranges of one path are combined, and a path also listed
         // whole (by --prefetch-file) is prefetched whole.
