@@ -581,5 +581,9 @@ fn recorded_reads_become_a_prefetch_list() {
             .find(|l| l.contains("-> prefetch sha256:"))
             .map(str::to_owned)
     };
-    assert_eq!(prefetch_line(&from_ranges), prefetch_line(&out), "{from_ranges}");
+    assert_eq!(
+        prefetch_line(&from_ranges),
+        prefetch_line(&out),
+        "{from_ranges}"
+    );
 }
