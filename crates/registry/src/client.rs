@@ -1354,6 +1354,62 @@ impl Repository {
     }
 }
 
+/// Largest catalog page body we read (a page of 1000 long names is far below it).
+const MAX_CATALOG_PAGE_BYTES: u64 = 16 << 20;
+/// Pages of the catalog followed at most (a million repositories at 1000 a page).
+const MAX_CATALOG_PAGES: usize = 1000;
+
+impl Client {
+    /// Repository names of `registry` (`GET /v2/_catalog`), following `Link` pagination as
+    /// [`Repository::list_tags`] does; asks for the `registry:catalog:*` scope under token
+    /// auth. A registry without a catalog (404) yields an empty list.
+    pub async fn catalog(&self, registry: &str) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        // The catalog is not below a repository: an empty name gives the registry's
+        // hosts, credentials and retries without a repository scope of our own.
+        let repo = self.repository(registry, "")?;
+        let mut out = Vec::new();
+        let mut path = "/_catalog?n=1000".to_owned();
+        for _ in 0..MAX_CATALOG_PAGES {
+            let op = "GET catalog".to_owned();
+            let (resp, _) = repo
+                .send(Access::Resolve, &op, || {
+                    let mut req = Req::new(Method::GET, path.clone());
+                    req.extra_scopes.push("registry:catalog:*".to_owned());
+                    req
+                })
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(out);
+            }
+            if !resp.status().is_success() {
+                return Err(Error::Status {
+                    ctx: repo.ctx(&op),
+                    status: resp.status().as_u16(),
+                    message: registry_message(resp).await,
+                });
+            }
+            let next = header_str(resp.headers(), "link").and_then(|l| parse_link_next(&l));
+            let body = read_limited(resp, MAX_CATALOG_PAGE_BYTES, &repo.ctx(&op)).await?;
+            let page: Catalog = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+                ctx: repo.ctx(&op),
+                reason: format!("catalog is not JSON: {e}"),
+            })?;
+            out.extend(page.repositories.unwrap_or_default());
+            match next {
+                // Link is `/v2/_catalog?...`; our paths are below the `/v2` prefix.
+                Some(n) => path = n.strip_prefix("/v2").unwrap_or(&n).to_owned(),
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+}
+
 struct ResumeState {
     repo: Repository,
     digest: Digest,

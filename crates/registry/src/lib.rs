@@ -8,6 +8,7 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod hosts;
+pub mod notifications;
 pub mod retry;
 
 pub use client::{
