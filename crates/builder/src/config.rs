@@ -59,8 +59,9 @@ concurrency = 2
 # Empty allow-list = every repository.
 repositories = []
 deny_repositories = []
-# Glob patterns on tags. An event without a tag passes them in v1 mode (and is ignored in
-# v2 mode, which needs a tag). Empty allow-list = every tag.
+# Glob patterns on tags. Empty allow-list = every tag. A manifest pushed by digest (no tag)
+# is indexed only in v1 mode with an empty allow-list; v2 mode needs a tag, and with an
+# allow-list it has no tag to match.
 tags = []
 deny_tags = []
 # Manifest media types to act on (image manifests and indexes, OCI and Docker).
