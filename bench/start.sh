@@ -190,7 +190,7 @@ for n in names:
         ratio = medians[(n, m)] / medians[(n, "full")] if (n, "full") in medians else float("nan")
         out.append(f"| {n} | {labels[m]} | {statistics.median(xs):.2f} s ({min(xs):.2f}–{max(xs):.2f}) "
                    f"| {ratio:.2f}× | {statistics.median(bs) / 1e6:.1f} MB |")
-out.append("\n| workload | files read at start | their bytes | lazy bytes / read bytes | `soci create` (local layout) | `gzip -dc` of the same layers |")
+out.append("\n| workload | files read at start | bytes of them read (distinct ranges) | lazy bytes / read bytes | `soci create` (local layout) | `gzip -dc` of the same layers |")
 out.append("|---|---|---|---|---|---|")
 for n in names:
     rs = [r for r in rows if r["workload"] == n and r["mode"] == "readset"]
