@@ -44,6 +44,9 @@ concurrency = 2
 # Registry to talk to. Default: the host the registry was reached at, from each event's
 # request.host. Set it when the registry sits behind a proxy and sees another Host.
 # endpoint = "registry.internal:5000"
+# Without an endpoint: the only hosts events may name (anything else is ignored). Needed with
+# username/password, which would otherwise go to whatever Host a pushing client sent.
+# hosts = ["registry.internal:5000"]
 # Plain HTTP instead of HTTPS. Default: plain HTTP only for loopback hosts on a port other
 # than 443 (as containerd).
 # plain_http = false
@@ -144,6 +147,10 @@ pub struct RegistryConfig {
     /// Registry host to talk to instead of each event's `request.host`.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Without `endpoint`: the event hosts (`request.host`) the builder talks to; events
+    /// naming another host are ignored. Empty = any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Force plain HTTP (true) or HTTPS (false); unset = plain only for loopback hosts.
     #[serde(default)]
     pub plain_http: Option<bool>,
@@ -381,6 +388,21 @@ impl Config {
         if (r.password.is_some() || r.password_file.is_some()) && r.username.is_none() {
             return Err(err("[registry] username: needed with a password".to_owned()));
         }
+        // `request.host` is the Host header of the pushing client's request: anyone who can
+        // push chooses it. Configured credentials must not follow it to another server.
+        if r.username.is_some() && r.endpoint.is_none() && r.hosts.is_empty() {
+            return Err(err(
+                "[registry]: with username/password, set `endpoint` or `hosts`: otherwise the \
+                 credentials would go to whatever host an event names (the Host header a \
+                 pushing client sent)"
+                    .to_owned(),
+            ));
+        }
+        for h in &r.hosts {
+            if !registry::notifications::valid_host(h) {
+                return Err(err(format!("[registry] hosts: {h:?} is not host[:port]")));
+            }
+        }
         if let Some(e) = &r.endpoint {
             if !registry::notifications::valid_host(e) {
                 return Err(err(format!(
@@ -542,11 +564,14 @@ impl Config {
         Ok(registry::Client::new(config))
     }
 
-    /// The registry host a job talks to: the configured endpoint, else the event's host.
+    /// The registry host a job talks to: the configured endpoint, else the event's host if
+    /// `[registry] hosts` is empty or lists it; `None` when the event cannot be served.
     pub fn registry_for(&self, event_host: &str) -> Option<String> {
+        let hosts = &self.registry.hosts;
         match &self.registry.endpoint {
             Some(e) => Some(e.clone()),
             None if event_host.is_empty() => None,
+            None if !hosts.is_empty() && !hosts.iter().any(|h| h == event_host) => None,
             None => Some(event_host.to_owned()),
         }
     }
@@ -690,5 +715,19 @@ mod tests {
         assert_eq!(c.registry_for(""), None);
         let c = parse("secret = \"s\"\n[registry]\nendpoint = \"r:1\"\n").unwrap();
         assert_eq!(c.registry_for("h:5000").as_deref(), Some("r:1"));
+        let c = parse("secret = \"s\"\n[registry]\nhosts = [\"r:1\"]\n").unwrap();
+        assert_eq!(c.registry_for("r:1").as_deref(), Some("r:1"));
+        assert_eq!(c.registry_for("evil:443"), None);
+    }
+
+    #[test]
+    fn credentials_need_an_endpoint_or_a_host_list() {
+        let creds = "secret = \"s\"\n[registry]\nusername = \"u\"\npassword = \"p\"\n";
+        let err = parse(creds).unwrap_err().to_string();
+        assert!(err.contains("set `endpoint` or `hosts`"), "{err}");
+        assert!(parse(&format!("{creds}hosts = [\"r:1\"]\n")).is_ok());
+        assert!(parse(&format!("{creds}endpoint = \"r:1\"\n")).is_ok());
+        let bad = parse("secret = \"s\"\n[registry]\nhosts = [\"http://x\"]\n").unwrap_err();
+        assert!(bad.to_string().contains("[registry] hosts"), "{bad}");
     }
 }

@@ -222,7 +222,7 @@ async fn intake(state: &Arc<AppState>, event: &Event) -> Result<bool> {
     let Some(host) = state.config.registry_for(&event.request.host) else {
         return ignore(
             IgnoreReason::NoHost,
-            "the event has no request.host and [registry] endpoint is not set",
+            "the event's request.host is empty or not in [registry] hosts, and [registry] endpoint is not set",
         );
     };
     let spec = JobSpec {
