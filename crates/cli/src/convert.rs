@@ -223,12 +223,7 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     // The new image index, assembled by the library; written here entry by entry, in order.
     let indexes: Vec<V2Index> = built
         .iter()
-        .map(|b| V2Index {
-            manifest: b.image.manifest_desc.digest().clone(),
-            platform: b.image.platform.clone(),
-            digest: b.digest.clone(),
-            size: b.bytes.len() as u64,
-        })
+        .map(|b| V2Index::new(&b.image, &b.digest, b.bytes.len() as u64))
         .collect();
     let binding = binding::v2_binding(&top, &top_json, &images, &indexes, |d: &Descriptor| {
         source.fetch(d)

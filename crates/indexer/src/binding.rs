@@ -87,6 +87,18 @@ pub struct V2Index {
     pub size: u64,
 }
 
+impl V2Index {
+    /// The entry for `image`'s SOCI index `digest` of `size` bytes.
+    pub fn new(image: &ResolvedImage, digest: &Digest, size: u64) -> V2Index {
+        V2Index {
+            manifest: image.manifest_desc.digest().clone(),
+            platform: image.platform.clone(),
+            digest: digest.clone(),
+            size,
+        }
+    }
+}
+
 /// One entry of the new image index, in order, with what the caller must write for it.
 #[derive(Debug, Clone)]
 pub enum BindingStep {

@@ -174,12 +174,7 @@ async fn publish_v2(
 ) -> Result<Digest> {
     let indexes: Vec<V2Index> = built
         .iter()
-        .map(|b| V2Index {
-            manifest: b.image.manifest_desc.digest().clone(),
-            platform: b.image.platform.clone(),
-            digest: b.digest.clone(),
-            size: b.bytes.len() as u64,
-        })
+        .map(|b| V2Index::new(b.image, &b.digest, b.bytes.len() as u64))
         .collect();
     // The binding reads manifests synchronously: fetch the image manifests it will ask for.
     let mut manifests: HashMap<Digest, Vec<u8>> =

@@ -1222,12 +1222,37 @@ impl Repository {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
+        self.list_pages(
+            format!("/{}/tags/list?n=1000", self.name),
+            "GET tags",
+            None,
+            "tag list",
+            |body| serde_json::from_slice::<TagList>(body).map(|l| l.tags.unwrap_or_default()),
+        )
+        .await
+    }
+
+    /// Follows a `Link`-paginated listing from `first` (a path below `/v2`), at most
+    /// [`MAX_LIST_PAGES`] pages of [`MAX_LIST_PAGE_BYTES`] each, collecting the names `names`
+    /// reads from each page; a 404 ends the listing. `scope` is an extra token scope to ask for.
+    async fn list_pages(
+        &self,
+        first: String,
+        op: &str,
+        scope: Option<&str>,
+        what: &str,
+        names: impl Fn(&[u8]) -> serde_json::Result<Vec<String>>,
+    ) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut path = format!("/{}/tags/list?n=1000", self.name);
-        for _ in 0..1000 {
-            let op = "GET tags".to_owned();
+        let mut path = first;
+        let op = op.to_owned();
+        for _ in 0..MAX_LIST_PAGES {
             let (resp, _) = self
-                .send(Access::Resolve, &op, || Req::new(Method::GET, path.clone()))
+                .send(Access::Resolve, &op, || {
+                    let mut req = Req::new(Method::GET, path.clone());
+                    req.extra_scopes.extend(scope.map(str::to_owned));
+                    req
+                })
                 .await?;
             if resp.status() == StatusCode::NOT_FOUND {
                 return Ok(out);
@@ -1240,17 +1265,14 @@ impl Repository {
                 });
             }
             let next = header_str(resp.headers(), "link").and_then(|l| parse_link_next(&l));
-            let body = read_limited(resp, 16 << 20, &self.ctx(&op)).await?;
-            let list: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+            let body = read_limited(resp, MAX_LIST_PAGE_BYTES, &self.ctx(&op)).await?;
+            out.extend(names(&body).map_err(|e| Error::Protocol {
                 ctx: self.ctx(&op),
-                reason: format!("tag list is not JSON: {e}"),
-            })?;
-            out.extend(list.tags.unwrap_or_default());
+                reason: format!("{what} is not JSON: {e}"),
+            })?);
             match next {
-                Some(n) => {
-                    // Link is `/v2/<name>/tags/list?...`; our paths are below the `/v2` prefix.
-                    path = n.strip_prefix("/v2").unwrap_or(&n).to_owned();
-                }
+                // Link is `/v2/...`; our paths are below the `/v2` prefix.
+                Some(n) => path = n.strip_prefix("/v2").unwrap_or(&n).to_owned(),
                 None => return Ok(out),
             }
         }
@@ -1354,10 +1376,10 @@ impl Repository {
     }
 }
 
-/// Largest catalog page body we read (a page of 1000 long names is far below it).
-const MAX_CATALOG_PAGE_BYTES: u64 = 16 << 20;
-/// Pages of the catalog followed at most (a million repositories at 1000 a page).
-const MAX_CATALOG_PAGES: usize = 1000;
+/// Largest page of a tag list or the catalog we read (1000 long names are far below it).
+const MAX_LIST_PAGE_BYTES: u64 = 16 << 20;
+/// Pages of a tag list or the catalog followed at most (a million names at 1000 a page).
+const MAX_LIST_PAGES: usize = 1000;
 
 impl Client {
     /// Repository names of `registry` (`GET /v2/_catalog`), following `Link` pagination as
@@ -1372,41 +1394,16 @@ impl Client {
         // The catalog is not below a repository: an empty name gives the registry's
         // hosts, credentials and retries without a repository scope of our own.
         let repo = self.repository(registry, "")?;
-        let mut out = Vec::new();
-        let mut path = "/_catalog?n=1000".to_owned();
-        for _ in 0..MAX_CATALOG_PAGES {
-            let op = "GET catalog".to_owned();
-            let (resp, _) = repo
-                .send(Access::Resolve, &op, || {
-                    let mut req = Req::new(Method::GET, path.clone());
-                    req.extra_scopes.push("registry:catalog:*".to_owned());
-                    req
-                })
-                .await?;
-            if resp.status() == StatusCode::NOT_FOUND {
-                return Ok(out);
-            }
-            if !resp.status().is_success() {
-                return Err(Error::Status {
-                    ctx: repo.ctx(&op),
-                    status: resp.status().as_u16(),
-                    message: registry_message(resp).await,
-                });
-            }
-            let next = header_str(resp.headers(), "link").and_then(|l| parse_link_next(&l));
-            let body = read_limited(resp, MAX_CATALOG_PAGE_BYTES, &repo.ctx(&op)).await?;
-            let page: Catalog = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-                ctx: repo.ctx(&op),
-                reason: format!("catalog is not JSON: {e}"),
-            })?;
-            out.extend(page.repositories.unwrap_or_default());
-            match next {
-                // Link is `/v2/_catalog?...`; our paths are below the `/v2` prefix.
-                Some(n) => path = n.strip_prefix("/v2").unwrap_or(&n).to_owned(),
-                None => return Ok(out),
-            }
-        }
-        Ok(out)
+        repo.list_pages(
+            "/_catalog?n=1000".to_owned(),
+            "GET catalog",
+            Some("registry:catalog:*"),
+            "catalog",
+            |body| {
+                serde_json::from_slice::<Catalog>(body).map(|c| c.repositories.unwrap_or_default())
+            },
+        )
+        .await
     }
 }
 
