@@ -87,20 +87,7 @@ impl ServiceClient {
             Err(e) if e.is_connect() => return Ok(None),
             Err(e) => return Err(self.err("/jobs", registry::error_chain(&e))),
         };
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.err("/jobs", registry::error_chain(&e)))?;
-        if !status.is_success() {
-            return Err(self.err(
-                "/jobs",
-                format!("{status}: {}", String::from_utf8_lossy(&body).trim()),
-            ));
-        }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| self.err("/jobs", format!("answer is not a job list: {e}")))
+        self.answer(resp, "a job list").await.map(Some)
     }
 
     /// Queues a job through the service.
@@ -113,6 +100,16 @@ impl ServiceClient {
             .send()
             .await
             .map_err(|e| self.err("/jobs", registry::error_chain(&e)))?;
+        self.answer(resp, "an answer to a queued job").await
+    }
+
+    /// Reads a `/jobs` answer: the service's message on a non-2xx status, else the JSON of
+    /// `what` it should be.
+    async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+        what: &str,
+    ) -> Result<T> {
         let status = resp.status();
         let body = resp
             .bytes()
@@ -125,6 +122,6 @@ impl ServiceClient {
             ));
         }
         serde_json::from_slice(&body)
-            .map_err(|e| self.err("/jobs", format!("unexpected answer: {e}")))
+            .map_err(|e| self.err("/jobs", format!("the answer is not {what}: {e}")))
     }
 }
