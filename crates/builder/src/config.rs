@@ -91,6 +91,10 @@ span_size = 4194304
 min_layer_size = 10485760
 # Layers streamed and indexed at once within one job.
 layer_concurrency = 2
+# Files to prefetch when a container starts (paths in the image, as `soci create
+# --prefetch-file`): each index lists, per layer, the spans holding them, and the snapshotter
+# fetches those before the container reads anything. Paths an image lacks are ignored.
+prefetch_files = []
 
 [retry]
 # Attempts per job before it is marked failed (transient errors only; permanent errors fail
@@ -220,6 +224,8 @@ struct RawPublish {
     min_layer_size: u64,
     #[serde(default = "default_layer_concurrency")]
     layer_concurrency: usize,
+    #[serde(default)]
+    prefetch_files: Vec<String>,
 }
 
 impl Default for RawPublish {
@@ -231,6 +237,7 @@ impl Default for RawPublish {
             span_size: default_span_size(),
             min_layer_size: default_min_layer_size(),
             layer_concurrency: default_layer_concurrency(),
+            prefetch_files: Vec::new(),
         }
     }
 }
@@ -476,6 +483,9 @@ impl Config {
             min_image_size: f.min_image_size_mb.saturating_mul(1 << 20),
             platforms,
             layer_concurrency: raw.publish.layer_concurrency,
+            prefetch: indexer::prefetch::PrefetchList::parse(&raw.publish.prefetch_files, None)
+                .map_err(|e| err(format!("[publish] prefetch_files: {e}")))?
+                .paths,
             ..indexer::Settings::default()
         };
         Ok(Config {

@@ -18,7 +18,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use registry::notifications::{self, Event};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -117,10 +116,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Compares in constant time (the digests of both values, so length leaks nothing either).
 fn secret_matches(presented: &[u8], expected: &[u8]) -> bool {
-    let a = Sha256::digest(presented);
-    let b = Sha256::digest(expected);
-    a.iter()
-        .zip(b.iter())
+    let (a, b) = (
+        oci::digest::sha256(presented),
+        oci::digest::sha256(expected),
+    );
+    // Both are 64 hex digits.
+    a.digest()
+        .bytes()
+        .zip(b.digest().bytes())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
         == 0
 }

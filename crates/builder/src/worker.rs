@@ -35,6 +35,9 @@ pub fn describe_skip(reason: &indexer::SkipReason) -> String {
         S::NothingToIndex => {
             "nothing to index: every layer is below min_layer_size or not gzip/tar".to_owned()
         }
+        // An image with none of the `[publish] platforms` (e.g. the arm64 manifest of a
+        // multi-platform push, arriving as its own tagless event): a skip, not a dead letter.
+        S::NoSelectedPlatform(what) => format!("no selected platform: {what}"),
     }
 }
 
@@ -95,12 +98,6 @@ pub async fn run_job(state: &Arc<AppState>, job: Job) {
             }
         }
         Ok(indexer::Outcome::Skipped(reason)) => Finish::Skipped(describe_skip(&reason)),
-        // An image with none of the `[publish] platforms` (e.g. the arm64 manifest of a
-        // multi-platform push, arriving as its own tagless event) has nothing to index: a
-        // skip, not a dead letter. The indexer reports it as an error, not a SkipReason.
-        Err(indexer::Error::Oci(e @ oci::Error::NoMatchingPlatform { .. })) => {
-            Finish::Skipped(format!("no selected platform: {e}"))
-        }
         Err(e) => Finish::Error {
             message: registry::error_chain(&e),
             transient: e.is_transient(),

@@ -707,3 +707,43 @@ fn multi_platform_push_indexes_the_selected_platform_once() {
         "one job built the amd64 index, the other found it: {jobs:#?}"
     );
 }
+
+/// `[publish] prefetch_files`: the index the builder publishes lists a prefetch artifact for
+/// the layer holding the file, naming the spans of its data; a path the image lacks adds
+/// nothing.
+#[test]
+fn prefetch_files_become_prefetch_artifacts_in_the_published_index() {
+    let port = free_port();
+    let reg = Registry::start_with_config(&notifications_yaml(port));
+    let tmp = tempfile::tempdir().unwrap();
+    let sections = V1.replace(
+        "min_layer_size = 0\n",
+        "min_layer_size = 0\nspan_size = 16384\nprefetch_files = [\"/app/data.txt\", \"/not/there\"]\n",
+    );
+    let mut b = Builder::new(port, 1, &sections);
+    b.start();
+    let img = push(&reg, tmp.path(), "team/pre:1", 7);
+    let job = b.wait_job(&img.manifest_digest, None, JobState::Done);
+    let index_digest = job.summary.expect("summary").indexes[0].index.clone();
+    let (rt, client) = registry_client();
+    let repo = client.repository(&reg.addr(), "team/pre").unwrap();
+    let manifest = rt.block_on(repo.get_manifest(&index_digest)).unwrap();
+    let index = oci::soci_index::parse_index_manifest(&manifest.bytes, &index_digest).unwrap();
+    assert_eq!(index.prefetch.len(), 1, "{index:?}");
+    let artifact = &index.prefetch[0];
+    assert_eq!(artifact.layer_digest.to_string(), img.layers[0].digest);
+    let bytes = rt
+        .block_on(repo.get_blob_bytes(&artifact.digest, artifact.size))
+        .unwrap();
+    let spans = oci::prefetch::PrefetchArtifact::parse(&bytes, "artifact")
+        .unwrap()
+        .spans();
+    // 64 KiB of data in 16 KiB spans, after the tar headers: 4 or 5 spans, never all of
+    // them missing and never span ids past the layer.
+    assert!((4..=5).contains(&spans.len()), "{spans:?}");
+    let ztoc_bytes = rt
+        .block_on(repo.get_blob_bytes(&index.ztocs[0].digest, index.ztocs[0].size))
+        .unwrap();
+    let z = ztoc::decode(&ztoc_bytes).unwrap();
+    assert!(spans.iter().all(|s| *s < z.span_count()), "{spans:?}");
+}

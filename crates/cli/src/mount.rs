@@ -10,13 +10,19 @@
 use crate::remote::{self, RegistryArgs, Remote};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lazyfs::layer::RemoteLayer;
 use lazyfs::overlay::{self, UpperDirs};
-use lazyfs::{BackgroundSession, MetricsSnapshot, SpanConfig};
+use lazyfs::readlog::ReadLog;
+use lazyfs::serve::{
+    serve_layer, BackgroundFetch, BackgroundGate, FuseOptions, LayerStats, LayerToServe,
+    ServeOptions, ServedLayer,
+};
+use lazyfs::{CacheBudget, CacheTtls, SpanConfig};
 use oci::reference::ImageRef;
+use oci::soci_index::SociIndex;
 use oci::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Retries of registry requests made by the mount server: a read blocked on a span fails with
@@ -119,18 +125,6 @@ struct ReadSummary {
     files: u64,
     /// Distinct bytes of those files read (kernel readahead included).
     bytes: u64,
-}
-
-/// Per-layer figures written by the server every second and at exit.
-#[derive(Serialize, Deserialize)]
-struct LayerStats {
-    digest: String,
-    size: u64,
-    lazy: bool,
-    spans_total: u64,
-    spans_cached: u64,
-    #[serde(flatten)]
-    metrics: MetricsSnapshot,
 }
 
 fn state_dir(root: &Path, dir: &Path) -> PathBuf {
@@ -255,7 +249,7 @@ fn detach(image: &str, dir: &Path, state: &Path) -> Result<()> {
 struct Mounted {
     dir: PathBuf,
     overlay: bool,
-    sessions: Vec<BackgroundSession>,
+    layers: Vec<MountedLayer>,
 }
 
 impl Drop for Mounted {
@@ -266,8 +260,32 @@ impl Drop for Mounted {
                 let _ = overlay::unmount(&self.dir, true);
             }
         }
-        // Dropping a session unmounts its FUSE mount.
-        self.sessions.clear();
+        // Dropping a served layer ends its tasks and unmounts its FUSE mount.
+        self.layers.clear();
+    }
+}
+
+/// One layer of the image as this server mounts it: served lazily, or unpacked at `path`.
+struct MountedLayer {
+    desc: Descriptor,
+    path: PathBuf,
+    served: Option<ServedLayer>,
+}
+
+impl MountedLayer {
+    fn state(&self) -> LayerState {
+        LayerState {
+            digest: self.desc.digest().to_string(),
+            size: self.desc.size(),
+            lazy: self.served.is_some(),
+            path: self.path.clone(),
+        }
+    }
+
+    fn stats(&self) -> LayerStats {
+        self.served
+            .as_ref()
+            .map_or_else(|| LayerStats::unpacked(&self.desc), ServedLayer::stats)
     }
 }
 
@@ -295,103 +313,30 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
         remote::resolve_indexed_image(&remote, &repo, &reference, image, args.platform.as_deref())?;
     tracing::info!(index = %found.digest, through = found.found_through, "using SOCI index");
 
-    let cache_root = root.join("cache");
-    let layers_dir = state.join("layers");
+    let read_log = args.record_reads.as_ref().map(|_| ReadLog::new());
+    // Background fetches start once the mount is ready: they must not slow the prefetch.
+    let gate = BackgroundGate::closed();
+    let options = serve_options(root, args, &remote, read_log.clone(), &gate);
     let mut mounted = Mounted {
         dir: dir.to_owned(),
         overlay: false,
-        sessions: Vec::new(),
-    };
-    let mut lazy_layers = Vec::new();
-    let mut layer_states = Vec::new();
-    let read_log = args
-        .record_reads
-        .as_ref()
-        .map(|_| lazyfs::readlog::ReadLog::new());
-    let budget = lazyfs::CacheBudget::new(
-        (args.cache_limit_mb > 0).then_some(args.cache_limit_mb * 1_000_000),
-    );
-    let span_config = SpanConfig {
-        fetch_concurrency: args.fetch_concurrency.max(1),
-        ..SpanConfig::default()
+        layers: Vec::new(),
     };
     for (i, layer) in resolved.manifest.layers().iter().enumerate() {
-        let path = layers_dir.join(i.to_string());
-        std::fs::create_dir_all(&path)?;
-        let ztoc = found
-            .index
-            .ztocs
-            .iter()
-            .find(|z| &z.layer_digest == layer.digest());
-        let lazy = if let Some(ztoc) = ztoc {
-            let rl = remote.rt.block_on(RemoteLayer::open(
-                &repo,
-                layer,
-                ztoc,
-                &cache_root,
-                span_config.clone(),
-                budget.clone(),
-            ))?;
-            let session = rl
-                .mount(
-                    &path,
-                    remote.rt.handle().clone(),
-                    args.fuse_threads,
-                    read_log.as_ref(),
-                )
-                .with_context(|| {
-                    format!("mounting layer {} at {}", layer.digest(), path.display())
-                })?;
-            mounted.sessions.push(session);
-            lazy_layers.push(rl);
-            true
-        } else {
-            unpack(&remote, &repo, layer, &path)?;
-            false
-        };
-        layer_states.push(LayerState {
-            digest: layer.digest().to_string(),
-            size: layer.size(),
-            lazy,
-            path,
-        });
+        let path = state.join("layers").join(i.to_string());
+        let mounted_layer = mount_layer(&remote, &repo, &found.index, layer, path, &options)?;
+        mounted.layers.push(mounted_layer);
     }
-
-    // Prefetch artifacts: their spans are fetched before the mount is reported ready (all
-    // layers at once). A failure costs speed, not correctness: reads fetch on demand.
-    let repo_ref = &repo;
-    let prefetches = lazy_layers.iter().filter_map(|rl| {
-        let artifact = found
-            .index
-            .prefetch
-            .iter()
-            .find(|p| &p.layer_digest == rl.layer.digest())?;
-        Some(async move { (rl, rl.prefetch(repo_ref, artifact).await) })
-    });
-    for (rl, result) in remote
-        .rt
-        .block_on(futures_util::future::join_all(prefetches))
-    {
-        match result {
-            Ok(n) => tracing::info!(layer = %rl.layer.digest(), spans = n, "prefetched"),
-            Err(e) => {
-                tracing::warn!(layer = %rl.layer.digest(), "prefetch failed, continuing without it: {e:#}")
-            }
-        }
-    }
-
-    let lowers: Vec<PathBuf> = layer_states.iter().rev().map(|l| l.path.clone()).collect();
-    let upper = args.rw.then(|| UpperDirs {
-        upper: state.join("upper"),
-        work: state.join("work"),
-    });
-    if let Some(u) = &upper {
-        std::fs::create_dir_all(&u.upper)?;
-        std::fs::create_dir_all(&u.work)?;
-    }
-    overlay::mount_overlay(dir, &lowers, upper.as_ref())
-        .with_context(|| format!("mounting overlayfs at {}", dir.display()))?;
-    mounted.overlay = true;
+    // The prefetch artifacts' spans are fetched (all layers at once) before the mount is
+    // reported ready; a failure costs speed, not correctness.
+    remote.rt.block_on(futures_util::future::join_all(
+        mounted
+            .layers
+            .iter_mut()
+            .filter_map(|l| l.served.as_mut())
+            .map(ServedLayer::wait_prefetch),
+    ));
+    mount_overlay(args.rw, state, &mut mounted)?;
 
     let mut mount_state = MountState {
         pid: std::process::id(),
@@ -399,22 +344,12 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
         dir: dir.to_owned(),
         index_digest: found.digest.to_string(),
         found_through: found.found_through.to_owned(),
-        layers: layer_states.clone(),
+        layers: mounted.layers.iter().map(MountedLayer::state).collect(),
         overlay_mounted: true,
         ready: true,
     };
     write_json(&state.join("state.json"), &mount_state)?;
-
-    if !args.no_background_fetch {
-        let rate =
-            (args.background_fetch_rate > 0.0).then_some((args.background_fetch_rate * 1e6) as u64);
-        for rl in &lazy_layers {
-            let spans = rl.spans.clone();
-            remote
-                .rt
-                .spawn(async move { spans.background_fetch(rate).await });
-        }
-    }
+    gate.open();
     if std::env::var_os(DETACHED_ENV).is_none() {
         eprintln!(
             "mounted {image} at {}; serving until interrupted (Ctrl-C)",
@@ -422,68 +357,112 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
         );
     }
 
-    let write_stats = |lazy_layers: &[RemoteLayer]| {
-        let stats: Vec<LayerStats> = layer_states
-            .iter()
-            .map(|l| {
-                let rl = lazy_layers
-                    .iter()
-                    .find(|r| r.layer.digest().to_string() == l.digest);
-                match rl {
-                    Some(rl) => {
-                        let (total, cached) = rl.spans.progress();
-                        LayerStats {
-                            digest: l.digest.clone(),
-                            size: l.size,
-                            lazy: true,
-                            spans_total: total,
-                            spans_cached: cached,
-                            metrics: rl.spans.metrics().snapshot(),
-                        }
-                    }
-                    None => LayerStats {
-                        digest: l.digest.clone(),
-                        size: l.size,
-                        lazy: false,
-                        spans_total: 0,
-                        spans_cached: 0,
-                        metrics: MetricsSnapshot {
-                            bytes_fetched: l.size,
-                            ..Default::default()
-                        },
-                    },
-                }
-            })
-            .collect();
-        let _ = write_json(&state.join("stats.json"), &stats);
+    let outputs = Outputs {
+        args,
+        state,
+        read_log: read_log.as_deref(),
     };
-    let write_reads = || {
-        if let (Some(path), Some(log)) = (&args.record_reads, &read_log) {
-            let paths = log.paths();
-            let summary = ReadSummary {
-                files: paths.len() as u64,
-                bytes: log.bytes_read(),
+    serve_until_stopped(&remote, &mounted.layers, &outputs)?;
+    outputs.write_reads();
+    outputs.write_stats(&mounted.layers);
+    tracing::info!("stopping: unmounting {}", dir.display());
+    drop(mounted);
+    mount_state.overlay_mounted = false;
+    mount_state.ready = false;
+    write_json(&state.join("state.json"), &mount_state)?;
+    Ok(())
+}
+
+/// How this server's lazy layers are served, from its flags.
+fn serve_options(
+    root: &Path,
+    args: &MountArgs,
+    remote: &Remote,
+    read_log: Option<Arc<ReadLog>>,
+    gate: &BackgroundGate,
+) -> ServeOptions {
+    let limit = (args.cache_limit_mb > 0).then_some(args.cache_limit_mb.saturating_mul(1_000_000));
+    ServeOptions {
+        cache_root: root.join("cache"),
+        spans: SpanConfig {
+            fetch_concurrency: args.fetch_concurrency.max(1),
+            ..SpanConfig::default()
+        },
+        budget: CacheBudget::new(limit),
+        fuse: FuseOptions {
+            threads: args.fuse_threads,
+            ttls: CacheTtls::default(),
+            read_log,
+        },
+        background: if args.no_background_fetch {
+            BackgroundFetch::Off
+        } else {
+            BackgroundFetch::at_mb_per_sec(args.background_fetch_rate, Some(gate.clone()))
+        },
+        runtime: remote.rt.handle().clone(),
+    }
+}
+
+/// Mounts one image layer at `path`: lazily when the index has its zTOC, otherwise
+/// downloaded whole and unpacked there.
+fn mount_layer(
+    remote: &Remote,
+    repo: &registry::Repository,
+    index: &SociIndex,
+    layer: &Descriptor,
+    path: PathBuf,
+    options: &ServeOptions,
+) -> Result<MountedLayer> {
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    let digest = layer.digest();
+    let served = match index.ztocs.iter().find(|z| &z.layer_digest == digest) {
+        Some(ztoc) => {
+            let what = LayerToServe {
+                repo,
+                layer,
+                ztoc,
+                prefetch: index.prefetch.iter().find(|p| &p.layer_digest == digest),
             };
-            let ranges = || -> Result<()> {
-                if let Some(file) = &args.record_read_ranges {
-                    let by_path: serde_json::Map<String, serde_json::Value> = log
-                        .ranges()
-                        .into_iter()
-                        .map(|(p, r)| (p, serde_json::json!(r)))
-                        .collect();
-                    write_json(file, &by_path)?;
-                }
-                Ok(())
-            };
-            if let Err(e) = write_json(path, &paths)
-                .and_then(|()| write_json(&state.join("reads.json"), &summary))
-                .and_then(|()| ranges())
-            {
-                tracing::warn!("writing the read list: {e:#}");
-            }
+            Some(serve_layer(what, &path, options)?)
+        }
+        None => {
+            let blob = remote::open_blob(remote, repo, layer)?;
+            lazyfs::unpack::unpack_layer_blob(blob, layer, &path)?;
+            None
         }
     };
+    Ok(MountedLayer {
+        desc: layer.clone(),
+        path,
+        served,
+    })
+}
 
+/// Stacks the mounted layers with overlayfs at the mount's directory.
+fn mount_overlay(rw: bool, state: &Path, mounted: &mut Mounted) -> Result<()> {
+    let lowers: Vec<PathBuf> = mounted
+        .layers
+        .iter()
+        .rev()
+        .map(|l| l.path.clone())
+        .collect();
+    let upper = rw.then(|| UpperDirs {
+        upper: state.join("upper"),
+        work: state.join("work"),
+    });
+    if let Some(u) = &upper {
+        std::fs::create_dir_all(&u.upper)?;
+        std::fs::create_dir_all(&u.work)?;
+    }
+    overlay::mount_overlay(&mounted.dir, &lowers, upper.as_ref())
+        .with_context(|| format!("mounting overlayfs at {}", mounted.dir.display()))?;
+    mounted.overlay = true;
+    Ok(())
+}
+
+/// Serves until SIGTERM or SIGINT, writing the statistics every second and when
+/// `soci mount --stats` asks (SIGUSR1).
+fn serve_until_stopped(remote: &Remote, layers: &[MountedLayer], outputs: &Outputs) -> Result<()> {
     remote.rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -495,56 +474,60 @@ fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &P
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = tick.tick() => write_stats(&lazy_layers),
+                _ = tick.tick() => outputs.write_stats(layers),
                 _ = usr1.recv() => {
-                    write_reads();
-                    write_stats(&lazy_layers);
+                    outputs.write_reads();
+                    outputs.write_stats(layers);
                 }
             }
         }
         Ok::<_, std::io::Error>(())
     })?;
-    write_reads();
-    write_stats(&lazy_layers);
-    tracing::info!("stopping: unmounting {}", dir.display());
-    drop(mounted);
-    mount_state.overlay_mounted = false;
-    mount_state.ready = false;
-    write_json(&state.join("state.json"), &mount_state)?;
     Ok(())
 }
 
-/// Downloads a layer without a zTOC and unpacks it for overlayfs.
-fn unpack(
-    remote: &Remote,
-    repo: &registry::Repository,
-    layer: &Descriptor,
-    dest: &Path,
-) -> Result<()> {
-    let media = layer.media_type().to_string();
-    let reader = remote::open_blob(remote, repo, layer)?;
-    let mut reader = oci::digest::DigestingReader::new(reader);
-    let result = if media.ends_with("+gzip") || media.ends_with(".gzip") {
-        lazyfs::unpack::unpack_gzip_layer(&mut reader, dest)
-    } else if media.ends_with(".tar") || media.ends_with("tar") {
-        lazyfs::unpack::unpack_layer(&mut reader, dest)
-    } else {
-        bail!(
-            "layer {} is {media}; soci mount unpacks gzip and uncompressed tar layers only",
-            layer.digest()
-        );
-    };
-    result.with_context(|| format!("unpacking layer {}", layer.digest()))?;
-    // Drain what the tar reader left (padding) so the digest covers the whole blob.
-    std::io::copy(&mut reader, &mut std::io::sink())?;
-    let (digest, size) = reader.finish();
-    if &digest != layer.digest() || size != layer.size() {
-        bail!(
-            "layer {} downloaded as {digest} ({size} bytes): the registry sent other bytes",
-            layer.digest()
-        );
+/// The files the server writes for `--stats` and `--record-reads`.
+struct Outputs<'a> {
+    args: &'a MountArgs,
+    state: &'a Path,
+    read_log: Option<&'a ReadLog>,
+}
+
+impl Outputs<'_> {
+    /// Per-layer figures for `soci mount --stats` (best effort: they are rewritten soon).
+    fn write_stats(&self, layers: &[MountedLayer]) {
+        let stats: Vec<LayerStats> = layers.iter().map(MountedLayer::stats).collect();
+        let _ = write_json(&self.state.join("stats.json"), &stats);
     }
-    Ok(())
+
+    /// The read list (and ranges) of `--record-reads`; a failure is logged.
+    fn write_reads(&self) {
+        let (Some(path), Some(log)) = (&self.args.record_reads, self.read_log) else {
+            return;
+        };
+        if let Err(e) = self.try_write_reads(path, log) {
+            tracing::warn!("writing the read list: {e:#}");
+        }
+    }
+
+    fn try_write_reads(&self, path: &Path, log: &ReadLog) -> Result<()> {
+        let paths = log.paths();
+        write_json(path, &paths)?;
+        let summary = ReadSummary {
+            files: paths.len() as u64,
+            bytes: log.bytes_read(),
+        };
+        write_json(&self.state.join("reads.json"), &summary)?;
+        if let Some(file) = &self.args.record_read_ranges {
+            let by_path: serde_json::Map<String, serde_json::Value> = log
+                .ranges()
+                .into_iter()
+                .map(|(p, r)| (p, serde_json::json!(r)))
+                .collect();
+            write_json(file, &by_path)?;
+        }
+        Ok(())
+    }
 }
 
 /// Asks a running server to write its statistics now, and waits (briefly) until it has.

@@ -1,27 +1,25 @@
 //! `soci push`: upload an image's SOCI index (v1), its zTOCs and prefetch artifacts to the
 //! image's repository and make the index discoverable (referrers API, or the `sha256-<hex>`
-//! tag schema).
+//! tag schema). The work is `indexer::push`; this parses the flags and prints.
 
-use crate::containerd::Client;
-use crate::remote::{self, RegistryArgs, Remote};
-use crate::{ContainerdArgs, ContentStoreKind, Local};
+use crate::remote::{RegistryArgs, Remote};
+use crate::{ContainerdArgs, ContentStoreKind};
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use indexer::publish::{self, Referrer};
+use indexer::local::LocalStore;
+use indexer::publish::{Referrer, V1Pushed};
+use indexer::push::{self, BlobStore, ExistingIndex, PushOutcome};
 use oci::db::IndexRecord;
 use oci::platform::Platform;
 use oci::reference::ImageRef;
 use oci::resolve::PlatformSelection;
-use oci::soci_index;
-use oci::Descriptor;
-use registry::{BlobPush, Repository};
-use std::collections::HashMap;
+use registry::BlobPush;
 use std::path::Path;
 
-/// What to do when the registry already holds another SOCI index for the image.
+/// `--existing-index`: what to do when the registry already holds another SOCI index for
+/// the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ExistingIndex {
+pub enum ExistingIndexArg {
     /// Print a warning and push anyway.
     Warn,
     /// Do not push.
@@ -44,7 +42,7 @@ pub struct PushArgs {
     /// When the registry already has a SOCI index for the image: warn (and push), skip, or
     /// allow (push without checking).
     #[arg(long, value_enum, default_value = "warn")]
-    existing_index: ExistingIndex,
+    existing_index: ExistingIndexArg,
     /// Uploads in flight at once.
     #[arg(long, default_value_t = 3)]
     max_concurrent_uploads: usize,
@@ -65,43 +63,10 @@ pub fn run(root: &Path, ctd: &ContainerdArgs, args: PushArgs) -> Result<()> {
         );
     }
     let image_ref = crate::normalize_ref(&args.image)?;
-    let local = Local::open(root)?;
-    let wanted: Option<Vec<Platform>> = if args.all_platforms {
-        None
-    } else if args.platform.is_empty() {
-        Some(vec![Platform::host()])
-    } else {
-        Some(
-            args.platform
-                .iter()
-                .map(|p| Platform::parse(p))
-                .collect::<Result<_, _>>()?,
-        )
-    };
-
-    // The newest local v1 index per platform, as AWS's soci picks.
-    let mut newest: HashMap<String, IndexRecord> = HashMap::new();
-    for rec in local.db.list_indexes()? {
-        if rec.image_ref != image_ref || rec.media_type != soci_index::SOCI_INDEX_V1 {
-            continue;
-        }
-        let keep = match &wanted {
-            None => true,
-            Some(ws) => {
-                Platform::parse(&rec.platform).is_ok_and(|p| ws.iter().any(|w| w.matches(&p)))
-            }
-        };
-        if !keep {
-            continue;
-        }
-        match newest.get(&rec.platform) {
-            Some(old) if old.created >= rec.created => {}
-            _ => {
-                newest.insert(rec.platform.clone(), rec);
-            }
-        }
-    }
-    if newest.is_empty() {
+    let local = LocalStore::open(root)?;
+    let wanted = wanted_platforms(&args)?;
+    let records = push::newest_recorded(&local, &image_ref, wanted.as_deref())?;
+    if records.is_empty() {
         let which = match &wanted {
             None => "any platform".to_owned(),
             Some(ws) => ws
@@ -116,227 +81,127 @@ pub fn run(root: &Path, ctd: &ContainerdArgs, args: PushArgs) -> Result<()> {
             args.image
         );
     }
-    let mut indexes: Vec<IndexRecord> = newest.into_values().collect();
-    indexes.sort_by(|a, b| a.platform.cmp(&b.platform));
-
     let remote = Remote::new(&args.registry)?;
     let repo = remote.repository(&reference)?;
-    let blobs = match ctd.content_store {
-        ContentStoreKind::Soci => Blobs::Local,
-        ContentStoreKind::Containerd => Blobs::Containerd(
-            remote
-                .rt
-                .block_on(Client::connect(&ctd.address, &ctd.namespace))
-                .context("--content-store containerd")?,
-        ),
-    };
-    // The image as the registry has it now: an index must have been built for exactly these
-    // manifests, or it would describe layers the image does not have.
-    let (_, _, images) =
-        remote::resolve_images(&remote, &repo, &reference, &PlatformSelection::All)?;
-
-    let mut pushed = 0;
-    for rec in &indexes {
-        let Some(image) = images
-            .iter()
-            .find(|i| i.manifest_desc.digest().to_string() == rec.manifest_digest)
-        else {
-            let now: Vec<String> = images
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{} ({})",
-                        i.manifest_desc.digest(),
-                        i.platform
-                            .as_ref()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
-            bail!(
-                "refusing to push SOCI index {}: it was built for image manifest {} ({}), but {} \
-                 now points at {}; rebuild it with `soci create {}`",
-                rec.digest,
-                rec.manifest_digest,
-                rec.platform,
-                args.image,
-                now.join(", "),
+    remote.rt.block_on(async {
+        let client = match ctd.content_store {
+            ContentStoreKind::Soci => None,
+            ContentStoreKind::Containerd => Some(
+                containerd::Client::connect(&ctd.address, &ctd.namespace)
+                    .await
+                    .context("--content-store containerd")?,
+            ),
+        };
+        let blobs = match &client {
+            None => BlobStore::Local(&local),
+            Some(c) => BlobStore::Containerd(c),
+        };
+        // The image as the registry has it now: an index must have been built for exactly
+        // these manifests, or it would describe layers the image does not have.
+        let source =
+            indexer::ImageSource::registry(repo.clone(), &crate::remote::reference_of(&reference));
+        let opened = source.open(&PlatformSelection::All).await?;
+        let mut pushed = 0;
+        for rec in &records {
+            let manifest = push::manifest_for(rec, &opened.images, &args.image)?;
+            let outcome = push::push_recorded(
+                &repo,
+                rec,
+                manifest,
+                &blobs,
+                existing_policy(args.existing_index),
+                args.max_concurrent_uploads,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "pushing SOCI index {} for {}",
+                    rec.digest,
+                    manifest.digest()
+                )
+            })?;
+            if report(&args, rec, manifest.digest(), &outcome) {
+                pushed += 1;
+            }
+        }
+        if !args.quiet {
+            println!(
+                "{pushed} of {} SOCI index(es) pushed to {}",
+                records.len(),
                 args.image
             );
-        };
-        if push_one(
-            &remote,
-            &repo,
-            &local,
-            &blobs,
-            rec,
-            &image.manifest_desc,
-            &args,
-        )? {
-            pushed += 1;
         }
-    }
-    if !args.quiet {
-        println!(
-            "{pushed} of {} SOCI index(es) pushed to {}",
-            indexes.len(),
-            args.image
-        );
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// Where the index, zTOC and prefetch blobs are read from (`--content-store`).
-enum Blobs {
-    /// The local store under --root.
-    Local,
-    /// containerd's content store, through this client.
-    Containerd(Client),
+/// `--platform` / `--all-platforms` (`None`: every platform).
+fn wanted_platforms(args: &PushArgs) -> Result<Option<Vec<Platform>>> {
+    Ok(if args.all_platforms {
+        None
+    } else if args.platform.is_empty() {
+        Some(vec![Platform::host()])
+    } else {
+        Some(
+            args.platform
+                .iter()
+                .map(|p| Platform::parse(p))
+                .collect::<Result<_, _>>()?,
+        )
+    })
 }
 
-impl Blobs {
-    /// Reads one blob, verified against its digest; `what` names it in errors.
-    fn get(
-        &self,
-        remote: &Remote,
-        local: &Local,
-        digest: &oci::Digest,
-        what: &str,
-    ) -> Result<Vec<u8>> {
-        match self {
-            Blobs::Local => local
-                .store
-                .get(digest)
-                .with_context(|| format!("reading {what} {digest} from the local store")),
-            Blobs::Containerd(client) => remote
-                .rt
-                .block_on(client.read_all(digest.as_ref(), MAX_ARTIFACT_SIZE))
-                .with_context(|| {
-                    format!(
-                        "reading {what} {digest} from containerd's content store (namespace {}); \
-                         was it created with `soci --content-store containerd create`?",
-                        client.namespace()
-                    )
-                }),
-        }
+fn existing_policy(arg: ExistingIndexArg) -> ExistingIndex {
+    match arg {
+        ExistingIndexArg::Warn => ExistingIndex::Warn,
+        ExistingIndexArg::Skip => ExistingIndex::Skip,
+        ExistingIndexArg::Allow => ExistingIndex::Allow,
     }
 }
 
-/// Largest SOCI index, zTOC or prefetch artifact read from containerd.
-const MAX_ARTIFACT_SIZE: u64 = 1 << 30;
-
-/// Pushes one index; returns false when it was skipped.
-fn push_one(
-    remote: &Remote,
-    repo: &Repository,
-    local: &Local,
-    blobs_from: &Blobs,
-    rec: &IndexRecord,
-    manifest: &Descriptor,
+/// Prints what pushing one index did; true when it was pushed.
+fn report(
     args: &PushArgs,
-) -> Result<bool> {
+    rec: &IndexRecord,
+    manifest: &oci::Digest,
+    outcome: &PushOutcome,
+) -> bool {
     let say = |s: String| {
         if !args.quiet {
             println!("{s}");
         }
     };
-    let index_digest = oci::digest::parse(&rec.digest)?;
-    let index_bytes = blobs_from.get(remote, local, &index_digest, "SOCI index")?;
-    let index = soci_index::parse_index_manifest(&index_bytes, &rec.digest)?;
-    match &index.subject {
-        Some(s) if s.digest() == manifest.digest() => {}
-        _ => bail!(
-            "refusing to push SOCI index {}: its subject is not image manifest {}",
-            rec.digest,
-            manifest.digest()
+    let found = |others: &[oci::Digest]| match others {
+        [one] => format!("SOCI index {one} already in the registry for {manifest}"),
+        many => format!(
+            "{} SOCI indexes already in the registry for {manifest}",
+            many.len()
         ),
-    }
-
-    let existing = remote
-        .rt
-        .block_on(repo.referrers(manifest.digest(), Some(soci_index::SOCI_INDEX_V1)))
-        .with_context(|| format!("looking for SOCI indexes of {}", manifest.digest()))?;
-    let already = existing
-        .descriptors
-        .iter()
-        .any(|d| d.digest() == &index_digest);
-    let others: Vec<String> = existing
-        .descriptors
-        .iter()
-        .filter(|d| d.digest() != &index_digest)
-        .map(|d| d.digest().to_string())
-        .collect();
-    if args.existing_index != ExistingIndex::Allow && !others.is_empty() {
-        let found = if others.len() == 1 {
-            format!(
-                "SOCI index {} already in the registry for {}",
-                others[0],
-                manifest.digest()
-            )
-        } else {
-            format!(
-                "{} SOCI indexes already in the registry for {}",
-                others.len(),
-                manifest.digest()
-            )
-        };
-        match args.existing_index {
-            ExistingIndex::Skip => {
-                say(format!("{found}: skipping ({})", rec.platform));
-                return Ok(false);
-            }
-            _ => eprintln!("warning: {found}: pushing {} anyway", rec.digest),
+    };
+    let (pushed, already) = match outcome {
+        PushOutcome::Skipped { others } => {
+            say(format!("{}: skipping ({})", found(others), rec.platform));
+            return false;
         }
-    }
-
+        PushOutcome::Pushed {
+            pushed,
+            others,
+            already,
+        } => {
+            if !others.is_empty() && args.existing_index == ExistingIndexArg::Warn {
+                eprintln!("warning: {}: pushing {} anyway", found(others), rec.digest);
+            }
+            (pushed, *already)
+        }
+    };
     if args.quiet {
         println!("{}", rec.digest);
     } else {
         println!(
-            "pushing soci index {} ({}) for {}",
-            rec.digest,
-            rec.platform,
-            manifest.digest()
+            "pushing soci index {} ({}) for {manifest}",
+            rec.digest, rec.platform
         );
-    }
-    // Blobs first, the manifest last: a registry never holds an index whose zTOCs (or
-    // prefetch artifacts) are missing.
-    let mut blobs: Vec<(oci::Digest, Bytes)> = Vec::new();
-    for z in &index.ztocs {
-        let bytes = blobs_from.get(remote, local, &z.digest, "zTOC")?;
-        blobs.push((z.digest.clone(), Bytes::from(bytes)));
-    }
-    for p in &index.prefetch {
-        let bytes = blobs_from.get(remote, local, &p.digest, "prefetch artifact")?;
-        blobs.push((p.digest.clone(), Bytes::from(bytes)));
-    }
-    let pushed = remote.rt.block_on(publish::publish_v1(
-        repo,
-        manifest.digest(),
-        Bytes::from(index_bytes),
-        &index,
-        blobs,
-        args.max_concurrent_uploads,
-    ))?;
-    for b in &pushed.blobs {
-        let what = match b.result {
-            BlobPush::Existed => "already in the registry",
-            BlobPush::Mounted => "mounted",
-            BlobPush::Uploaded => "uploaded",
-        };
-        say(format!("  blob {} ({} bytes): {what}", b.digest, b.size));
-    }
-    match &pushed.referrer {
-        Referrer::RegistryApi => say(format!(
-            "  index {}: pushed; the registry's referrers API lists it",
-            rec.digest
-        )),
-        Referrer::TagSchema { tag, added, .. } => say(format!(
-            "  index {}: pushed; {} referrers tag {tag}",
-            rec.digest,
-            if *added { "added to" } else { "already in" },
-        )),
+        print_pushed(rec, pushed);
     }
     if already {
         say(format!(
@@ -344,5 +209,28 @@ fn push_one(
             rec.digest
         ));
     }
-    Ok(true)
+    true
+}
+
+/// The blobs and referrer lines of one push.
+fn print_pushed(rec: &IndexRecord, pushed: &V1Pushed) {
+    for b in &pushed.blobs {
+        let what = match b.result {
+            BlobPush::Existed => "already in the registry",
+            BlobPush::Mounted => "mounted",
+            BlobPush::Uploaded => "uploaded",
+        };
+        println!("  blob {} ({} bytes): {what}", b.digest, b.size);
+    }
+    match &pushed.referrer {
+        Referrer::RegistryApi => println!(
+            "  index {}: pushed; the registry's referrers API lists it",
+            rec.digest
+        ),
+        Referrer::TagSchema { tag, added, .. } => println!(
+            "  index {}: pushed; {} referrers tag {tag}",
+            rec.digest,
+            if *added { "added to" } else { "already in" },
+        ),
+    }
 }

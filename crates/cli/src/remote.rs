@@ -1,6 +1,5 @@
 //! Registry access for the CLI: the shared flags (`--user`, `--plain-http`, …), a client built
-//! from them, and blocking bridges so the (synchronous, rayon-parallel) indexer can read layers
-//! streamed from a registry.
+//! from them with the runtime that drives it, and the lookups commands start from.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -9,6 +8,7 @@ use oci::resolve::{PlatformSelection, ResolvedImage};
 use oci::Descriptor;
 use registry::credentials::{self, DockerConfig};
 use registry::hosts::HostDefaults;
+use registry::images::Top;
 use registry::{Client, ClientConfig, Repository};
 use std::io::Read;
 use std::path::PathBuf;
@@ -112,23 +112,6 @@ pub fn reference_of(reference: &ImageRef) -> String {
     }
 }
 
-/// Reads manifests, indexes and configs from a registry for [`oci::resolve`] (the
-/// library's, blocking on the CLI's runtime).
-pub use indexer::resolve::RegistryFetcher;
-
-/// A fetcher over `repo` blocking on `remote`'s runtime, its cache seeded with `seed`.
-pub fn fetcher(
-    remote: &Remote,
-    repo: &Repository,
-    seed: &[(&Descriptor, &[u8])],
-) -> RegistryFetcher {
-    let mut f = RegistryFetcher::new(remote.rt.handle().clone(), repo.clone());
-    for (d, b) in seed {
-        f.cache.insert(d.digest().to_string(), b.to_vec());
-    }
-    f
-}
-
 /// Resolves a registry reference to its top descriptor, that object's verified bytes, and
 /// the image manifests selected.
 pub fn resolve_images(
@@ -137,105 +120,25 @@ pub fn resolve_images(
     reference: &ImageRef,
     selection: &PlatformSelection,
 ) -> Result<(Descriptor, Vec<u8>, Vec<ResolvedImage>)> {
-    let top = remote
-        .rt
-        .block_on(indexer::resolve::fetch_top(repo, &reference_of(reference)))?;
-    let mut fetcher = fetcher(remote, repo, &[]);
-    let images = indexer::resolve::image_manifests_blocking(
-        &mut fetcher,
-        &reference.to_string(),
-        &top,
+    let (top, resolved) = remote.rt.block_on(registry::images::resolve(
+        repo,
+        &reference_of(reference),
         selection,
-    )?;
-    Ok((top.desc, top.bytes, images))
+    ))?;
+    let Top { desc, bytes } = top;
+    Ok((desc, bytes, resolved.images))
 }
 
-/// A blocking reader over a blob streamed from a registry (for use off the runtime's threads).
-/// A task on the runtime pulls the HTTP body and hands chunks over a bounded channel, so the
-/// network keeps flowing while the indexer works and no read blocks on the runtime itself.
+/// A blocking reader over a blob streamed from a registry (read it off the runtime).
 pub fn open_blob(
     remote: &Remote,
     repo: &Repository,
     desc: &Descriptor,
 ) -> Result<Box<dyn Read + Send>> {
-    Ok(Box::new(indexer::layer::open_blob(
-        remote.rt.handle(),
-        repo,
-        desc,
-    )?))
-}
-
-/// A `Read + Seek` view of a registry blob that fetches what is read with HTTP Range
-/// requests (1 MiB at least per request), so `ztoc get-file` reads only the spans it needs.
-pub struct RangeReader<'a> {
-    remote: &'a Remote,
-    repo: &'a Repository,
-    digest: oci::Digest,
-    size: u64,
-    pos: u64,
-    buf: bytes::Bytes,
-    buf_start: u64,
-    /// Bytes fetched from the registry so far.
-    pub fetched: u64,
-}
-
-impl<'a> RangeReader<'a> {
-    /// A reader over blob `digest` of `size` bytes.
-    pub fn new(remote: &'a Remote, repo: &'a Repository, digest: oci::Digest, size: u64) -> Self {
-        RangeReader {
-            remote,
-            repo,
-            digest,
-            size,
-            pos: 0,
-            buf: bytes::Bytes::new(),
-            buf_start: 0,
-            fetched: 0,
-        }
-    }
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos >= self.size || out.is_empty() {
-            return Ok(0);
-        }
-        let buf_end = self.buf_start + self.buf.len() as u64;
-        if self.pos < self.buf_start || self.pos >= buf_end {
-            let want = (out.len() as u64).max(1 << 20);
-            let end = self.size.min(self.pos + want);
-            let bytes = self
-                .remote
-                .rt
-                .block_on(self.repo.read_blob_range(&self.digest, (self.pos, end)))
-                .map_err(std::io::Error::other)?;
-            self.fetched += bytes.len() as u64;
-            self.buf = bytes;
-            self.buf_start = self.pos;
-        }
-        let offset = (self.pos - self.buf_start) as usize;
-        let n = out.len().min(self.buf.len() - offset);
-        out[..n].copy_from_slice(&self.buf[offset..offset + n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl std::io::Seek for RangeReader<'_> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        let new = match pos {
-            std::io::SeekFrom::Start(p) => Some(p),
-            std::io::SeekFrom::End(d) => self.size.checked_add_signed(d),
-            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "seek before the start of the blob",
-            )
-        })?;
-        Ok(self.pos)
-    }
+    let reader = remote
+        .rt
+        .block_on(registry::blocking::blob_reader(repo, desc))?;
+    Ok(Box::new(reader))
 }
 
 /// Resolves `image` to the image manifest of `platform` (default: this machine's) and finds

@@ -1,7 +1,6 @@
 //! End-to-end tests of the `soci` binary on OCI image layouts built here.
 
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +9,7 @@ use common::{ok, soci};
 use testutil::noisy;
 
 fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    testutil::sha(bytes)
 }
 
 struct Layout {

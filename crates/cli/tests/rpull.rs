@@ -1,12 +1,11 @@
 //! `soci image rpull` and the containerd side of `soci create` / `soci push`, against a real
 //! containerd 1.6 (own root, state and socket) and Debian's docker-registry on loopback.
 
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
-use testutil::containerd::{Containerd, ContainerdOptions};
+use testutil::containerd_daemon::{Containerd, ContainerdOptions};
 use testutil::Registry;
 
 mod common;
@@ -30,18 +29,8 @@ fn soci_ctd(root: &Path, ctd: &Containerd, args: &[&str]) -> Output {
 
 /// containerd's chain IDs from diff IDs.
 fn chain_ids(image: &testutil::BuiltImage) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for l in &image.layers {
-        let next = match out.last() {
-            None => l.diff_id.clone(),
-            Some(prev) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{prev} {}", l.diff_id)))
-            ),
-        };
-        out.push(next);
-    }
-    out
+    let diff_ids: Vec<&str> = image.layers.iter().map(|l| l.diff_id.as_str()).collect();
+    containerd::chain_ids(&diff_ids)
 }
 
 /// The labels `ctr content ls` shows for `digest` (empty set if it lists no such blob).

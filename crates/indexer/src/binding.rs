@@ -35,31 +35,11 @@ impl fmt::Display for SociEnabled {
     }
 }
 
-/// Parses the top object (manifest or index) of an image as JSON; `what` names it.
-pub fn top_json(bytes: &[u8], what: &Digest) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| Error::InvalidImage {
-        what: what.to_string(),
-        reason: format!("not valid JSON: {e}"),
-    })
-}
-
 /// Whether the image (its top object `top_json` and the image manifests resolved from it) is
 /// already SOCI-enabled, and why.
 pub fn soci_enabled(top_json: &Value, images: &[ResolvedImage]) -> Option<SociEnabled> {
-    let holds = top_json
-        .get("manifests")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|m| m.get("artifactType").and_then(Value::as_str) == Some(soci_index::SOCI_INDEX_V2));
-    if let Some(found) = holds {
-        return Some(SociEnabled::HoldsIndex(
-            found
-                .get("digest")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_owned(),
-        ));
+    if let Some(found) = soci_index::v2_index_entries(top_json).first() {
+        return Some(SociEnabled::HoldsIndex(found.digest.to_string()));
     }
     images.iter().find_map(|image| {
         let index = image

@@ -5,24 +5,20 @@
 use crate::binding::{self, SociEnabled};
 use crate::error::{Error, Result};
 use crate::layer::layer_skip_reason;
-use crate::resolve::{self, Top};
+use crate::source::{self, ImageSource, OpenedImage};
+use crate::ztocs::distinct_layers;
 use crate::{Publish, Settings, SkipReason};
 use oci::resolve::ResolvedImage;
 use oci::soci_index;
 use oci::{Descriptor, Digest};
+use registry::images::Top;
 use registry::Repository;
 use serde_json::Value;
 
 /// What to build for an image that is not skipped.
 pub(crate) struct Plan {
-    /// The reference's top object.
-    pub top: Top,
-    /// Its JSON.
-    pub top_json: Value,
-    /// The image manifests selected.
-    pub images: Vec<ResolvedImage>,
-    /// Distinct layers to index, in first-seen order.
-    pub layers: Vec<Descriptor>,
+    /// The image, resolved to the manifests selected.
+    pub opened: OpenedImage,
     /// For V2: the destination tag.
     pub dest_tag: Option<String>,
 }
@@ -68,16 +64,24 @@ fn validate(settings: &Settings, publish: &Publish) -> Result<()> {
     Ok(())
 }
 
-/// Decides what to do with `reference` in `repo`. Reads manifests, configs and referrers,
-/// never a layer.
+/// Decides what to do with `source` (an image in `repo`). Reads manifests, configs and
+/// referrers, never a layer.
 pub(crate) async fn check(
+    source: &ImageSource,
     repo: &Repository,
-    reference: &str,
     tag: Option<&str>,
     settings: &Settings,
     publish: &Publish,
 ) -> Result<Check> {
     validate(settings, publish)?;
+    let reference = match source {
+        ImageSource::Registry { reference, .. } => reference.as_str(),
+        _ => {
+            return Err(Error::Settings(
+                "the builder reads images from registries".into(),
+            ))
+        }
+    };
     for t in tag.into_iter().chain(std::iter::once(reference)) {
         if is_referrers_tag(t) {
             return Ok(Check::Skip(SkipReason::OwnArtifact(format!(
@@ -85,8 +89,8 @@ pub(crate) async fn check(
             ))));
         }
     }
-    let top = resolve::fetch_top(repo, reference).await?;
-    let top_json = binding::top_json(&top.bytes, top.desc.digest())?;
+    let top = source.open_top().await?;
+    let top_json = source::top_json(&top.bytes, top.desc.digest())?;
     if let Some(reason) = classify_top(&top, &top_json) {
         return Ok(Check::Skip(reason));
     }
@@ -95,36 +99,47 @@ pub(crate) async fn check(
         (Publish::V2 { tag_pattern }, Some(t)) => Some(dest_tag(tag_pattern, t)),
         (Publish::V1, _) => None,
     };
-    let image_name = format!("{}/{}:{reference}", repo.registry(), repo.name());
-    let images = match resolve::image_manifests(repo, &image_name, &top, &settings.platforms).await
-    {
-        Ok(images) => images,
-        // Nothing runnable at all (an index of attestations, say).
+    let opened = match source.resolve_top(top, &settings.platforms).await {
+        Ok(opened) => opened,
         Err(Error::Oci(oci::Error::NoMatchingPlatform { available, .. }))
             if available.is_empty() =>
         {
+            // Nothing runnable at all (an index of attestations, say).
             return Ok(Check::Skip(SkipReason::NotAnImage(
                 "an index without image manifests".into(),
-            )))
+            )));
+        }
+        Err(Error::Oci(e @ oci::Error::NoMatchingPlatform { .. })) => {
+            return Ok(Check::Skip(SkipReason::NoSelectedPlatform(e.to_string())));
         }
         Err(e) => return Err(e),
     };
+    match decide(repo, &opened, settings, dest_tag.as_deref()).await? {
+        Some(reason) => Ok(Check::Skip(reason)),
+        None => Ok(Check::Build(Box::new(Plan { opened, dest_tag }))),
+    }
+}
+
+/// The checks that need the image manifests: converted already, too small, nothing to
+/// index, indexed already.
+async fn decide(
+    repo: &Repository,
+    opened: &OpenedImage,
+    settings: &Settings,
+    dest_tag: Option<&str>,
+) -> Result<Option<SkipReason>> {
+    let images = &opened.images;
     if let Some(found @ SociEnabled::ManifestNames { .. }) =
-        binding::soci_enabled(&top_json, &images)
+        binding::soci_enabled(&opened.top_json, images)
     {
-        return Ok(Check::Skip(SkipReason::OwnArtifact(format!(
+        return Ok(Some(SkipReason::OwnArtifact(format!(
             "SOCI-enabled image ({found})"
         ))));
     }
-    let mut distinct: Vec<&Descriptor> = Vec::new();
-    for layer in images.iter().flat_map(|i| i.manifest.layers()) {
-        if !distinct.iter().any(|d| d.digest() == layer.digest()) {
-            distinct.push(layer);
-        }
-    }
+    let distinct = distinct_layers(images);
     let size: u64 = distinct.iter().map(|d| d.size()).sum();
     if size < settings.min_image_size {
-        return Ok(Check::Skip(SkipReason::TooSmall {
+        return Ok(Some(SkipReason::TooSmall {
             size,
             min: settings.min_image_size,
         }));
@@ -132,10 +147,9 @@ pub(crate) async fn check(
     let layers: Vec<Descriptor> = distinct
         .into_iter()
         .filter(|d| layer_skip_reason(d, settings.min_layer_size).is_none())
-        .cloned()
         .collect();
     if layers.is_empty() {
-        return Ok(Check::Skip(SkipReason::NothingToIndex));
+        return Ok(Some(SkipReason::NothingToIndex));
     }
     // Only images with something to index get an index, so only they must have one.
     let indexed: Vec<&ResolvedImage> = images
@@ -147,20 +161,11 @@ pub(crate) async fn check(
                 .any(|l| layers.iter().any(|d| d.digest() == l.digest()))
         })
         .collect();
-    let already = match &dest_tag {
+    let already = match dest_tag {
         None => v1_indexed(repo, &indexed).await?,
         Some(dest) => v2_indexed(repo, dest, &indexed).await?,
     };
-    if let Some(digests) = already {
-        return Ok(Check::Skip(SkipReason::AlreadyIndexed(digests)));
-    }
-    Ok(Check::Build(Box::new(Plan {
-        top,
-        top_json,
-        images,
-        layers,
-        dest_tag,
-    })))
+    Ok(already.map(SkipReason::AlreadyIndexed))
 }
 
 /// Own artifacts and non-images recognisable from the top object alone.

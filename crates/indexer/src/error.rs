@@ -38,7 +38,7 @@ pub enum Error {
         actual_size: u64,
     },
     /// Reading a layer's bytes broke off (connection lost and not resumable).
-    #[error("reading layer {layer} from the registry: {source}")]
+    #[error("reading layer {layer}: {source}")]
     LayerRead {
         /// The layer.
         layer: Digest,
@@ -56,6 +56,44 @@ pub enum Error {
     /// A settings value no index can be built with.
     #[error("invalid settings: {0}")]
     Settings(String),
+    /// containerd failed (reading an image from its content store, storing indexes there).
+    #[error(transparent)]
+    Containerd(#[from] containerd::Error),
+    /// Storing indexes in containerd's content store failed.
+    #[error(transparent)]
+    Export(#[from] containerd::ExportError),
+    /// Several layers failed to index; each error names its layer.
+    #[error("{} layers failed:\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Layers(Vec<Error>),
+    /// Every layer of an image was skipped (too small, or not gzip or tar).
+    #[error(
+        "no zTOCs were created for {image}: every layer was skipped; lower --min-layer-size to \
+         index small layers"
+    )]
+    NothingIndexed {
+        /// The image (reference and platform).
+        image: String,
+    },
+    /// The image to convert is converted already.
+    #[error("it is already a SOCI-enabled image ({0}); convert the original image instead")]
+    AlreadySociEnabled(String),
+    /// A blob recorded locally cannot be read (from the local store or containerd's).
+    #[error("{0}")]
+    Store(String),
+    /// A push that would publish an index for another image than the registry holds.
+    #[error("{0}")]
+    Refused(String),
+    /// The destination of a conversion cannot take the converted image.
+    #[error("{0}")]
+    Destination(String),
+    /// Reading or writing a local file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, to which path.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A blocking task died (a panic in the zTOC builder): a bug, not the image.
     #[error("{what}: the task failed: {reason}")]
     Task {
@@ -79,9 +117,22 @@ impl Error {
             Error::Oci(e) => oci_transient(e),
             Error::LayerRead { source, .. } => io_transient(source),
             Error::Ztoc { source, .. } => ztoc_transient(source),
+            // Retrying helps only when every layer failed for a passing reason.
+            Error::Layers(all) => all.iter().all(Error::is_transient),
+            Error::Containerd(e) => matches!(
+                e,
+                containerd::Error::Unavailable { .. } | containerd::Error::Connect { .. }
+            ),
             Error::LayerMismatch { .. }
             | Error::InvalidImage { .. }
             | Error::Settings(_)
+            | Error::Destination(_)
+            | Error::Store(_)
+            | Error::Export(_)
+            | Error::Refused(_)
+            | Error::NothingIndexed { .. }
+            | Error::AlreadySociEnabled(_)
+            | Error::Io { .. }
             | Error::Task { .. } => false,
         }
     }
@@ -99,10 +150,16 @@ fn registry_transient(e: &registry::Error) -> bool {
 fn oci_transient(e: &oci::Error) -> bool {
     match e {
         // Registry errors reach us wrapped when oci::resolve fetched through a registry.
-        oci::Error::Remote(inner) => match inner.downcast_ref::<registry::Error>() {
-            Some(r) => registry_transient(r),
-            None => false,
-        },
+        // A source's own error, handed through the synchronous walk of oci::resolve.
+        oci::Error::Remote(inner) => {
+            if let Some(r) = inner.downcast_ref::<registry::Error>() {
+                registry_transient(r)
+            } else if let Some(i) = inner.downcast_ref::<Error>() {
+                i.is_transient()
+            } else {
+                false
+            }
+        }
         _ => false,
     }
 }

@@ -1,11 +1,234 @@
-//! Building SOCI index manifests from zTOCs: one place for the annotations and descriptor
-//! order, so `soci create`, `soci convert` and the builder write the same bytes.
+//! SOCI index manifests from zTOCs: one per image manifest that has at least one zTOC, with
+//! its prefetch artifacts, in one place for the annotations and descriptor order, so
+//! `soci create`, `soci convert` and the builder write the same bytes.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::prefetch::{self, PrefetchPath};
+use crate::ztocs::{LayerOutcome, LayerZtocs, ZtocBlob};
+use crate::Settings;
+use bytes::Bytes;
 use oci::resolve::ResolvedImage;
 use oci::soci_index::{self, IndexVersion, PrefetchDescriptor, ZtocDescriptor};
 use oci::{Descriptor, Digest};
 use std::collections::BTreeMap;
+
+/// One layer listed in an index.
+#[derive(Debug, Clone)]
+pub struct IndexedLayer {
+    /// The layer's descriptor from the image manifest.
+    pub layer: Descriptor,
+    /// Its zTOC.
+    pub ztoc: ZtocBlob,
+    /// The zTOC came from the local store instead of being built now.
+    pub reused: bool,
+    /// For a reused zTOC, where its layer was read when it was built.
+    pub recorded_source: Option<String>,
+}
+
+impl IndexedLayer {
+    /// Where the layer can be read again: as recorded for a reused zTOC, else `current`.
+    pub fn source_or<'a>(&'a self, current: &'a str) -> &'a str {
+        self.recorded_source.as_deref().unwrap_or(current)
+    }
+}
+
+/// A prefetch artifact built for one layer.
+#[derive(Debug, Clone)]
+pub struct PrefetchBlob {
+    /// Its descriptor as the index lists it.
+    pub desc: PrefetchDescriptor,
+    /// Its JSON.
+    pub bytes: Vec<u8>,
+    /// How many spans it lists.
+    pub spans: usize,
+}
+
+/// A SOCI index built for one image manifest.
+#[derive(Debug, Clone)]
+pub struct BuiltIndex {
+    /// The image manifest it indexes.
+    pub image: ResolvedImage,
+    /// v1 (with `subject`) or v2.
+    pub version: IndexVersion,
+    /// The index manifest's digest.
+    pub digest: Digest,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// The layers with a zTOC, in layer order.
+    pub ztocs: Vec<IndexedLayer>,
+    /// Prefetch artifacts, in layer order.
+    pub prefetch: Vec<PrefetchBlob>,
+    /// Span size the zTOCs were built with.
+    pub span_size: u64,
+    /// Minimum layer size used.
+    pub min_layer_size: u64,
+}
+
+impl BuiltIndex {
+    /// The image's platform as text (`os/arch[/variant]`), empty when unknown.
+    pub fn platform(&self) -> String {
+        platform_text(&self.image)
+    }
+
+    /// The blobs the index names (zTOCs, then prefetch artifacts), to push before it.
+    pub fn blobs(&self) -> Vec<(Digest, Bytes)> {
+        let ztocs = self
+            .ztocs
+            .iter()
+            .map(|z| (z.ztoc.digest.clone(), z.ztoc.bytes.clone()));
+        let prefetch = self
+            .prefetch
+            .iter()
+            .map(|p| (p.desc.digest.clone(), Bytes::from(p.bytes.clone())));
+        ztocs.chain(prefetch).collect()
+    }
+}
+
+/// The indexes built for a set of images.
+#[derive(Debug, Clone, Default)]
+pub struct BuiltIndexes {
+    /// One per image with at least one zTOC, in image order.
+    pub indexes: Vec<BuiltIndex>,
+    /// Images every layer of which was skipped (no index for them).
+    pub without_ztocs: Vec<ResolvedImage>,
+    /// Prefetch paths no indexed layer of an image holds: (image platform, path).
+    pub prefetch_missing: Vec<(String, String)>,
+}
+
+/// Builds the index of each of `images` from `ztocs`, listing prefetch artifacts for
+/// `prefetch` paths.
+pub fn build_indexes(
+    images: &[ResolvedImage],
+    ztocs: &LayerZtocs,
+    settings: &Settings,
+    version: IndexVersion,
+    prefetch: &[PrefetchPath],
+) -> Result<BuiltIndexes> {
+    let mut out = BuiltIndexes::default();
+    for image in images {
+        let layers = indexed_layers(image, ztocs)?;
+        if layers.is_empty() {
+            out.without_ztocs.push(image.clone());
+            continue;
+        }
+        let (artifacts, missing) = image_prefetch(&layers, prefetch)?;
+        out.prefetch_missing
+            .extend(missing.into_iter().map(|p| (platform_text(image), p)));
+        out.indexes
+            .push(build_index(image, layers, artifacts, settings, version)?);
+    }
+    Ok(out)
+}
+
+/// The layers of `image` that have a zTOC, in layer order.
+fn indexed_layers(image: &ResolvedImage, ztocs: &LayerZtocs) -> Result<Vec<IndexedLayer>> {
+    let mut out = Vec::new();
+    for layer in image.manifest.layers() {
+        let indexed = match ztocs.by_layer.get(layer.digest()) {
+            Some(LayerOutcome::Built(z)) => IndexedLayer {
+                layer: layer.clone(),
+                ztoc: z.clone(),
+                reused: false,
+                recorded_source: None,
+            },
+            Some(LayerOutcome::Reused(r)) => IndexedLayer {
+                layer: layer.clone(),
+                ztoc: r.ztoc.clone(),
+                reused: true,
+                recorded_source: r.source.clone(),
+            },
+            Some(LayerOutcome::Skipped(_)) => continue,
+            None => {
+                return Err(Error::InvalidImage {
+                    what: layer.digest().to_string(),
+                    reason: "the layer was not processed".into(),
+                })
+            }
+        };
+        out.push(indexed);
+    }
+    Ok(out)
+}
+
+/// The index manifest of one image.
+fn build_index(
+    image: &ResolvedImage,
+    layers: Vec<IndexedLayer>,
+    prefetch: Vec<PrefetchBlob>,
+    settings: &Settings,
+    version: IndexVersion,
+) -> Result<BuiltIndex> {
+    let descs: Vec<ZtocDescriptor> = layers
+        .iter()
+        .map(|l| {
+            ztoc_descriptor(
+                &l.layer,
+                l.ztoc.digest.clone(),
+                l.ztoc.bytes.len() as u64,
+                settings.span_size,
+            )
+        })
+        .collect();
+    let prefetch_descs: Vec<PrefetchDescriptor> = prefetch.iter().map(|p| p.desc.clone()).collect();
+    let subject = (version == IndexVersion::V1).then_some(&image.manifest_desc);
+    let (bytes, digest) = index_manifest(
+        version,
+        subject,
+        &descs,
+        &prefetch_descs,
+        &settings.build_tool,
+    )?;
+    Ok(BuiltIndex {
+        image: image.clone(),
+        version,
+        digest,
+        bytes,
+        ztocs: layers,
+        prefetch,
+        span_size: settings.span_size,
+        min_layer_size: settings.min_layer_size,
+    })
+}
+
+/// The prefetch artifacts of one image for `paths`, in layer order, and the paths no
+/// indexed layer holds. Each path is looked up from the top layer down.
+fn image_prefetch(
+    layers: &[IndexedLayer],
+    paths: &[PrefetchPath],
+) -> Result<(Vec<PrefetchBlob>, Vec<String>)> {
+    if paths.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let decoded: Vec<ztoc::Ztoc> = layers
+        .iter()
+        .map(|l| {
+            ztoc::decode(&l.ztoc.bytes).map_err(|source| Error::Ztoc {
+                layer: l.layer.digest().clone(),
+                media_type: l.layer.media_type().to_string(),
+                source,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let tocs: Vec<&ztoc::Ztoc> = decoded.iter().collect();
+    let (ranges, missing) = prefetch::prefetch_ranges(&tocs, paths);
+    let mut out = Vec::new();
+    for (i, layer_ranges) in ranges {
+        let Some(layer) = layers.get(i) else {
+            continue;
+        };
+        let (artifact, json) = prefetch::artifact(layer_ranges);
+        out.push(PrefetchBlob {
+            desc: PrefetchDescriptor {
+                digest: oci::digest::sha256(&json),
+                size: json.len() as u64,
+                layer_digest: layer.layer.digest().clone(),
+            },
+            bytes: json,
+            spans: artifact.spans().len(),
+        });
+    }
+    Ok((out, missing))
+}
 
 /// The descriptor of a zTOC of `ztoc_size` bytes with digest `ztoc` built for `layer` with
 /// `span_size`, as listed in a SOCI index.

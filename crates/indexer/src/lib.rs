@@ -1,28 +1,49 @@
-//! The SOCI build side as a library: resolve an image in a registry, stream each layer once
-//! through the zTOC builder, and publish SOCI indexes — v1 (`soci create` + `soci push`: an
-//! index per image manifest with `subject`, found through the referrers API or the
-//! `sha256-<hex>` tag schema) or v2 (`soci convert`: a new image index binding the image
-//! manifests to their indexes). Registry to registry, no local store, typed errors.
+//! The SOCI build side as a library: the one pipeline behind `soci create`, `soci convert`,
+//! `soci push` and `soci-index-builder`. An image is read from a registry, an OCI layout or
+//! containerd's content store; each distinct layer is streamed once through the zTOC builder
+//! (or its zTOC reused from the local store); one SOCI index is built per image manifest, with
+//! prefetch artifacts; and the indexes are kept locally (v1, `soci create`), published with
+//! referrers (v1, `soci push` and the builder) or bound to the images by a new image index
+//! written to a registry or a layout (v2, `soci convert`).
 //!
-//! The `soci` CLI and `soci-index-builder` both call this crate, so an index built by either
-//! is byte-identical for the same image and settings.
+//! Modules:
+//! - [`source`]: where an image is read from, resolved to its image manifests;
+//! - [`layer`]: one layer through the zTOC builder, verified; which layers are skipped;
+//! - [`ztocs`]: the zTOCs of every distinct layer, concurrently, with progress and reuse;
+//! - [`prefetch`]: prefetch lists (paths, byte ranges) and their span ranges;
+//! - [`index`]: SOCI index manifests, one per image;
+//! - [`local`]: the local store and metadata database;
+//! - [`pipeline`]: the build and its three ends (create, publish v1, convert);
+//! - [`publish`]: v1 publishing (blobs, manifest, referrers tag schema);
+//! - [`push`]: `soci push`: publishing the v1 indexes recorded locally;
+//! - [`binding`]: the v2 image index binding (pure);
+//! - [`destination`]: where converted images are written;
+//! - `check`: the builder's decision to skip or build;
+//! - [`error`]: typed errors, with which are worth retrying.
 
 // `Error` wraps `registry::Error` (128 bytes) unboxed, as the builder matches on it; one
 // error per image build is not worth boxing for.
 #![allow(clippy::result_large_err)]
 
 pub mod binding;
-mod build;
 mod check;
-mod error;
+pub mod destination;
+pub mod error;
 pub mod index;
 pub mod layer;
+pub mod local;
+pub mod pipeline;
+pub mod prefetch;
 pub mod publish;
-pub mod resolve;
+pub mod push;
+pub mod source;
+pub mod ztocs;
 
 pub use check::is_referrers_tag;
 pub use error::{Error, Result};
 pub use layer::build_layer_ztoc;
+pub use prefetch::PrefetchPath;
+pub use source::{ImageSource, OpenedImage};
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -41,6 +62,10 @@ pub struct Settings {
     /// Build tool identifier written into zTOCs and index annotations (default
     /// [`ztoc::DEFAULT_BUILD_TOOL`]).
     pub build_tool: String,
+    /// Rebuild zTOCs even when the local store has one built with these settings.
+    pub force: bool,
+    /// Files to prefetch: each image's index gets prefetch artifacts for their spans.
+    pub prefetch: Vec<PrefetchPath>,
 }
 
 impl Default for Settings {
@@ -52,6 +77,8 @@ impl Default for Settings {
             platforms: oci::resolve::PlatformSelection::All,
             layer_concurrency: 2,
             build_tool: ztoc::DEFAULT_BUILD_TOOL.to_owned(),
+            force: false,
+            prefetch: Vec::new(),
         }
     }
 }
@@ -98,6 +125,9 @@ pub enum SkipReason {
     NoTag,
     /// Every layer was below `min_layer_size` or not gzip/uncompressed tar.
     NothingToIndex,
+    /// The image has none of the platforms asked for (e.g. the platform-less entry of a
+    /// multi-platform push); the string names what it has.
+    NoSelectedPlatform(String),
 }
 
 /// One SOCI index published.
@@ -150,11 +180,51 @@ pub async fn index_image(
     settings: &Settings,
     publish: &Publish,
 ) -> Result<Outcome, Error> {
-    match check::check(repo, reference, tag, settings, publish).await? {
-        check::Check::Skip(reason) => Ok(Outcome::Skipped(reason)),
-        check::Check::Build(plan) => {
-            Ok(Outcome::Published(build::run(repo, &plan, settings).await?))
+    let source = ImageSource::registry(repo.clone(), reference);
+    let plan = match check::check(&source, repo, tag, settings, publish).await? {
+        check::Check::Skip(reason) => return Ok(Outcome::Skipped(reason)),
+        check::Check::Build(plan) => plan,
+    };
+    let build = pipeline::Build {
+        source: &source,
+        opened: &plan.opened,
+        settings,
+        local: None,
+        progress: std::sync::Arc::new(ztocs::NoProgress),
+    };
+    let (built, pushed_manifests, converted) = match &plan.dest_tag {
+        None => {
+            let built = pipeline::build(&build, oci::soci_index::IndexVersion::V1).await?;
+            let pushed = pipeline::publish_v1(repo, &built.indexes.indexes).await?;
+            (built, pushed, None)
         }
+        Some(dest) => {
+            let destination = destination::Destination::Registry {
+                repo: repo.clone(),
+                tag: dest.clone(),
+                mount_from: None,
+            };
+            let c = pipeline::convert(&build, &destination, &destination.name()).await?;
+            (c.built, c.written, Some((dest.clone(), c.index_digest)))
+        }
+    };
+    Ok(Outcome::Published(Report {
+        indexes: built.indexes.indexes.iter().map(indexed).collect(),
+        converted,
+        layer_bytes_read: built.ztocs.bytes_read,
+        build_seconds: built.ztocs.seconds,
+        pushed_manifests,
+    }))
+}
+
+/// The report line of one index.
+fn indexed(b: &index::BuiltIndex) -> IndexedManifest {
+    let platform = b.platform();
+    IndexedManifest {
+        manifest: b.image.manifest_desc.digest().clone(),
+        platform: (!platform.is_empty()).then_some(platform),
+        index: b.digest.clone(),
+        ztocs: b.ztocs.len(),
     }
 }
 
@@ -168,7 +238,8 @@ pub async fn skip_reason(
     settings: &Settings,
     publish: &Publish,
 ) -> Result<Option<SkipReason>, Error> {
-    match check::check(repo, reference, tag, settings, publish).await? {
+    let source = ImageSource::registry(repo.clone(), reference);
+    match check::check(&source, repo, tag, settings, publish).await? {
         check::Check::Skip(reason) => Ok(Some(reason)),
         check::Check::Build(_) => Ok(None),
     }

@@ -113,10 +113,7 @@ pub async fn find_index_in_modes(
     let refs = repo
         .referrers(manifest_digest, Some(soci_index::SOCI_INDEX_V1))
         .await?;
-    let through = match refs.source {
-        ReferrersSource::Api => "referrers API",
-        ReferrersSource::TagSchema => "tag schema",
-    };
+    let through = found_through(refs.source);
     // Several v1 indexes (rebuilt with other options): the last listed is the newest push.
     let mut last_error = None;
     for desc in refs.descriptors.iter().rev() {
@@ -159,17 +156,78 @@ fn v2_index_digest(
         return Some(d);
     }
     let top: Value = serde_json::from_slice(top_bytes).ok()?;
-    top["manifests"].as_array()?.iter().find_map(|m| {
-        let is_index = m["artifactType"].as_str() == Some(soci_index::SOCI_INDEX_V2);
-        let names_manifest = m["annotations"][soci_index::ANNOTATION_IMAGE_MANIFEST_DIGEST]
-            .as_str()
-            == Some(manifest_digest.as_ref());
-        if is_index && names_manifest {
-            oci::digest::parse(m["digest"].as_str()?).ok()
-        } else {
-            None
-        }
-    })
+    soci_index::v2_index_entries(&top)
+        .into_iter()
+        .find(|e| e.image_manifest.as_ref() == Some(manifest_digest))
+        .map(|e| e.digest)
+}
+
+/// How a v1 index was found, as people read it.
+fn found_through(source: ReferrersSource) -> &'static str {
+    match source {
+        ReferrersSource::Api => "referrers API",
+        ReferrersSource::TagSchema => "tag schema",
+    }
+}
+
+/// One SOCI index a registry holds for an image, as `soci index list --remote` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListedIndex {
+    /// The index manifest's digest.
+    pub digest: String,
+    /// Its size.
+    pub size: u64,
+    /// The image's platform (`os/arch[/variant]`, empty when unknown).
+    pub platform: String,
+    /// "v1" or "v2".
+    pub version: &'static str,
+    /// The image manifest it indexes.
+    pub image_manifest: String,
+    /// How it was found: "image index" (v2), "referrers API" or "tag schema" (v1).
+    pub found_through: &'static str,
+}
+
+/// Every SOCI index of an image: the v2 entries of its top object `top_bytes`, then the v1
+/// referrers of each of `images`.
+pub async fn list_indexes(
+    repo: &Repository,
+    top_bytes: &[u8],
+    images: &[oci::resolve::ResolvedImage],
+) -> Result<Vec<ListedIndex>, DiscoverError> {
+    let top: Value = serde_json::from_slice(top_bytes).unwrap_or(Value::Null);
+    let mut found: Vec<ListedIndex> = soci_index::v2_index_entries(&top)
+        .into_iter()
+        .map(|e| ListedIndex {
+            digest: e.digest.to_string(),
+            size: e.size,
+            platform: e.platform.map(|p| p.to_string()).unwrap_or_default(),
+            version: "v2",
+            image_manifest: e.image_manifest.map(|m| m.to_string()).unwrap_or_default(),
+            found_through: "image index",
+        })
+        .collect();
+    for image in images {
+        let manifest = image.manifest_desc.digest();
+        let refs = repo
+            .referrers(manifest, Some(soci_index::SOCI_INDEX_V1))
+            .await?;
+        let through = found_through(refs.source);
+        found.extend(refs.descriptors.iter().map(|d| {
+            ListedIndex {
+                digest: d.digest().to_string(),
+                size: d.size(),
+                platform: image
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                version: "v1",
+                image_manifest: manifest.to_string(),
+                found_through: through,
+            }
+        }));
+    }
+    Ok(found)
 }
 
 /// Fetches the SOCI index `digest` named by the user (e.g. `--soci-index-digest`); for a v1

@@ -145,20 +145,10 @@ impl RemoteLayer {
         Ok(count)
     }
 
-    /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`; first reads of
-    /// files are noted in `reads` when given.
+    /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`, with kernel cache
+    /// lifetimes `ttls`; first reads of files are noted in `reads` when given. Serving a
+    /// layer whole (prefetch, background fetch) is [`crate::serve::serve_layer`]'s job.
     pub fn mount(
-        &self,
-        mountpoint: &Path,
-        runtime: tokio::runtime::Handle,
-        threads: usize,
-        reads: Option<&Arc<ReadLog>>,
-    ) -> std::io::Result<fuser::BackgroundSession> {
-        self.mount_with(mountpoint, runtime, threads, CacheTtls::default(), reads)
-    }
-
-    /// [`RemoteLayer::mount`] with kernel cache lifetimes of the caller's choosing.
-    pub fn mount_with(
         &self,
         mountpoint: &Path,
         runtime: tokio::runtime::Handle,

@@ -6,6 +6,8 @@
 //! - [`tree::Tree`]: the layer's inodes from the zTOC's table of contents, whiteouts in
 //!   overlayfs form.
 //! - [`fs::LayerFs`]: the read-only FUSE filesystem over both.
+//! - [`serve`]: the one sequence that serves a remote layer (zTOC, FUSE mount, prefetch,
+//!   background fetch), used by `soci mount` and the snapshotter's FUSE manager.
 //! - [`unpack`]: small layers without a zTOC, unpacked to a directory overlayfs can use.
 
 pub mod discover;
@@ -15,6 +17,7 @@ pub mod layer;
 pub mod metrics;
 pub mod overlay;
 pub mod readlog;
+pub mod serve;
 pub mod source;
 pub mod spans;
 pub mod tree;

@@ -135,7 +135,8 @@ pub fn unmount(target: &Path, detach: bool) -> io::Result<()> {
     }
 }
 
-/// Mount points currently in this process's mount namespace (decoded from mountinfo).
+/// Mount points currently in this process's mount namespace (decoded from mountinfo), in
+/// mount order.
 pub fn mount_points() -> io::Result<Vec<PathBuf>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(info
@@ -145,30 +146,55 @@ pub fn mount_points() -> io::Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// Mount points at or below `dir`, in mount order (unmount them in reverse).
+pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(mount_points()?
+        .into_iter()
+        .filter(|p| p.starts_with(dir))
+        .collect())
+}
+
 /// True when `path` is a mount point.
 pub fn is_mounted(path: &Path) -> bool {
     mount_points().is_ok_and(|m| m.iter().any(|p| p == path))
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`. Only escapes of a byte
+/// value (at most `\377`) are decoded; anything else is kept as written, since the kernel
+/// never produces it and wrapping it into a byte would name another path.
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    while let Some(&c) = b.get(i) {
+        let escaped = match c {
+            b'\\' => b.get(i + 1..i + 4).and_then(octal_byte),
+            _ => None,
+        };
+        match escaped {
+            Some(v) => {
+                out.push(v);
+                i += 4;
+            }
+            None => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte three octal digits spell, if they are octal digits and spell one (≤ 255).
+fn octal_byte(digits: &[u8]) -> Option<u8> {
+    let mut v: u32 = 0;
+    for d in digits {
+        if !(b'0'..=b'7').contains(d) {
+            return None;
+        }
+        v = v * 8 + u32::from(d - b'0');
+    }
+    u8::try_from(v).ok()
 }
 
 #[cfg(test)]
@@ -177,5 +203,15 @@ mod tests {
     fn mountinfo_escapes_decode() {
         assert_eq!(super::unescape_mountinfo(r"/a\040b\134c"), "/a b\\c");
         assert_eq!(super::unescape_mountinfo(r"/plain\04"), r"/plain\04");
+        assert_eq!(super::unescape_mountinfo(r"/x\377"), "/x\u{fffd}");
+    }
+
+    #[test]
+    fn mountinfo_escapes_over_a_byte_stay_text() {
+        // Three octal digits reach 511: wrapping them into a u8 would overflow (a panic in
+        // debug builds) or name another path.
+        assert_eq!(super::unescape_mountinfo(r"/a\777b"), r"/a\777b");
+        assert_eq!(super::unescape_mountinfo(r"/a\400"), r"/a\400");
+        assert_eq!(super::unescape_mountinfo(r"\777\040"), r"\777 ");
     }
 }

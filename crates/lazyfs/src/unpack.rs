@@ -36,6 +36,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::os::unix::io::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
+use oci::digest::DigestingReader;
+use oci::manifest::LayerCompression;
+use oci::Descriptor;
 use tar::EntryType;
 
 /// Prefix of OCI whiteout file names.
@@ -262,6 +265,102 @@ pub fn unpack_layer<R: Read>(tar_stream: R, dest: &Path) -> Result<UnpackStats, 
 /// gzip members, all of which belong to the tar stream.
 pub fn unpack_gzip_layer<R: Read>(gzip: R, dest: &Path) -> Result<UnpackStats, UnpackError> {
     unpack_layer(flate2::read::MultiGzDecoder::new(gzip), dest)
+}
+
+/// Why a layer blob could not be unpacked by [`unpack_layer_blob`].
+#[derive(Debug, thiserror::Error)]
+pub enum LayerBlobError {
+    /// The layer's compression is one this unpacker does not read (zstd, or not a tar layer).
+    #[error("layer {layer} {}: only gzip and uncompressed tar layers can be unpacked; push the image with gzip layers (e.g. `skopeo copy --dest-compress-format gzip`)", compression_words(.compression))]
+    Unsupported {
+        /// Layer digest.
+        layer: String,
+        /// How the layer is compressed, judged from its media type.
+        compression: LayerCompression,
+    },
+    /// The blob's content did not unpack.
+    #[error("unpacking layer {layer}: {source}")]
+    Unpack {
+        /// Layer digest.
+        layer: String,
+        /// What went wrong.
+        #[source]
+        source: UnpackError,
+    },
+    /// Reading what the unpacker left of the blob (padding after the archive) failed.
+    #[error("reading layer {layer}: {source}")]
+    Read {
+        /// Layer digest.
+        layer: String,
+        /// The read error.
+        #[source]
+        source: io::Error,
+    },
+    /// The blob is not the one its descriptor names: what was unpacked must be discarded.
+    #[error("layer {layer} ({expected_size} bytes) arrived as {digest} ({size} bytes): the source sent other bytes; discard what was unpacked")]
+    Mismatch {
+        /// Layer digest (the expected one).
+        layer: String,
+        /// Size the descriptor gives.
+        expected_size: u64,
+        /// Digest of the bytes read.
+        digest: String,
+        /// Bytes read (one more than `expected_size` when the source sent too many).
+        size: u64,
+    },
+}
+
+/// How an [`LayerBlobError::Unsupported`] message names the compression.
+fn compression_words(compression: &LayerCompression) -> String {
+    match compression {
+        LayerCompression::Zstd => "is zstd-compressed".into(),
+        LayerCompression::Unknown(media_type) => format!("has media type {media_type}"),
+        other => format!("is {other:?}"),
+    }
+}
+
+/// Unpacks the layer blob `blob` described by `layer` into `dest` (see [`unpack_layer`]),
+/// choosing gzip or plain tar from the layer's media type, and verifies that the bytes read
+/// are the layer: its digest and size, padding after the archive included. Reads at most one
+/// byte past the descriptor's size, so a source that never stops is refused too.
+///
+/// On any error `dest` holds partial or untrusted content and must be discarded.
+pub fn unpack_layer_blob<R: Read>(
+    blob: R,
+    layer: &Descriptor,
+    dest: &Path,
+) -> Result<UnpackStats, LayerBlobError> {
+    let name = layer.digest().to_string();
+    let compression = LayerCompression::of(layer.media_type());
+    let mut reader = DigestingReader::new(blob.take(layer.size().saturating_add(1)));
+    let unpacked = match &compression {
+        LayerCompression::Gzip => unpack_gzip_layer(&mut reader, dest),
+        LayerCompression::Uncompressed => unpack_layer(&mut reader, dest),
+        LayerCompression::Zstd | LayerCompression::Unknown(_) => {
+            return Err(LayerBlobError::Unsupported {
+                layer: name,
+                compression,
+            })
+        }
+    };
+    let stats = unpacked.map_err(|source| LayerBlobError::Unpack {
+        layer: name.clone(),
+        source,
+    })?;
+    io::copy(&mut reader, &mut io::sink()).map_err(|source| LayerBlobError::Read {
+        layer: name.clone(),
+        source,
+    })?;
+    let (digest, size) = reader.finish();
+    if &digest != layer.digest() || size != layer.size() {
+        return Err(LayerBlobError::Mismatch {
+            layer: name,
+            expected_size: layer.size(),
+            digest: digest.to_string(),
+            size,
+        });
+    }
+    Ok(stats)
 }
 
 /// Largest PAX or GNU long-name header we read, as in Go's archive/tar: they hold names and

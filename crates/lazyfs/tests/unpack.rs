@@ -10,7 +10,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lazyfs::unpack::{unpack_gzip_layer, unpack_layer, UnpackError, UnpackStats};
+use lazyfs::unpack::{
+    unpack_gzip_layer, unpack_layer, unpack_layer_blob, LayerBlobError, UnpackError, UnpackStats,
+};
+use oci::manifest::LayerCompression;
 use tar::{EntryType, Header};
 
 /// The file systems the tests touch must behave like the node's: fail loudly without root.
@@ -831,4 +834,106 @@ fn tar_ending_right_after_the_last_data_is_complete_but_cut_data_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let err = unpack_layer(&full[..512 * 2 + 7], dir.path()).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+/// gzip of `bytes`, one member.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use flate2::{write::GzEncoder, Compression};
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn descriptor(media_type: oci::MediaType, blob: &[u8]) -> oci::Descriptor {
+    oci::Descriptor::new(media_type, blob.len() as u64, oci::digest::sha256(blob))
+}
+
+fn hostname_layer() -> Vec<u8> {
+    Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/hostname", b"soci\n", 0o644)
+        .bytes()
+}
+
+#[test]
+fn layer_blobs_are_unpacked_by_media_type_and_verified_against_their_descriptor() {
+    require_root();
+    let tar = hostname_layer();
+    let blob = gzip(&tar);
+    for (media_type, bytes) in [
+        (oci::MediaType::ImageLayerGzip, &blob),
+        (oci::MediaType::ImageLayer, &tar),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let desc = descriptor(media_type, bytes);
+        unpack_layer_blob(&bytes[..], &desc, dir.path()).unwrap();
+        assert_eq!(
+            fs::read(dir.path().join("etc/hostname")).unwrap(),
+            b"soci\n"
+        );
+    }
+}
+
+#[test]
+fn a_layer_blob_with_the_wrong_digest_is_refused() {
+    require_root();
+    let blob = gzip(&hostname_layer());
+    // Bytes of the right size that are not the layer the descriptor names.
+    let desc = oci::Descriptor::new(
+        oci::MediaType::ImageLayerGzip,
+        blob.len() as u64,
+        oci::digest::sha256(b"another layer"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = unpack_layer_blob(&blob[..], &desc, dir.path()).unwrap_err();
+    let LayerBlobError::Mismatch { layer, digest, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(layer, &desc.digest().to_string());
+    assert_eq!(digest, &oci::digest::sha256(&blob).to_string());
+    assert!(err.to_string().contains("other bytes"), "{err}");
+
+    // A source that sends more than the descriptor's size is refused too, after reading at
+    // most one byte too many.
+    let tar = hostname_layer();
+    let desc = descriptor(oci::MediaType::ImageLayer, &tar);
+    let mut longer = tar.clone();
+    longer.extend_from_slice(&[0; 4096]);
+    let dir = tempfile::tempdir().unwrap();
+    let err = unpack_layer_blob(&longer[..], &desc, dir.path()).unwrap_err();
+    assert!(
+        matches!(err, LayerBlobError::Mismatch { size, .. } if size == tar.len() as u64 + 1),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn zstd_and_unknown_layers_get_a_typed_error_before_anything_is_read() {
+    require_root();
+    let blob = hostname_layer();
+    for (media_type, expected) in [
+        (oci::MediaType::ImageLayerZstd, LayerCompression::Zstd),
+        (
+            oci::MediaType::Other("application/x-squashfs".into()),
+            LayerCompression::Unknown("application/x-squashfs".into()),
+        ),
+    ] {
+        let desc = descriptor(media_type, &blob);
+        let dir = tempfile::tempdir().unwrap();
+        let mut reader = &blob[..];
+        let err = unpack_layer_blob(&mut reader, &desc, dir.path()).unwrap_err();
+        let LayerBlobError::Unsupported { compression, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(compression, &expected);
+        assert_eq!(reader.len(), blob.len(), "nothing was read");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(
+            err.to_string().contains("only gzip and uncompressed tar"),
+            "{err}"
+        );
+    }
+    let zstd = descriptor(oci::MediaType::ImageLayerZstd, &blob);
+    let err = unpack_layer_blob(&blob[..], &zstd, Path::new("/nonexistent")).unwrap_err();
+    assert!(err.to_string().contains("is zstd-compressed"), "{err}");
 }

@@ -11,7 +11,6 @@ pub mod platform;
 pub mod prefetch;
 pub mod reference;
 pub mod resolve;
-pub mod snapshot_labels;
 pub mod soci_index;
 pub mod store;
 

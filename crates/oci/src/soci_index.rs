@@ -212,6 +212,58 @@ fn media_type_str(m: &MediaType) -> &'static str {
     }
 }
 
+/// A SOCI index v2 listed in an image index: the binding `soci convert` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V2IndexEntry {
+    /// The SOCI index manifest's digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// The platform of its descriptor, when given.
+    pub platform: Option<crate::platform::Platform>,
+    /// The (annotated copy of the) image manifest it indexes, from
+    /// `com.amazon.soci.image-manifest-digest`.
+    pub image_manifest: Option<Digest>,
+}
+
+/// The SOCI index v2 entries (`artifactType` [`SOCI_INDEX_V2`]) of an image index's JSON, in
+/// order; entries without a valid digest are left out, and an image manifest's JSON (no
+/// `manifests`) has none. The one scan of a binding that discovery, listing and the
+/// already-converted check share.
+pub fn v2_index_entries(top_json: &serde_json::Value) -> Vec<V2IndexEntry> {
+    fn str_at<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+        v.get(key).and_then(|s| s.as_str())
+    }
+    let entries = top_json.get("manifests").and_then(|m| m.as_array());
+    entries
+        .into_iter()
+        .flatten()
+        .filter(|m| str_at(m, "artifactType") == Some(SOCI_INDEX_V2))
+        .filter_map(|m| {
+            let digest = crate::digest::parse(str_at(m, "digest")?).ok()?;
+            let platform = m.get("platform").and_then(|p| {
+                let variant = str_at(p, "variant");
+                let platform = format!("{}/{}", str_at(p, "os")?, str_at(p, "architecture")?);
+                let text = match variant {
+                    Some(v) => format!("{platform}/{v}"),
+                    None => platform,
+                };
+                crate::platform::Platform::parse(&text).ok()
+            });
+            let image_manifest = m
+                .get("annotations")
+                .and_then(|a| str_at(a, ANNOTATION_IMAGE_MANIFEST_DIGEST))
+                .and_then(|d| crate::digest::parse(d).ok());
+            Some(V2IndexEntry {
+                digest,
+                size: m.get("size").and_then(|s| s.as_u64()).unwrap_or(0),
+                platform,
+                image_manifest,
+            })
+        })
+        .collect()
+}
+
 /// Parses a SOCI index manifest (v1 or v2); anything else is an error naming `what`.
 pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
     let manifest: ImageManifest = match manifest::parse(bytes, what)? {
@@ -296,6 +348,39 @@ pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn v2_entries_are_the_soci_index_descriptors_of_an_image_index() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let top = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d('a'), "size": 10},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d('b'), "size": 20,
+                 "artifactType": SOCI_INDEX_V2,
+                 "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+                 "annotations": {ANNOTATION_IMAGE_MANIFEST_DIGEST: d('a')}},
+                {"artifactType": SOCI_INDEX_V2, "digest": "not a digest"},
+                {"artifactType": SOCI_INDEX_V2, "digest": d('c'), "platform": {"os": "linux"}},
+            ]
+        });
+        let entries = v2_index_entries(&top);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].digest.to_string(), d('b'));
+        assert_eq!(entries[0].size, 20);
+        assert_eq!(
+            entries[0].platform,
+            Some(crate::platform::Platform::new("linux", "arm64", None))
+        );
+        assert_eq!(
+            entries[0].image_manifest.as_ref().map(|m| m.to_string()),
+            Some(d('a'))
+        );
+        // A platform without an architecture is no platform; no size means 0.
+        assert_eq!((entries[1].platform.clone(), entries[1].size), (None, 0));
+        assert!(v2_index_entries(&serde_json::json!({"layers": []})).is_empty());
+        assert!(v2_index_entries(&serde_json::json!("manifests")).is_empty());
+    }
 
     #[test]
     fn build_parse_round_trip_is_deterministic() {

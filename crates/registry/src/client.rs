@@ -843,7 +843,7 @@ impl Repository {
                 if let Some((start, end)) = range {
                     r = r.header(
                         reqwest::header::RANGE,
-                        &format!("bytes={start}-{}", end - 1),
+                        &format!("bytes={start}-{}", end.saturating_sub(1)),
                     );
                 }
                 r
@@ -926,12 +926,12 @@ impl Repository {
         let (start, end) = range;
         let op = format!("GET blob {digest} bytes {start}-{end}");
         let ctx = self.ctx(&op);
-        if end <= start {
+        let Some(want) = end.checked_sub(start).filter(|n| *n > 0) else {
             return Err(Error::Protocol {
                 ctx,
-                reason: "empty range asked for".to_owned(),
+                reason: "empty or reversed range asked for".to_owned(),
             });
-        }
+        };
         let resp = self.get_blob_response(digest, Some(range), &op).await?;
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
@@ -948,7 +948,6 @@ impl Repository {
                         })
                     }
                 }
-                let want = end - start;
                 let bytes = read_limited(resp, want, &ctx).await?;
                 if bytes.len() as u64 != want {
                     return Err(Error::Protocol {
@@ -978,9 +977,11 @@ impl Repository {
         match self.get_blob_range(digest, range).await? {
             RangeReply::Partial(b) => Ok(b),
             RangeReply::Whole(mut s) => {
+                // `get_blob_range` refused empty and reversed ranges, so `start < end`.
                 let (start, end) = range;
                 let mut pos = 0u64;
-                let mut out = BytesMut::with_capacity((end - start).min(64 << 20) as usize);
+                let want = end.saturating_sub(start);
+                let mut out = BytesMut::with_capacity(want.min(64 << 20) as usize);
                 while let Some(chunk) = s.stream.next().await {
                     let chunk = chunk.map_err(|e| Error::Transport {
                         ctx: self.ctx(format!("GET blob {digest}")),
@@ -1654,5 +1655,30 @@ mod tests {
         let d = oci::digest::sha256(b"x");
         let t = referrers_tag(&d);
         assert!(t.starts_with("sha256-") && t.len() == 71);
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    /// Reversed and empty ranges are refused before any request is made (nothing listens on
+    /// the port), instead of underflowing `end - start`.
+    #[tokio::test]
+    async fn reversed_and_empty_ranges_are_errors() {
+        let client = Client::new(ClientConfig::default());
+        let repo = client.repository("127.0.0.1:9", "x/y").unwrap();
+        let d = oci::digest::sha256(b"x");
+        for range in [(10, 5), (7, 7), (u64::MAX, 0)] {
+            let err = repo.read_blob_range(&d, range).await.unwrap_err();
+            assert!(
+                err.to_string().contains("reversed range"),
+                "{range:?}: {err}"
+            );
+            let Err(err) = repo.get_blob_range(&d, range).await else {
+                panic!("{range:?} was accepted");
+            };
+            assert!(matches!(err, Error::Protocol { .. }), "{range:?}: {err}");
+        }
     }
 }

@@ -105,6 +105,14 @@ pub enum Error {
     /// An OCI-level problem (bad manifest JSON, bad digest).
     #[error(transparent)]
     Oci(#[from] oci::Error),
+    /// A blocking task (walking an image's manifests) died: a bug, not the registry.
+    #[error("{what}: the task failed: {reason}")]
+    Task {
+        /// What the task was doing.
+        what: String,
+        /// The panic or cancellation.
+        reason: String,
+    },
 }
 
 /// Result with this crate's [`Error`].

@@ -5,17 +5,20 @@
 //! - [`metadata`]: the persistent snapshot table;
 //! - [`manager`]: the FUSE manager process that serves lazy layers, so the daemon can restart
 //!   while containers keep running;
-//! - [`resolve`]: finding an image's SOCI index and the zTOC of a layer;
+//! - [`index_lookup`]: finding (and caching) an image's SOCI index and the zTOC of a layer
+//!   for Prepare;
 //! - [`config`]: the TOML configuration;
-//! - [`serve`]: running it all.
+//! - [`serve`]: running it all;
+//! - [`error`]: why opening, the daemon or the FUSE manager failed.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod error;
 pub mod filter;
+pub mod index_lookup;
 pub mod manager;
 pub mod metadata;
-pub mod resolve;
 pub mod serve;
 pub mod service;
 

@@ -64,7 +64,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(cli) {
-        eprintln!("soci-snapshotter-grpc: {e:#}");
+        // Typed errors carry their cause in their message too: print each cause once.
+        eprintln!("soci-snapshotter-grpc: {}", registry::error_chain(&*e));
         std::process::exit(1);
     }
 }
@@ -88,7 +89,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::FuseManager) => snapshotter::manager::run(&cli.root, &dir, config),
+        Some(Command::FuseManager) => Ok(snapshotter::manager::run(&cli.root, &dir, config)?),
         Some(Command::Shutdown) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -115,7 +116,7 @@ fn run(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(run_daemon(
+            Ok(rt.block_on(run_daemon(
                 DaemonOptions {
                     address: cli.address,
                     root: cli.root,
@@ -123,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
                     exe,
                 },
                 config,
-            ))
+            ))?)
         }
     }
 }

@@ -5,9 +5,12 @@
 //! JSON request and one JSON reply per connection.
 
 use crate::config::Config;
+use crate::error::ManagerRunError;
 use crate::metadata::RemoteLayerInfo;
-use lazyfs::layer::RemoteLayer;
-use lazyfs::{BackgroundSession, CacheBudget, CacheTtls, DemandActivity, SpanConfig};
+use lazyfs::serve::{
+    serve_layer, BackgroundFetch, FuseOptions, LayerToServe, ServeOptions, ServedLayer,
+};
+use lazyfs::{CacheBudget, CacheTtls, DemandActivity, SpanConfig};
 use oci::reference::ImageRef;
 use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use serde::{Deserialize, Serialize};
@@ -251,21 +254,6 @@ pub async fn spawn(
     Err(start_error("it did not answer within 10 s".into()))
 }
 
-/// A layer being served.
-struct Served {
-    layer: Arc<RemoteLayer>,
-    session: Option<BackgroundSession>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
 /// The manager's state.
 struct Manager {
     config: Config,
@@ -275,72 +263,42 @@ struct Manager {
     /// On-demand reads of every layer served: background fetches wait for quiet.
     activity: Arc<DemandActivity>,
     runtime: tokio::runtime::Handle,
-    served: Mutex<HashMap<PathBuf, Served>>,
+    served: Mutex<HashMap<PathBuf, ServedLayer>>,
 }
 
 /// Runs the manager until `Shutdown`, SIGTERM or SIGINT; `dir` holds its socket, pid file
 /// and log, `root` the span cache.
-pub fn run(root: &Path, dir: &Path, config: Config) -> anyhow::Result<()> {
-    use anyhow::Context;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+pub fn run(root: &Path, dir: &Path, config: Config) -> Result<(), ManagerRunError> {
+    std::fs::create_dir_all(dir)
+        .map_err(ManagerRunError::io(format!("creating {}", dir.display())))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?;
-    let client = registry_client(&config)?;
+        .map_err(ManagerRunError::io("starting the tokio runtime"))?;
     let budget = CacheBudget::new(
-        (config.cache.max_size_mb > 0).then_some(config.cache.max_size_mb * 1_000_000),
+        (config.cache.max_size_mb > 0)
+            .then_some(config.cache.max_size_mb.saturating_mul(1_000_000)),
     );
     let manager = Arc::new(Manager {
         cache_dir: config.cache_dir(root),
+        client: registry_client(&config),
         config,
-        client,
         budget,
         activity: Arc::new(DemandActivity::default()),
         runtime: runtime.handle().clone(),
         served: Mutex::new(HashMap::new()),
     });
     let socket = dir.join(SOCKET_NAME);
-    runtime.block_on(async {
-        // A stale socket from a manager that died; a live one would have answered the daemon.
-        let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket)
-            .with_context(|| format!("listening on {}", socket.display()))?;
-        std::fs::write(dir.join(PID_NAME), std::process::id().to_string())
-            .context("writing the pid file")?;
-        tracing::info!(socket = %socket.display(), "FUSE manager ready");
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = stop_rx.recv() => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let manager = manager.clone();
-                    let stop_tx = stop_tx.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(&manager, stream, &stop_tx).await {
-                            tracing::warn!("FUSE manager connection: {e}");
-                        }
-                    });
-                }
-            }
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
+    runtime.block_on(accept_until_stopped(&manager, dir, &socket))?;
     tracing::info!("FUSE manager stopping: unmounting every layer");
-    let served: Vec<(PathBuf, Served)> = manager
+    let served: Vec<(PathBuf, ServedLayer)> = manager
         .served
         .lock()
         .map(|mut s| s.drain().collect())
         .unwrap_or_default();
-    for (mountpoint, s) in served {
-        unmount_served(&mountpoint, s);
+    for (_, s) in served {
+        s.unmount();
     }
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(dir.join(PID_NAME));
@@ -348,8 +306,50 @@ pub fn run(root: &Path, dir: &Path, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The registry client the manager fetches with, from the config.
-pub fn registry_client(config: &Config) -> anyhow::Result<registry::Client> {
+/// Listens on `socket` and serves connections until `Shutdown`, SIGTERM or SIGINT.
+async fn accept_until_stopped(
+    manager: &Arc<Manager>,
+    dir: &Path,
+    socket: &Path,
+) -> Result<(), ManagerRunError> {
+    // A stale socket from a manager that died; a live one would have answered the daemon.
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(ManagerRunError::io(format!(
+        "listening on {}",
+        socket.display()
+    )))?;
+    std::fs::write(dir.join(PID_NAME), std::process::id().to_string())
+        .map_err(ManagerRunError::io("writing the pid file"))?;
+    tracing::info!(socket = %socket.display(), "FUSE manager ready");
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(ManagerRunError::io("handling SIGTERM"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(ManagerRunError::io("handling SIGINT"))?;
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = stop_rx.recv() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let manager = manager.clone();
+                let stop_tx = stop_tx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(&manager, stream, &stop_tx).await {
+                        tracing::warn!("FUSE manager connection: {e}");
+                    }
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The registry client the manager fetches with, from the config. A Docker config that
+/// cannot be read is a warning: registries are then accessed anonymously.
+pub fn registry_client(config: &Config) -> registry::Client {
     let docker_config = match registry::credentials::DockerConfig::load_default() {
         Ok(c) => Some(c),
         Err(e) => {
@@ -357,7 +357,7 @@ pub fn registry_client(config: &Config) -> anyhow::Result<registry::Client> {
             None
         }
     };
-    Ok(registry::Client::new(registry::ClientConfig {
+    registry::Client::new(registry::ClientConfig {
         hosts_dir: Some(config.registry.config_path.clone()),
         docker_config,
         retry: config.http.retry_policy(),
@@ -365,7 +365,7 @@ pub fn registry_client(config: &Config) -> anyhow::Result<registry::Client> {
         request_timeout: Duration::from_millis(config.http.request_timeout_msec.max(1)),
         read_timeout: Duration::from_millis(config.http.response_header_timeout_msec.max(1)),
         ..Default::default()
-    }))
+    })
 }
 
 async fn serve_connection(
@@ -422,7 +422,7 @@ impl Manager {
                     .ok()
                     .and_then(|mut s| s.remove(&mountpoint));
                 match served {
-                    Some(s) => unmount_served(&mountpoint, s),
+                    Some(s) => s.unmount(),
                     None if lazyfs::overlay::is_mounted(&mountpoint) => {
                         // Left by an earlier manager that died: the mount is dead anyway.
                         let _ = lazyfs::overlay::unmount(&mountpoint, true);
@@ -444,12 +444,7 @@ impl Manager {
                     .lock()
                     .map(|s| {
                         s.values()
-                            .map(|v| {
-                                (
-                                    v.layer.layer.digest().to_string(),
-                                    v.layer.spans.metrics().snapshot(),
-                                )
-                            })
+                            .map(|v| (v.layer().digest().to_string(), v.metrics()))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -487,76 +482,24 @@ impl Manager {
             .client
             .repository(registry, repository)
             .map_err(|e| e.to_string())?;
-        let span_config = SpanConfig {
-            fetch_concurrency: self.config.max_concurrency.max(1),
-            activity: self.activity.clone(),
-            background_silence: Duration::from_millis(
-                self.config.background_fetch.silence_period_msec,
-            ),
-            ..SpanConfig::default()
-        };
-        let remote = self
-            .runtime
-            .block_on(RemoteLayer::open(
-                &repo,
-                &layer,
-                &ztoc,
-                &self.cache_dir,
-                span_config,
-                self.budget.clone(),
-            ))
-            .map_err(|e| registry::error_chain(&e))?;
-        std::fs::create_dir_all(mountpoint)
-            .map_err(|e| format!("creating {}: {e}", mountpoint.display()))?;
         if lazyfs::overlay::is_mounted(mountpoint) {
             // A dead mount left by a manager that exited: it answers ENOTCONN to everyone.
             let _ = lazyfs::overlay::unmount(mountpoint, true);
         }
-        let fuse = &self.config.fuse;
-        let session = remote
-            .mount_with(
-                mountpoint,
-                self.runtime.clone(),
-                fuse.threads.max(1),
-                CacheTtls {
-                    attr: Duration::from_secs(fuse.attr_timeout),
-                    entry: Duration::from_secs(fuse.entry_timeout),
-                    negative: Duration::from_secs(fuse.negative_timeout),
-                },
-                None,
-            )
-            .map_err(|e| format!("mounting FUSE at {}: {e}", mountpoint.display()))?;
-        let remote = Arc::new(remote);
-        let mut tasks = Vec::new();
-        if let Some(p) = prefetch {
-            let (remote, repo) = (remote.clone(), repo.clone());
-            tasks.push(self.runtime.spawn(async move {
-                match remote.prefetch(&repo, &p).await {
-                    Ok(n) => tracing::info!(layer = %remote.layer.digest(), spans = n, "prefetched"),
-                    Err(e) => tracing::warn!(layer = %remote.layer.digest(), "prefetch failed, reads fetch on demand: {e}"),
-                }
-            }));
-        }
-        if !self.config.background_fetch.disable {
-            let rate = self.config.background_fetch.rate_mb_per_sec;
-            let rate = (rate > 0.0).then_some((rate * 1e6) as u64);
-            let spans = remote.spans.clone();
-            tasks.push(
-                self.runtime
-                    .spawn(async move { spans.background_fetch(rate).await }),
-            );
-        }
+        let what = LayerToServe {
+            repo: &repo,
+            layer: &layer,
+            ztoc: &ztoc,
+            prefetch: prefetch.as_ref(),
+        };
+        let served = serve_layer(what, mountpoint, &self.serve_options())
+            .map_err(|e| registry::error_chain(&e))?;
         tracing::info!(
             layer = %info.layer_digest,
             image = %info.image_ref,
             mountpoint = %mountpoint.display(),
             "layer mounted lazily"
         );
-        let served = Served {
-            layer: remote,
-            session: Some(session),
-            tasks,
-        };
         match self.served.lock() {
             Ok(mut s) => {
                 if let Some(old) = s.insert(mountpoint.clone(), served) {
@@ -568,19 +511,38 @@ impl Manager {
         }
         Ok(false)
     }
-}
 
-/// Ends a served layer's mount; a busy mount (an overlay still uses it) is detached so the
-/// kernel finishes it once the last user goes.
-fn unmount_served(mountpoint: &Path, mut served: Served) {
-    if lazyfs::overlay::is_mounted(mountpoint) {
-        if let Err(e) = lazyfs::overlay::unmount(mountpoint, false) {
-            tracing::info!(mountpoint = %mountpoint.display(), "busy ({e}); detaching");
-            let _ = lazyfs::overlay::unmount(mountpoint, true);
+    /// How every layer is served, from the config: one span cache, one disk budget and one
+    /// record of on-demand reads (background fetches wait for quiet in all layers).
+    fn serve_options(&self) -> ServeOptions {
+        let fuse = &self.config.fuse;
+        let background = &self.config.background_fetch;
+        ServeOptions {
+            cache_root: self.cache_dir.clone(),
+            spans: SpanConfig {
+                fetch_concurrency: self.config.max_concurrency.max(1),
+                activity: self.activity.clone(),
+                background_silence: Duration::from_millis(background.silence_period_msec),
+                ..SpanConfig::default()
+            },
+            budget: self.budget.clone(),
+            fuse: FuseOptions {
+                threads: fuse.threads.max(1),
+                ttls: CacheTtls {
+                    attr: Duration::from_secs(fuse.attr_timeout),
+                    entry: Duration::from_secs(fuse.entry_timeout),
+                    negative: Duration::from_secs(fuse.negative_timeout),
+                },
+                read_log: None,
+            },
+            background: if background.disable {
+                BackgroundFetch::Off
+            } else {
+                BackgroundFetch::at_mb_per_sec(background.rate_mb_per_sec, None)
+            },
+            runtime: self.runtime.clone(),
         }
     }
-    // The session's own unmount finds nothing left to do.
-    drop(served.session.take());
 }
 
 /// The layer, zTOC and prefetch descriptors recorded for a lazy layer.

@@ -2,9 +2,9 @@
 //! endpoint.
 
 use crate::config::Config;
+use crate::error::DaemonError;
 use crate::proto::snapshots_server::SnapshotsServer;
 use crate::service::Snapshotter;
-use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub struct DaemonOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM. Lazy layers stay mounted by the FUSE manager
 /// after it returns, so running containers keep working across a restart.
-pub async fn run_daemon(options: DaemonOptions, config: Config) -> Result<()> {
+pub async fn run_daemon(options: DaemonOptions, config: Config) -> Result<(), DaemonError> {
     let metrics_address = (!config.no_prometheus && !config.metrics_address.is_empty())
         .then(|| config.metrics_address.clone());
     let snapshotter = Arc::new(Snapshotter::open(
@@ -35,12 +35,14 @@ pub async fn run_daemon(options: DaemonOptions, config: Config) -> Result<()> {
     snapshotter
         .ensure_manager()
         .await
-        .context("starting the FUSE manager")?;
+        .map_err(DaemonError::Manager)?;
 
     if let Some(addr) = metrics_address {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .with_context(|| format!("metrics endpoint: listening on {addr}"))?;
+            .map_err(DaemonError::io(format!(
+                "metrics endpoint: listening on {addr}"
+            )))?;
         tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
         let s = snapshotter.clone();
         let app = axum::Router::new().route(
@@ -88,25 +90,28 @@ pub async fn run_daemon(options: DaemonOptions, config: Config) -> Result<()> {
             shutdown,
         )
         .await
-        .context("serving gRPC")?;
+        .map_err(DaemonError::Grpc)?;
     let _ = std::fs::remove_file(&options.address);
     Ok(())
 }
 
 /// Binds the gRPC socket, replacing a stale one but refusing to steal a live daemon's.
-fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener> {
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(DaemonError::io(format!("creating {}", dir.display())))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "another soci-snapshotter-grpc is listening on {}; stop it first or pass another --address",
-                path.display()
-            );
+            return Err(DaemonError::SocketInUse {
+                socket: path.to_owned(),
+            });
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        std::fs::remove_file(path).map_err(DaemonError::io(format!(
+            "removing the stale socket {}",
+            path.display()
+        )))?;
     }
-    tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))
+    tokio::net::UnixListener::bind(path)
+        .map_err(DaemonError::io(format!("listening on {}", path.display())))
 }

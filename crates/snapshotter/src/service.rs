@@ -6,10 +6,10 @@
 
 use crate::config::Config;
 use crate::filter::Filters;
+use crate::index_lookup::{LayerPlan, Resolver};
 use crate::manager::{self, ManagerError, MountSpec, Reply, Request as ManagerRequest};
 use crate::metadata::{Kind, Metadata, MetadataError, RemoteLayerInfo, Snapshot, UpdateError};
 use crate::proto::snapshots_server::Snapshots;
-use crate::resolve::{LayerPlan, Resolver};
 use containerd_client::services::v1::snapshots as pb;
 use containerd_client::types::Mount;
 use std::collections::{BTreeMap, HashMap};
@@ -20,11 +20,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use oci::snapshot_labels::{
-    IMAGE_REF as LABEL_IMAGE_REF, LAYER_DIGEST as LABEL_LAYER_DIGEST,
-    MANIFEST_DIGEST as LABEL_MANIFEST_DIGEST, SNAPSHOT_REF as LABEL_SNAPSHOT_REF,
-    SOCI_INDEX_DIGEST as LABEL_SOCI_INDEX_DIGEST,
-};
+use containerd::labels::{LabelError, LayerLabels, SNAPSHOT_REF as LABEL_SNAPSHOT_REF};
 /// Marks the snapshots this daemon mounted lazily (visible in `ctr snapshots info`).
 pub const LABEL_REMOTE: &str = "containerd.io/snapshot/soci.remote";
 
@@ -106,11 +102,15 @@ impl Snapshotter {
         config: Config,
         config_path: Option<PathBuf>,
         exe: PathBuf,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, crate::error::OpenError> {
         let dir = root.join("snapshotter");
-        std::fs::create_dir_all(dir.join("snapshots"))?;
+        let snapshots = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshots).map_err(|source| crate::error::OpenError::Create {
+            path: snapshots,
+            source,
+        })?;
         let meta = Metadata::open(&dir)?;
-        let client = manager::registry_client(&config)?;
+        let client = manager::registry_client(&config);
         let modes = lazyfs::discover::Modes {
             v1: config.pull_modes.soci_v1.enable,
             v2: config.pull_modes.soci_v2.enable,
@@ -296,24 +296,21 @@ impl Snapshotter {
         self.mounts_for(&meta, &s)
     }
 
-    /// Tries to satisfy a Prepare with a lazily mounted layer. `Some(status)` is the answer
-    /// (AlreadyExists: containerd then finds the committed snapshot by label and parent);
-    /// `None` means prepare normally so containerd pulls the layer.
+    /// Tries to satisfy a Prepare with a lazily mounted layer, described by `image_labels`
+    /// (parsed from the Prepare's `labels`). `Some(status)` is the answer (AlreadyExists:
+    /// containerd then finds the committed snapshot by label and parent); `None` means
+    /// prepare normally so containerd pulls the layer.
     async fn try_remote(
         &self,
         key: &str,
         parent: &str,
-        target: &str,
+        image_labels: &LayerLabels,
         labels: &BTreeMap<String, String>,
     ) -> Option<Status> {
-        let (Some(image_ref), Some(manifest), Some(layer)) = (
-            labels.get(LABEL_IMAGE_REF),
-            labels.get(LABEL_MANIFEST_DIGEST),
-            labels.get(LABEL_LAYER_DIGEST),
-        ) else {
-            tracing::debug!(key, "no image labels: a normal pull");
-            return None;
-        };
+        let target = image_labels.chain_id.as_str();
+        let image_ref = image_labels.image_ref.as_str();
+        let manifest: &str = image_labels.manifest_digest.as_ref();
+        let layer: &str = image_labels.layer_digest.as_ref();
         {
             let meta = self.meta.lock().await;
             let exists = meta.all().any(|(_, s)| {
@@ -331,7 +328,10 @@ impl Snapshotter {
             tracing::warn!(key, "{e}");
             return None;
         }
-        let given_index = labels.get(LABEL_SOCI_INDEX_DIGEST).map(String::as_str);
+        let given_index = image_labels
+            .soci_index_digest
+            .as_ref()
+            .map(AsRef::<str>::as_ref);
         let timeout = self.config.mount_timeout();
         let plan = tokio::time::timeout(
             timeout,
@@ -590,10 +590,17 @@ impl Snapshots for Arc<Snapshotter> {
         let r = request.into_inner();
         tracing::debug!(key = %r.key, parent = %r.parent, labels = ?r.labels, "Prepare");
         let labels = to_btree(r.labels);
-        if let Some(target) = labels.get(LABEL_SNAPSHOT_REF) {
-            if let Some(status) = self.try_remote(&r.key, &r.parent, target, &labels).await {
-                return Err(status);
+        match LayerLabels::parse(&labels) {
+            Ok(image_labels) => {
+                let remote = self.try_remote(&r.key, &r.parent, &image_labels, &labels);
+                if let Some(status) = remote.await {
+                    return Err(status);
+                }
             }
+            Err(LabelError::Missing { label }) => {
+                tracing::debug!(key = %r.key, "no {label} label: a normal Prepare");
+            }
+            Err(e) => tracing::info!(key = %r.key, "{e}; pulling normally"),
         }
         let mounts = self.create(Kind::Active, &r.key, &r.parent, labels).await?;
         Ok(Response::new(pb::PrepareSnapshotResponse { mounts }))

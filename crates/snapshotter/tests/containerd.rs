@@ -5,7 +5,7 @@ mod common;
 use common::{ok, soci, Daemon};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testutil::containerd::Containerd;
+use testutil::containerd_daemon::Containerd;
 
 /// `soci --address <containerd> image rpull IMAGE [EXTRA…]`; returns stdout.
 fn rpull(ctd: &Containerd, cli_root: &Path, image: &str, extra: &[&str]) -> String {

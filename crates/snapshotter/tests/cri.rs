@@ -5,7 +5,7 @@
 
 mod common;
 use common::{ok, soci, Daemon};
-use testutil::containerd::{Containerd, ContainerdOptions};
+use testutil::containerd_daemon::{Containerd, ContainerdOptions};
 
 fn snapshot_dirs(daemon: &Daemon) -> usize {
     std::fs::read_dir(daemon.root.join("snapshotter/snapshots"))

@@ -57,7 +57,7 @@ async fn prepare_with_image_labels_mounts_the_layer_lazily_and_survives_restarts
     let manifest = common::platform_manifest_digest(&converted);
     let layers = &built[0].layers;
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
-    let chain = testutil::chain_ids(&diff_ids);
+    let chain = containerd::chain_ids(&diff_ids);
 
     let metrics = common::free_addr();
     let mut daemon = Daemon::start(
@@ -298,7 +298,7 @@ async fn an_image_without_a_usable_index_is_prepared_normally() {
     let image = format!("{}/plain:latest", reg.addr());
     testutil::skopeo_push(&layout, "latest", &image, None);
     let layers = &built[0].layers;
-    let chain = testutil::chain_ids(&[layers[0].diff_id.clone()]);
+    let chain = containerd::chain_ids(&[layers[0].diff_id.clone()]);
     let daemon = Daemon::start(&tmp.path().join("d"), "");
     let mut client = common::snapshots_client(&daemon.socket).await;
     let base = labels(&[
@@ -361,7 +361,7 @@ async fn v1_indexes_are_used_only_when_the_v1_pull_mode_is_on() {
     ok(soci(&cli_root, &["create", &image]));
     ok(soci(&cli_root, &["push", &image]));
     let layer = &built[0].layers[0];
-    let chain = testutil::chain_ids(std::slice::from_ref(&layer.diff_id));
+    let chain = containerd::chain_ids(std::slice::from_ref(&layer.diff_id));
     let request = |key: &str| pb::PrepareSnapshotRequest {
         snapshotter: "soci".into(),
         key: key.into(),

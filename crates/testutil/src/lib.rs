@@ -8,13 +8,12 @@
 
 #![warn(missing_docs)]
 
-pub mod containerd;
+pub mod containerd_daemon;
 #[cfg(feature = "cri")]
 pub mod cri;
 pub mod tree;
 
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -692,7 +691,8 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    format!("sha256:{}", hex::encode(digest.as_ref()))
 }
 
 /// Writes `bytes` as the blob `digest` of the layout at `dir`.
@@ -1570,21 +1570,4 @@ pub fn busybox_image() -> ImageSpec {
             },
         ],
     }
-}
-
-/// containerd/OCI chain IDs of layers with these diff IDs (`sha256:…`): the first is its
-/// diff ID, each next one `sha256(previous + " " + diff ID)`.
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
-            ),
-        };
-        out.push(next);
-    }
-    out
 }

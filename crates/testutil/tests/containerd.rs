@@ -1,7 +1,7 @@
 //! The containerd harness itself: a locally built busybox image pulled from the loopback
 //! registry runs in a container, and dropping the harness leaves no mounts behind.
 
-use testutil::containerd::{Containerd, ContainerdOptions};
+use testutil::containerd_daemon::{Containerd, ContainerdOptions};
 use testutil::Registry;
 
 #[test]
@@ -29,5 +29,5 @@ fn containerd_pulls_and_runs_a_busybox_image_and_cleans_up() {
     assert!(out.trim().starts_with("16000000"), "{out}");
     let root = ctd.root();
     drop(ctd);
-    assert!(testutil::containerd::mounts_under(&root).is_empty());
+    assert!(testutil::containerd_daemon::mounts_under(&root).is_empty());
 }

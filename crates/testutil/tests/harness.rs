@@ -2,7 +2,6 @@
 //! notifications, stops and restarts; layouts are deterministic and well-formed.
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
@@ -29,7 +28,7 @@ fn bounded(secs: u64, f: impl FnOnce() + Send + 'static) {
 }
 
 fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    testutil::sha(bytes)
 }
 
 /// Status line and headers of a plain `GET` (HTTP/1.0).

@@ -125,6 +125,15 @@ pub enum Error {
     /// A parameter was out of range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
+
+    /// A path does not lead to a regular file of the layer.
+    #[error("{path:?}: {reason}")]
+    NotARegularFile {
+        /// The path asked for.
+        path: String,
+        /// Why: not in this layer, another kind of entry, or too many levels of links.
+        reason: String,
+    },
 }
 
 /// Result alias for this crate.

@@ -339,6 +339,32 @@ impl Ztoc {
         self.toc.files.iter().rev().find(|f| f.name == wanted)
     }
 
+    /// The regular file `path` names, following hard and symbolic links within the layer
+    /// (at most 40, as the kernel does), like AWS's `ztoc get-file`.
+    pub fn resolve_regular_file(&self, path: &str) -> Result<&FileMetadata> {
+        let fail = |current: &str, reason: String| Error::NotARegularFile {
+            path: current.to_owned(),
+            reason,
+        };
+        let mut current = path.to_owned();
+        for _ in 0..40 {
+            let f = self
+                .find_file(&current)
+                .ok_or_else(|| fail(&current, "is not in this layer".into()))?;
+            current = match f.file_type {
+                FileType::Regular => return Ok(f),
+                FileType::Hardlink => f.linkname.clone(),
+                FileType::Symlink if f.linkname.starts_with('/') => f.linkname.clone(),
+                FileType::Symlink => {
+                    let parent = f.name.rsplit_once('/').map_or("", |(p, _)| p);
+                    format!("{parent}/{}", f.linkname)
+                }
+                other => return Err(fail(&current, format!("is a {other}, not a regular file"))),
+            };
+        }
+        Err(fail(path, "too many levels of links".into()))
+    }
+
     /// Checks that a span's compressed bytes match the digest recorded for it.
     pub fn verify_span(&self, span: SpanId, compressed: &[u8]) -> Result<()> {
         self.check_span(span)?;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use testutil::containerd::{Containerd, ContainerdOptions};
+use testutil::containerd_daemon::{Containerd, ContainerdOptions};
 
 /// The `soci` CLI built next to this test (by `cargo test --workspace`).
 pub fn soci_bin() -> PathBuf {
@@ -193,7 +193,7 @@ impl Drop for Daemon {
         if let Some(pid) = self.manager_pid() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
-        for m in testutil::containerd::mounts_under(&self.root)
+        for m in testutil::containerd_daemon::mounts_under(&self.root)
             .into_iter()
             .rev()
         {

@@ -1,6 +1,6 @@
 //! A containerd client over its gRPC API (containerd 1.6 and later): content store reads and
 //! writes, content labels, image records, leases, snapshots and the diff service. It is what
-//! `soci image rpull` pulls through and what `soci create` reads images from.
+//! [`crate::pull`] pulls through and what `soci create` reads images from.
 //!
 //! Every call carries the namespace in the `containerd-namespace` header and, when the client
 //! holds a lease, its id in `containerd-lease`, as containerd's Go client does; content and
@@ -11,7 +11,6 @@ use containerd_client::services::v1 as api;
 use containerd_client::services::v1::snapshots as snap;
 use containerd_client::types::{Descriptor as CtdDescriptor, Mount};
 use futures_util::{Stream, StreamExt};
-use sha2::Digest as _;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,8 +23,6 @@ pub use containerd_client::services::v1::Image;
 pub const DEFAULT_ADDRESS: &str = "/run/containerd/containerd.sock";
 /// Default namespace (`ctr`'s default).
 pub const DEFAULT_NAMESPACE: &str = "default";
-/// Largest key + value containerd accepts for one label (`labels.Validate`).
-pub const MAX_LABEL_SIZE: usize = 4096;
 /// Bytes per content Write message; containerd's gRPC server accepts 16 MiB messages, its Go
 /// client writes 1 MiB at a time.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -99,7 +96,7 @@ pub enum Error {
         expected_size: u64,
     },
     /// The data source of a write failed.
-    #[error("{what}: reading the data failed: {source}")]
+    #[error("{what}: reading the data failed")]
     Source {
         /// The blob.
         what: String,
@@ -242,7 +239,7 @@ impl Client {
         let at = at
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| Error::Invalid(format!("formatting the lease expiry: {e}")))?;
-        let labels = HashMap::from([("containerd.io/gc.expire".to_owned(), at)]);
+        let labels = HashMap::from([(crate::labels::GC_EXPIRE.to_owned(), at)]);
         let mut c = api::leases_client::LeasesClient::new(self.channel.clone());
         c.create(self.req(api::CreateRequest {
             id: id.clone(),
@@ -384,7 +381,7 @@ impl Client {
         digest: &str,
     ) -> Result<Box<dyn Read + Send>> {
         let stream = rt.block_on(self.read_stream(digest, 0))?;
-        Ok(Box::new(indexer::layer::spawn_reader(
+        Ok(Box::new(registry::blocking::spawn_reader(
             rt,
             stream.map(|chunk| chunk.map_err(std::io::Error::other)),
         )))
@@ -406,109 +403,13 @@ impl Client {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send,
     {
-        let what = format!("writing {expected} to containerd's content store");
         let total = i64::try_from(size)
             .map_err(|_| Error::Invalid(format!("{expected}: size {size} is too large")))?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<api::WriteContentRequest>(2);
-        let stat = api::WriteContentRequest {
-            action: api::WriteAction::Stat as i32,
-            r#ref: reference.to_owned(),
-            total,
-            expected: expected.to_owned(),
-            ..Default::default()
+        let Some(mut session) = self.start_write(reference, expected, total).await? else {
+            self.set_content_labels(expected, labels).await?;
+            return Ok(WriteOutcome::Existed);
         };
-        // The server reads the first message before it answers (and sends headers), so it
-        // must be queued before the call is awaited.
-        let _ = tx.send(stat).await;
-        let call = self
-            .content()
-            .write(self.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
-            .await;
-        let responses = match call {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                self.set_content_labels(expected, labels).await?;
-                return Ok(WriteOutcome::Existed);
-            }
-            Err(s) => return Err(Error::from_status(what, s)),
-        };
-        let mut session = WriteSession {
-            tx,
-            responses,
-            what: what.clone(),
-        };
-        // The STAT answer.
-        match session.next().await {
-            Ok(_) => {}
-            Err(e) if e.is_already_exists() => {
-                self.set_content_labels(expected, labels).await?;
-                return Ok(WriteOutcome::Existed);
-            }
-            Err(e) => return Err(e),
-        }
-        let mut hasher = sha2::Sha256::new();
-        let mut offset: u64 = 0;
-        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
-        let mut data = std::pin::pin!(data);
-        loop {
-            let chunk = data.next().await;
-            let end = chunk.is_none();
-            if let Some(chunk) = chunk {
-                let chunk = chunk.map_err(|source| Error::Source {
-                    what: expected.to_owned(),
-                    source,
-                })?;
-                buf.extend_from_slice(&chunk);
-            }
-            while buf.len() >= WRITE_CHUNK || (end && !buf.is_empty()) {
-                let n = buf.len().min(WRITE_CHUNK);
-                let piece: Vec<u8> = buf.drain(..n).collect();
-                if offset + piece.len() as u64 > size {
-                    return Err(Error::DigestMismatch {
-                        what: expected.to_owned(),
-                        actual: "more data".into(),
-                        size: offset + piece.len() as u64,
-                        expected: expected.to_owned(),
-                        expected_size: size,
-                    });
-                }
-                hasher.update(&piece);
-                let sent = piece.len() as u64;
-                let r = session
-                    .send(api::WriteContentRequest {
-                        action: api::WriteAction::Write as i32,
-                        r#ref: reference.to_owned(),
-                        offset: offset as i64,
-                        data: piece,
-                        ..Default::default()
-                    })
-                    .await?;
-                offset += sent;
-                if r.offset != offset as i64 {
-                    return Err(Error::Rpc {
-                        what: what.clone(),
-                        code: tonic::Code::DataLoss,
-                        message: format!(
-                            "containerd is at offset {}, we wrote to {offset}",
-                            r.offset
-                        ),
-                    });
-                }
-            }
-            if end {
-                break;
-            }
-        }
-        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if actual != expected || offset != size {
-            return Err(Error::DigestMismatch {
-                what: expected.to_owned(),
-                actual,
-                size: offset,
-                expected: expected.to_owned(),
-                expected_size: size,
-            });
-        }
+        let offset = session.write_all(expected, size, data).await?;
         let commit = session
             .send(api::WriteContentRequest {
                 action: api::WriteAction::Commit as i32,
@@ -527,6 +428,49 @@ impl Client {
                 self.set_content_labels(expected, labels).await?;
                 Ok(WriteOutcome::Existed)
             }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a content Write call for ingest `reference` and sends its Stat; `None` when
+    /// containerd already has blob `expected`.
+    async fn start_write(
+        &self,
+        reference: &str,
+        expected: &str,
+        total: i64,
+    ) -> Result<Option<WriteSession>> {
+        let what = format!("writing {expected} to containerd's content store");
+        let (tx, rx) = tokio::sync::mpsc::channel::<api::WriteContentRequest>(2);
+        let stat = api::WriteContentRequest {
+            action: api::WriteAction::Stat as i32,
+            r#ref: reference.to_owned(),
+            total,
+            expected: expected.to_owned(),
+            ..Default::default()
+        };
+        // The server reads the first message before it answers (and sends headers), so it
+        // must be queued before the call is awaited.
+        let _ = tx.send(stat).await;
+        let call = self
+            .content()
+            .write(self.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await;
+        let responses = match call {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => return Ok(None),
+            Err(s) => return Err(Error::from_status(what, s)),
+        };
+        let mut session = WriteSession {
+            tx,
+            responses,
+            reference: reference.to_owned(),
+            what,
+        };
+        // The Stat's answer.
+        match session.next().await {
+            Ok(_) => Ok(Some(session)),
+            Err(e) if e.is_already_exists() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -734,6 +678,9 @@ impl Client {
 struct WriteSession {
     tx: tokio::sync::mpsc::Sender<api::WriteContentRequest>,
     responses: tonic::Streaming<api::WriteContentResponse>,
+    /// The ingest being written.
+    reference: String,
+    /// The call, for errors.
     what: String,
 }
 
@@ -757,15 +704,90 @@ impl WriteSession {
             Err(s) => Err(Error::from_status(self.what.clone(), s)),
         }
     }
+
+    /// Sends `data` in [`WRITE_CHUNK`]-byte messages, hashing it on the way, and checks that
+    /// it is blob `expected` of `size` bytes before anything is committed. Returns the
+    /// number of bytes written.
+    async fn write_all<S>(&mut self, expected: &str, size: u64, data: S) -> Result<u64>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send,
+    {
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut offset: u64 = 0;
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        let mut data = std::pin::pin!(data);
+        loop {
+            let chunk = data.next().await;
+            let end = chunk.is_none();
+            if let Some(chunk) = chunk {
+                let chunk = chunk.map_err(|source| Error::Source {
+                    what: expected.to_owned(),
+                    source,
+                })?;
+                buf.extend_from_slice(&chunk);
+            }
+            while buf.len() >= WRITE_CHUNK || (end && !buf.is_empty()) {
+                let n = buf.len().min(WRITE_CHUNK);
+                let piece: Vec<u8> = buf.drain(..n).collect();
+                if offset + piece.len() as u64 > size {
+                    return Err(Error::DigestMismatch {
+                        what: expected.to_owned(),
+                        actual: "more data".into(),
+                        size: offset + piece.len() as u64,
+                        expected: expected.to_owned(),
+                        expected_size: size,
+                    });
+                }
+                hasher.update(&piece);
+                offset = self.write_piece(offset, piece).await?;
+            }
+            if end {
+                break;
+            }
+        }
+        let actual = format!("sha256:{}", hex::encode(hasher.finish()));
+        if actual != expected || offset != size {
+            return Err(Error::DigestMismatch {
+                what: expected.to_owned(),
+                actual,
+                size: offset,
+                expected: expected.to_owned(),
+                expected_size: size,
+            });
+        }
+        Ok(offset)
+    }
+
+    /// Writes `piece` at `offset`; returns the offset after it, which containerd confirms.
+    async fn write_piece(&mut self, offset: u64, piece: Vec<u8>) -> Result<u64> {
+        let end = offset + piece.len() as u64;
+        let r = self
+            .send(api::WriteContentRequest {
+                action: api::WriteAction::Write as i32,
+                r#ref: self.reference.clone(),
+                offset: offset as i64,
+                data: piece,
+                ..Default::default()
+            })
+            .await?;
+        if r.offset != end as i64 {
+            return Err(Error::Rpc {
+                what: self.what.clone(),
+                code: tonic::Code::DataLoss,
+                message: format!("containerd is at offset {}, we wrote to {end}", r.offset),
+            });
+        }
+        Ok(end)
+    }
 }
 
 /// `sha256:<hex>` of `bytes`.
-pub fn sha256_str(bytes: &[u8]) -> String {
+pub(crate) fn sha256_str(bytes: &[u8]) -> String {
     oci::digest::sha256(bytes).to_string()
 }
 
 /// Nanoseconds since the epoch (for unique names).
-pub fn unix_nanos() -> u128 {
+pub(crate) fn unix_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
