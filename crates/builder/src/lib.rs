@@ -6,9 +6,8 @@
 //! [`queue`] (the persistent job queue in redb, deduplicated by image), [`worker`] (jobs running
 //! [`indexer::index_image`] with retries), [`service`] (the HTTP endpoints), [`metrics`]
 //! (Prometheus), [`backfill`] (queue what a registry already holds) and [`api`] (the small
-//! client `status` and `backfill` use to talk to a running service).
-
-#![warn(missing_docs)]
+//! client `status` and `backfill` use to talk to a running service); [`error`] has the typed
+//! errors.
 
 pub mod api;
 pub mod backfill;

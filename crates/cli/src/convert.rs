@@ -4,13 +4,13 @@
 //! re-uploaded (same repository) or copied (another repository: mounted). The work is
 //! `indexer::pipeline::convert`; this parses the flags and prints what was written.
 
-use crate::create::{print_index_layers, print_prefetch_missing, Bars, IndexOptions};
+use crate::create::{print_index_layers, print_prefetch_missing, terminal_build, IndexOptions};
 use crate::remote::{RegistryArgs, Remote};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indexer::destination::Destination;
 use indexer::local::LocalStore;
-use indexer::pipeline::{self, Build};
+use indexer::pipeline;
 use indexer::ImageSource;
 use oci::reference::ImageRef;
 use std::path::{Path, PathBuf};
@@ -57,13 +57,7 @@ pub fn run(root: &Path, args: ConvertArgs) -> Result<()> {
     remote.rt.block_on(async {
         let opened = source.open(&settings.platforms).await?;
         let local = LocalStore::open(root)?;
-        let build = Build {
-            source: &source,
-            opened: &opened,
-            settings: &settings,
-            local: Some(&local),
-            progress: Bars::shared(),
-        };
+        let build = terminal_build(&source, &opened, &settings, &local);
         let converted = pipeline::convert(&build, &dest, &dest_ref)
             .await
             .with_context(|| format!("converting {}", args.src))?;

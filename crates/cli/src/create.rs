@@ -130,13 +130,7 @@ pub fn run(root: &Path, ctd: &ContainerdArgs, args: CreateArgs) -> Result<()> {
         let from = source.describe();
         tracing::info!("reading {image_ref} from {from}");
         let local = LocalStore::open(root)?;
-        let build = Build {
-            source: &source,
-            opened: &opened,
-            settings: &settings,
-            local: Some(&local),
-            progress: Bars::shared(),
-        };
+        let build = terminal_build(&source, &opened, &settings, &local);
         let (built, records) = pipeline::create(&build, &local, &image_ref)
             .await
             .context("indexing failed; no SOCI index was created")?;
@@ -190,6 +184,22 @@ async fn open_source(
             )
             .await)
         }
+    }
+}
+
+/// A build kept in `local`, with progress bars on a terminal.
+pub(crate) fn terminal_build<'a>(
+    source: &'a ImageSource,
+    opened: &'a indexer::OpenedImage,
+    settings: &'a Settings,
+    local: &'a LocalStore,
+) -> Build<'a> {
+    Build {
+        source,
+        opened,
+        settings,
+        local: Some(local),
+        progress: Bars::shared(),
     }
 }
 

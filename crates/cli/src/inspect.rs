@@ -4,19 +4,13 @@
 use crate::remote::{self, RegistryArgs, Remote};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lazyfs::layer::RemoteLayer;
 use lazyfs::tree::{Node, NodeKind};
-use lazyfs::view::{Entry, ImageView, LayerData, ViewLayer};
-use lazyfs::{SpanConfig, Tree};
+use lazyfs::view::{Entry, ImageView, LayerData};
 use oci::reference::ImageRef;
-use oci::Descriptor;
 use serde::Serialize;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
-/// Largest uncompressed size of a layer without a zTOC that is read into memory.
-const MAX_SMALL_LAYER: u64 = 1 << 30;
 /// Bytes read per request when copying a file out.
 const CHUNK: u64 = 4 << 20;
 
@@ -71,73 +65,10 @@ fn open_view(root: &Path, image: &str, args: &ImageArgs) -> Result<(Remote, Imag
     let (resolved, found) =
         remote::resolve_indexed_image(&remote, &repo, &reference, image, args.platform.as_deref())?;
     let cache_root = root.join("cache");
-    let budget = lazyfs::CacheBudget::new(None);
-    let mut layers = Vec::new();
-    for layer in resolved.manifest.layers().iter().rev() {
-        let ztoc = found
-            .index
-            .ztocs
-            .iter()
-            .find(|z| &z.layer_digest == layer.digest());
-        let view_layer = match ztoc {
-            Some(z) => {
-                let rl = remote.rt.block_on(RemoteLayer::open(
-                    &repo,
-                    layer,
-                    z,
-                    &cache_root,
-                    SpanConfig::default(),
-                    budget.clone(),
-                ))?;
-                ViewLayer {
-                    digest: layer.digest().to_string(),
-                    tree: rl.tree,
-                    data: LayerData::Lazy(rl.spans),
-                }
-            }
-            None => small_layer(&remote, &repo, layer)?,
-        };
-        layers.push(view_layer);
-    }
-    Ok((remote, ImageView::new(layers)))
-}
-
-/// A layer without a zTOC (small by definition): fetched whole, verified, kept in memory.
-fn small_layer(
-    remote: &Remote,
-    repo: &registry::Repository,
-    layer: &Descriptor,
-) -> Result<ViewLayer> {
-    let blob = remote
+    let view = remote
         .rt
-        .block_on(repo.get_blob_bytes(layer.digest(), layer.size()))
-        .with_context(|| format!("fetching layer {}", layer.digest()))?;
-    let media = layer.media_type().to_string();
-    let mut tar = Vec::new();
-    let reader: Box<dyn Read> = if media.ends_with("gzip") {
-        Box::new(flate2::read::MultiGzDecoder::new(&blob[..]))
-    } else if media.ends_with("tar") {
-        Box::new(&blob[..])
-    } else {
-        bail!("layer {} is {media} and has no zTOC; only gzip and uncompressed tar layers can be read", layer.digest());
-    };
-    reader
-        .take(MAX_SMALL_LAYER + 1)
-        .read_to_end(&mut tar)
-        .with_context(|| format!("decompressing layer {}", layer.digest()))?;
-    if tar.len() as u64 > MAX_SMALL_LAYER {
-        bail!(
-            "layer {} has no zTOC and is over {MAX_SMALL_LAYER} bytes uncompressed",
-            layer.digest()
-        );
-    }
-    let toc = ztoc::toc::read_toc(&tar[..])
-        .with_context(|| format!("reading the tar of layer {}", layer.digest()))?;
-    Ok(ViewLayer {
-        digest: layer.digest().to_string(),
-        tree: Arc::new(Tree::build(&toc.files)),
-        data: LayerData::Memory(Arc::new(tar)),
-    })
+        .block_on(ImageView::open(&repo, &resolved, &found.index, &cache_root))?;
+    Ok((remote, view))
 }
 
 fn mode_string(node: &Node) -> String {
@@ -233,7 +164,11 @@ pub fn ls(root: &Path, args: LsArgs) -> Result<()> {
                 mtime: mtime_string(e.node),
                 link_target: (e.node.kind == NodeKind::Symlink)
                     .then(|| e.node.link_target.to_string_lossy().into_owned()),
-                layer: view.layers()[e.layer].digest.clone(),
+                layer: view
+                    .layers()
+                    .get(e.layer)
+                    .map(|l| l.digest.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut out, &json)?;
@@ -297,7 +232,10 @@ pub fn cat(root: &Path, args: CatArgs) -> Result<()> {
     }
     out.flush()?;
     if args.stats {
-        let layer = &view.layers()[entry.layer];
+        let layer = view
+            .layers()
+            .get(entry.layer)
+            .context("internal error: the entry's layer is not in the view")?;
         let (spans, bytes) = match &layer.data {
             LayerData::Lazy(s) => {
                 let m = s.metrics().snapshot();

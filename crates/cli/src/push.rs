@@ -62,25 +62,8 @@ pub fn run(root: &Path, ctd: &ContainerdArgs, args: PushArgs) -> Result<()> {
             args.image
         );
     }
-    let image_ref = crate::normalize_ref(&args.image)?;
     let local = LocalStore::open(root)?;
-    let wanted = wanted_platforms(&args)?;
-    let records = push::newest_recorded(&local, &image_ref, wanted.as_deref())?;
-    if records.is_empty() {
-        let which = match &wanted {
-            None => "any platform".to_owned(),
-            Some(ws) => ws
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        bail!(
-            "no SOCI index (v1) for {image_ref} ({which}) in {}; create one with `soci create {}`",
-            root.display(),
-            args.image
-        );
-    }
+    let records = recorded(&local, root, &args)?;
     let remote = Remote::new(&args.registry)?;
     let repo = remote.repository(&reference)?;
     remote.rt.block_on(async {
@@ -98,18 +81,19 @@ pub fn run(root: &Path, ctd: &ContainerdArgs, args: PushArgs) -> Result<()> {
         };
         // The image as the registry has it now: an index must have been built for exactly
         // these manifests, or it would describe layers the image does not have.
-        let source =
-            indexer::ImageSource::registry(repo.clone(), &crate::remote::reference_of(&reference));
+        let tag_or_digest = crate::remote::reference_of(&reference);
+        let source = indexer::ImageSource::registry(repo.clone(), &tag_or_digest);
         let opened = source.open(&PlatformSelection::All).await?;
         let mut pushed = 0;
         for rec in &records {
             let manifest = push::manifest_for(rec, &opened.images, &args.image)?;
+            let policy = existing_policy(args.existing_index);
             let outcome = push::push_recorded(
                 &repo,
                 rec,
                 manifest,
                 &blobs,
-                existing_policy(args.existing_index),
+                policy,
                 args.max_concurrent_uploads,
             )
             .await
@@ -120,19 +104,41 @@ pub fn run(root: &Path, ctd: &ContainerdArgs, args: PushArgs) -> Result<()> {
                     manifest.digest()
                 )
             })?;
-            if report(&args, rec, manifest.digest(), &outcome) {
-                pushed += 1;
-            }
+            pushed += usize::from(report(&args, rec, manifest.digest(), &outcome));
         }
         if !args.quiet {
+            let total = records.len();
             println!(
-                "{pushed} of {} SOCI index(es) pushed to {}",
-                records.len(),
+                "{pushed} of {total} SOCI index(es) pushed to {}",
                 args.image
             );
         }
         Ok(())
     })
+}
+
+/// The newest recorded v1 index per platform asked for; an error saying how to make one when
+/// there is none.
+fn recorded(local: &LocalStore, root: &Path, args: &PushArgs) -> Result<Vec<IndexRecord>> {
+    let image_ref = crate::normalize_ref(&args.image)?;
+    let wanted = wanted_platforms(args)?;
+    let records = push::newest_recorded(local, &image_ref, wanted.as_deref())?;
+    if records.is_empty() {
+        let which = match &wanted {
+            None => "any platform".to_owned(),
+            Some(ws) => ws
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        bail!(
+            "no SOCI index (v1) for {image_ref} ({which}) in {}; create one with `soci create {}`",
+            root.display(),
+            args.image
+        );
+    }
+    Ok(records)
 }
 
 /// `--platform` / `--all-platforms` (`None`: every platform).

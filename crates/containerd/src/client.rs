@@ -1,6 +1,6 @@
 //! A containerd client over its gRPC API (containerd 1.6 and later): content store reads and
 //! writes, content labels, image records, leases, snapshots and the diff service. It is what
-//! [`crate::pull`] pulls through and what `soci create` reads images from.
+//! [`crate::pull`](mod@crate::pull) pulls through and what `soci create` reads images from.
 //!
 //! Every call carries the namespace in the `containerd-namespace` header and, when the client
 //! holds a lease, its id in `containerd-lease`, as containerd's Go client does; content and

@@ -1,7 +1,7 @@
 //! containerd label policy, in one place.
 //!
 //! - The remote-snapshotter labels a pull puts on each layer's Prepare: [`LayerLabels`] is
-//!   both what the puller ([`crate::pull`]) builds with [`LayerLabels::to_labels`] and what the
+//!   both what the puller ([`crate::pull`](mod@crate::pull)) builds with [`LayerLabels::to_labels`] and what the
 //!   snapshotter reads back with [`LayerLabels::parse`], so the two sides agree by
 //!   construction. Names are containerd's (`pkg/snapshotters`, as CRI sets them) and AWS
 //!   SOCI's.

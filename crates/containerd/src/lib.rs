@@ -6,13 +6,11 @@
 //! - [`labels`]: the label policy: the labels a pull puts on each layer's Prepare for a
 //!   remote snapshotter (built and parsed in one place, so the puller and the snapshotter
 //!   agree by construction), and containerd's garbage-collection and distribution labels.
-//! - [`pull`]: `soci image rpull` as a library: resolve an image in its registry, store its
+//! - [`pull`](mod@pull): `soci image rpull` as a library: resolve an image in its registry, store its
 //!   metadata in containerd, prepare each layer through a (remote) snapshotter, fetch and
 //!   apply the layers it does not provide, and record the image.
 //! - [`export`]: storing SOCI indexes, zTOCs and prefetch artifacts in containerd's content
 //!   store, referenced so containerd's garbage collector keeps them as long as the image.
-
-#![warn(missing_docs)]
 
 pub mod client;
 pub mod export;

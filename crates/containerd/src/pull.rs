@@ -17,9 +17,9 @@ use containerd_client::types::{Descriptor as CtdDescriptor, Mount};
 use futures_util::TryStreamExt;
 use oci::manifest::{ParsedManifest, MAX_MANIFEST_SIZE};
 use oci::reference::ImageRef;
+use oci::resolve::CachingFetcher;
 use oci::resolve::{ManifestFetcher, PlatformSelection, ResolvedImage, MAX_CONFIG_SIZE};
 use oci::{Descriptor, Digest};
-use registry::images::RegistryFetcher;
 use registry::Repository;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,7 +36,7 @@ const PREPARE_ATTEMPTS: usize = 3;
 /// What to pull, and into which snapshotter.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
-    /// The image as typed (HOST/REPO[:TAG|@DIGEST]); it names the image record the way
+    /// The image as typed (`HOST/REPO[:TAG|@DIGEST]`); it names the image record the way
     /// `ctr` would.
     pub image: String,
     /// Which platform's image of a multi-platform index.
@@ -373,7 +373,8 @@ async fn resolve(
     platform: &PlatformSelection,
 ) -> Result<ResolvedPull, PullError> {
     let (top, walked) = registry::images::resolve(repo, &source.object, platform).await?;
-    let mut fetcher = RegistryFetcher::new(tokio::runtime::Handle::current(), repo.clone());
+    let mut fetcher =
+        registry::images::registry_fetcher(tokio::runtime::Handle::current(), repo.clone());
     fetcher.cache.extend(walked.fetched);
     fetcher
         .cache
@@ -391,7 +392,7 @@ async fn resolve(
 /// The rest of [`resolve`] once the platform's `image` was chosen: the index path, the
 /// manifest's bytes, the config and its diff IDs.
 fn resolve_blocking(
-    fetcher: &mut RegistryFetcher,
+    fetcher: &mut CachingFetcher,
     name: &str,
     top: Descriptor,
     image: Option<ResolvedImage>,

@@ -196,20 +196,9 @@ mod tests {
                 files: files
                     .iter()
                     .map(|&(name, offset, len)| ztoc::FileMetadata {
-                        name: name.into(),
-                        file_type: ztoc::FileType::Regular,
                         uncompressed_offset: offset,
                         uncompressed_size: len,
-                        linkname: String::new(),
-                        mode: 0o644,
-                        uid: 0,
-                        gid: 0,
-                        uname: String::new(),
-                        gname: String::new(),
-                        mod_time: String::new(),
-                        devmajor: 0,
-                        devminor: 0,
-                        xattrs: Vec::new(),
+                        ..ztoc::FileMetadata::new(name, ztoc::FileType::Regular)
                     })
                     .collect(),
             },

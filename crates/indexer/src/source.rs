@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use oci::layout::OciLayout;
-use oci::resolve::{ManifestFetcher, PlatformSelection, ResolvedImage};
+use oci::resolve::{CachingFetcher, PlatformSelection, ResolvedImage};
 use oci::{Descriptor, Digest};
 use registry::images::Top;
 use registry::Repository;
@@ -243,11 +243,7 @@ impl ImageSource {
         selection: &PlatformSelection,
     ) -> Result<OpenedImage> {
         let top_json = top_json(&top.bytes, top.desc.digest())?;
-        let mut fetcher = BlockingFetcher {
-            source: self.clone(),
-            handle: Handle::current(),
-            cache: HashMap::from([(top.desc.digest().to_string(), top.bytes.clone())]),
-        };
+        let mut fetcher = blocking_fetcher(self.clone(), Handle::current(), &top);
         let (name, desc, selection) = (self.name(), top.desc.clone(), selection.clone());
         let (images, fetched) = tokio::task::spawn_blocking(move || {
             let images = oci::resolve::image_manifests(&mut fetcher, &name, &desc, &selection);
@@ -365,28 +361,19 @@ pub fn top_json(bytes: &[u8], what: &Digest) -> Result<Value> {
     })
 }
 
-/// Reads objects for the synchronous [`oci::resolve`] walk by blocking on the runtime; runs
-/// on a blocking thread. Remembers what it read.
-struct BlockingFetcher {
-    source: ImageSource,
-    handle: Handle,
-    cache: HashMap<String, Vec<u8>>,
-}
-
-impl ManifestFetcher for BlockingFetcher {
-    fn fetch(&mut self, desc: &Descriptor, limit: u64) -> oci::Result<Vec<u8>> {
-        let key = desc.digest().to_string();
-        if let Some(b) = self.cache.get(&key) {
-            return Ok(b.clone());
-        }
-        let bytes = self
-            .handle
-            .block_on(self.source.fetch(desc, limit))
+/// Reads objects for the synchronous [`oci::resolve`] walk by blocking on the runtime (the
+/// walk runs on a blocking thread), seeded with `top`.
+fn blocking_fetcher(source: ImageSource, handle: Handle, top: &Top) -> CachingFetcher {
+    let mut fetcher = CachingFetcher::new(Box::new(move |desc: &Descriptor, limit: u64| {
+        handle
+            .block_on(source.fetch(desc, limit))
             .map_err(|e| match e {
                 Error::Oci(o) => o,
                 other => oci::Error::Remote(Box::new(other)),
-            })?;
-        self.cache.insert(key, bytes.clone());
-        Ok(bytes)
-    }
+            })
+    }));
+    fetcher
+        .cache
+        .insert(top.desc.digest().to_string(), top.bytes.clone());
+    fetcher
 }

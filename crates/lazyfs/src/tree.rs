@@ -382,20 +382,8 @@ mod tests {
 
     fn entry(name: &str, t: FileType) -> FileMetadata {
         FileMetadata {
-            name: name.into(),
-            file_type: t,
-            uncompressed_offset: 0,
-            uncompressed_size: 0,
-            linkname: String::new(),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            uname: String::new(),
-            gname: String::new(),
             mod_time: "2024-01-02T03:04:05.000000006Z".into(),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
+            ..FileMetadata::new(name, t)
         }
     }
 

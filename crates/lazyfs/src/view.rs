@@ -266,6 +266,124 @@ impl ImageView {
     }
 }
 
+/// Largest uncompressed size of a layer without a zTOC that is read into memory.
+const MAX_SMALL_LAYER: u64 = 1 << 30;
+
+/// Why an image view could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenViewError {
+    /// A layer with a zTOC could not be prepared (zTOC fetch or check).
+    #[error(transparent)]
+    Layer(#[from] Box<crate::layer::LayerError>),
+    /// A layer without a zTOC could not be fetched.
+    #[error("fetching layer {layer}: {source}")]
+    Fetch {
+        /// The layer.
+        layer: String,
+        /// The registry error.
+        #[source]
+        source: registry::Error,
+    },
+    /// A layer without a zTOC cannot be read whole.
+    #[error("layer {layer} has no zTOC and {reason}")]
+    SmallLayer {
+        /// The layer.
+        layer: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
+}
+
+impl ImageView {
+    /// The view of `image` (from `repo`) through its SOCI `index`: each layer with a zTOC is
+    /// read lazily (spans cached under `cache_root`), each small layer without one is
+    /// fetched whole, verified and kept in memory.
+    pub async fn open(
+        repo: &registry::Repository,
+        image: &oci::resolve::ResolvedImage,
+        index: &oci::soci_index::SociIndex,
+        cache_root: &std::path::Path,
+    ) -> Result<Self, OpenViewError> {
+        let budget = crate::spans::CacheBudget::new(None);
+        let mut layers = Vec::new();
+        for layer in image.manifest.layers().iter().rev() {
+            let ztoc = index
+                .ztocs
+                .iter()
+                .find(|z| &z.layer_digest == layer.digest());
+            let view_layer = match ztoc {
+                Some(z) => {
+                    let config = crate::spans::SpanConfig::default();
+                    let rl = crate::layer::RemoteLayer::open(
+                        repo,
+                        layer,
+                        z,
+                        cache_root,
+                        config,
+                        budget.clone(),
+                    )
+                    .await
+                    .map_err(Box::new)?;
+                    ViewLayer {
+                        digest: layer.digest().to_string(),
+                        tree: rl.tree,
+                        data: LayerData::Lazy(rl.spans),
+                    }
+                }
+                None => small_layer(repo, layer).await?,
+            };
+            layers.push(view_layer);
+        }
+        Ok(ImageView::new(layers))
+    }
+}
+
+/// A layer without a zTOC (small by definition): fetched whole, verified, kept in memory.
+async fn small_layer(
+    repo: &registry::Repository,
+    layer: &oci::Descriptor,
+) -> Result<ViewLayer, OpenViewError> {
+    use std::io::Read;
+    let digest = layer.digest().to_string();
+    let blob = repo
+        .get_blob_bytes(layer.digest(), layer.size())
+        .await
+        .map_err(|source| OpenViewError::Fetch {
+            layer: digest.clone(),
+            source,
+        })?;
+    let fail = |reason: String| OpenViewError::SmallLayer {
+        layer: digest.clone(),
+        reason,
+    };
+    let reader: Box<dyn Read + '_> = match oci::manifest::LayerCompression::of(layer.media_type()) {
+        oci::manifest::LayerCompression::Gzip => {
+            Box::new(flate2::read::MultiGzDecoder::new(&blob[..]))
+        }
+        oci::manifest::LayerCompression::Uncompressed => Box::new(&blob[..]),
+        other => {
+            let why = other.skip_reason().unwrap_or_default();
+            return Err(fail(format!("{why}; it cannot be read")));
+        }
+    };
+    let mut tar = Vec::new();
+    reader
+        .take(MAX_SMALL_LAYER + 1)
+        .read_to_end(&mut tar)
+        .map_err(|e| fail(format!("cannot be decompressed: {e}")))?;
+    if tar.len() as u64 > MAX_SMALL_LAYER {
+        return Err(fail(format!(
+            "is over {MAX_SMALL_LAYER} bytes uncompressed"
+        )));
+    }
+    let toc = ztoc::toc::read_toc(&tar[..]).map_err(|e| fail(format!("its tar: {e}")))?;
+    Ok(ViewLayer {
+        digest,
+        tree: Arc::new(Tree::build(&toc.files)),
+        data: LayerData::Memory(Arc::new(tar)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,39 @@ pub trait ManifestFetcher {
     fn fetch(&mut self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>>;
 }
 
+/// Reads one object for a [`CachingFetcher`]: descriptor and size limit in, verified bytes out.
+pub type FetchFn = Box<dyn FnMut(&Descriptor, u64) -> Result<Vec<u8>> + Send>;
+
+/// A [`ManifestFetcher`] that remembers what it read, so a walk followed by further reads
+/// (the binding, a pull's config) fetches nothing twice. The source decides how to read.
+pub struct CachingFetcher {
+    fetch: FetchFn,
+    /// Objects read so far, by digest.
+    pub cache: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl CachingFetcher {
+    /// A fetcher reading through `fetch`, with an empty cache.
+    pub fn new(fetch: FetchFn) -> Self {
+        CachingFetcher {
+            fetch,
+            cache: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl ManifestFetcher for CachingFetcher {
+    fn fetch(&mut self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
+        let key = desc.digest().to_string();
+        if let Some(b) = self.cache.get(&key) {
+            return Ok(b.clone());
+        }
+        let bytes = (self.fetch)(desc, limit)?;
+        self.cache.insert(key, bytes.clone());
+        Ok(bytes)
+    }
+}
+
 /// Follows `desc` (an image manifest or index) to the image manifests selected. `image` names
 /// the image in error messages.
 pub fn image_manifests(

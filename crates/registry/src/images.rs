@@ -5,7 +5,7 @@
 
 use crate::client::Repository;
 use crate::error::{Error, Result};
-use oci::resolve::{ManifestFetcher, PlatformSelection, ResolvedImage};
+use oci::resolve::{CachingFetcher, PlatformSelection, ResolvedImage};
 use oci::Descriptor;
 use std::collections::HashMap;
 use tokio::runtime::Handle;
@@ -38,40 +38,14 @@ pub async fn fetch_top(repo: &Repository, reference: &str) -> Result<Top> {
     })
 }
 
-/// Reads manifests, indexes and configs from a registry for [`oci::resolve`], verified by
-/// digest, and remembers what it fetched so nothing is fetched twice. It blocks on its
-/// runtime handle, so it is used off the runtime's worker threads.
-pub struct RegistryFetcher {
-    handle: Handle,
-    repo: Repository,
-    /// Objects fetched so far, by digest.
-    pub cache: HashMap<String, Vec<u8>>,
-}
-
-impl RegistryFetcher {
-    /// A fetcher over `repo` blocking on `handle`, with an empty cache.
-    pub fn new(handle: Handle, repo: Repository) -> Self {
-        RegistryFetcher {
-            handle,
-            repo,
-            cache: HashMap::new(),
-        }
-    }
-}
-
-impl ManifestFetcher for RegistryFetcher {
-    fn fetch(&mut self, desc: &Descriptor, limit: u64) -> oci::Result<Vec<u8>> {
-        let key = desc.digest().to_string();
-        if let Some(b) = self.cache.get(&key) {
-            return Ok(b.clone());
-        }
-        let bytes = self
-            .handle
-            .block_on(fetch_object(&self.repo, desc, limit))
-            .map_err(|e| oci::Error::Remote(Box::new(e)))?;
-        self.cache.insert(key, bytes.clone());
-        Ok(bytes)
-    }
+/// A fetcher of manifests, indexes and configs from `repo` for [`oci::resolve`], verified by
+/// digest and cached. It blocks on `handle`, so it is used off the runtime's worker threads.
+pub fn registry_fetcher(handle: Handle, repo: Repository) -> CachingFetcher {
+    CachingFetcher::new(Box::new(move |desc: &Descriptor, limit: u64| {
+        handle
+            .block_on(fetch_object(&repo, desc, limit))
+            .map_err(|e| oci::Error::Remote(Box::new(e)))
+    }))
 }
 
 /// Reads a manifest or index (by digest, from the manifests endpoint) or any other object
@@ -104,7 +78,7 @@ pub async fn image_manifests(
     top: &Top,
     selection: &PlatformSelection,
 ) -> Result<ResolvedImages> {
-    let mut fetcher = RegistryFetcher::new(Handle::current(), repo.clone());
+    let mut fetcher = registry_fetcher(Handle::current(), repo.clone());
     fetcher
         .cache
         .insert(top.desc.digest().to_string(), top.bytes.clone());

@@ -8,10 +8,9 @@
 //! - [`index_lookup`]: finding (and caching) an image's SOCI index and the zTOC of a layer
 //!   for Prepare;
 //! - [`config`]: the TOML configuration;
+//! - [`filter`]: containerd's filter syntax for `List`;
 //! - [`serve`]: running it all;
 //! - [`error`]: why opening, the daemon or the FUSE manager failed.
-
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod error;

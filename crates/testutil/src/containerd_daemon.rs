@@ -188,10 +188,7 @@ impl Containerd {
     /// Kills containerd (SIGKILL) and waits for it; shims, containers and mounts stay, as
     /// they do when containerd crashes.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::kill_child(&mut self.child);
     }
 
     /// Starts containerd again with the same config, root and state (stops it first).

@@ -5,8 +5,11 @@
 //! Everything here panics with a clear message on failure: it is only used by tests.
 //! The external programs come from `scripts/install-deps.sh` (`docker-registry`,
 //! `apache2-utils` for `htpasswd`, `skopeo`).
-
-#![warn(missing_docs)]
+//!
+//! Modules: the crate root (registries, token servers, images, layouts, skopeo, umoci,
+//! debootstrap); [`containerd_daemon`]: a real containerd with its own root and sockets;
+//! `cri`: the kubelet's CRI image service client (feature `cri`); [`tree`]: snapshots of
+//! directory trees and their differences.
 
 pub mod containerd_daemon;
 #[cfg(feature = "cri")]
@@ -288,10 +291,7 @@ impl Registry {
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// `127.0.0.1:PORT`, the registry host for references (`{addr}/repo:tag`).
@@ -1569,5 +1569,14 @@ pub fn busybox_image() -> ImageSpec {
                 compression: Compression::Gzip,
             },
         ],
+    }
+}
+
+/// SIGKILLs the process in `child` (if any) and reaps it, leaving `None`: what a crash does
+/// to a daemon, and the end of every test server.
+pub fn kill_child(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }

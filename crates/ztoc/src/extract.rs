@@ -52,7 +52,7 @@ pub fn extract_range(
                 })
         }
         Checkpoints::Gzip(zinfo) => {
-            let checkpoint = &zinfo.checkpoints[first as usize];
+            let checkpoint = crate::model::checkpoint(zinfo, first)?;
             inflate_from_checkpoint(
                 checkpoint.bits,
                 &checkpoint.window,
@@ -80,6 +80,11 @@ fn inflate_from_checkpoint(
 ) -> std::result::Result<Vec<u8>, String> {
     let mut inflater = Inflater::new(RAW_DEFLATE).map_err(|e| e.to_string())?;
     let mut input = compressed;
+    if bits > 7 {
+        return Err(format!(
+            "the checkpoint has {bits} bits to prime (at most 7)"
+        ));
+    }
     if bits != 0 {
         let (&first_byte, rest) = input.split_first().ok_or("no compressed bytes given")?;
         inflater

@@ -136,6 +136,29 @@ pub struct FileMetadata {
     pub xattrs: Vec<Xattr>,
 }
 
+impl FileMetadata {
+    /// An entry `name` of kind `file_type` with no data, no owner and no times: the rest is
+    /// filled in by who builds it (`FileMetadata { uncompressed_size: 10, ..new(..) }`).
+    pub fn new(name: &str, file_type: FileType) -> Self {
+        FileMetadata {
+            name: name.to_owned(),
+            file_type,
+            uncompressed_offset: 0,
+            uncompressed_size: 0,
+            linkname: String::new(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mod_time: String::new(),
+            devmajor: 0,
+            devminor: 0,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
 /// How the layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompressionAlgorithm {
@@ -234,6 +257,21 @@ impl CompressionInfo {
 /// Index of a span within a layer.
 pub type SpanId = u64;
 
+/// The checkpoint span `span` resumes from. The span count comes from the span digests, so a
+/// zTOC value with fewer checkpoints than digests (decoding refuses one; a value built by hand
+/// may hold one) is an error here, not a panic.
+pub(crate) fn checkpoint(z: &GzipZinfo, span: SpanId) -> Result<&crate::zinfo::Checkpoint> {
+    usize::try_from(span)
+        .ok()
+        .and_then(|i| z.checkpoints.get(i))
+        .ok_or_else(|| {
+            Error::InvalidZtoc(format!(
+                "span {span} has no checkpoint ({} checkpoints)",
+                z.checkpoints.len()
+            ))
+        })
+}
+
 impl Ztoc {
     /// Number of spans.
     pub fn span_count(&self) -> u64 {
@@ -265,7 +303,7 @@ impl Ztoc {
         let end_of_layer = self.uncompressed_archive_size;
         Ok(match &self.compression.checkpoints {
             Checkpoints::Gzip(z) => {
-                let start = z.checkpoints[span as usize].uncompressed_offset;
+                let start = checkpoint(z, span)?.uncompressed_offset;
                 let end = z
                     .checkpoints
                     .get(span as usize + 1)
@@ -273,8 +311,10 @@ impl Ztoc {
                 start..end
             }
             Checkpoints::Uncompressed { span_size, size } => {
-                let start = span * span_size;
-                start..(start + span_size).min(*size)
+                let start = span.checked_mul(*span_size).ok_or_else(|| {
+                    Error::InvalidZtoc(format!("span {span} of {span_size} bytes overflows"))
+                })?;
+                start..start.saturating_add(*span_size).min(*size)
             }
         })
     }
@@ -288,7 +328,7 @@ impl Ztoc {
         self.check_span(span)?;
         Ok(match &self.compression.checkpoints {
             Checkpoints::Gzip(z) => {
-                let start = z.checkpoints[span as usize].span_start();
+                let start = checkpoint(z, span)?.span_start();
                 let end = z
                     .checkpoints
                     .get(span as usize + 1)
@@ -316,7 +356,7 @@ impl Ztoc {
                 (after.saturating_sub(1) as u64).min(self.span_count().saturating_sub(1))
             }
             Checkpoints::Uncompressed { span_size, .. } => {
-                (offset / span_size).min(self.span_count().saturating_sub(1))
+                (offset / (*span_size).max(1)).min(self.span_count().saturating_sub(1))
             }
         })
     }
@@ -368,7 +408,14 @@ impl Ztoc {
     /// Checks that a span's compressed bytes match the digest recorded for it.
     pub fn verify_span(&self, span: SpanId, compressed: &[u8]) -> Result<()> {
         self.check_span(span)?;
-        let expected = &self.compression.span_digests[span as usize];
+        let expected =
+            self.compression
+                .span_digests
+                .get(span as usize)
+                .ok_or(Error::NoSuchSpan {
+                    span,
+                    count: self.span_count(),
+                })?;
         let actual = SpanDigest::of(compressed);
         if &actual == expected {
             Ok(())

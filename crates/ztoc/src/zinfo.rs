@@ -29,7 +29,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// First compressed byte needed to resume here (one early when `bits != 0`).
     pub fn span_start(&self) -> u64 {
-        self.compressed_offset - u64::from(self.bits != 0)
+        self.compressed_offset
+            .saturating_sub(u64::from(self.bits != 0))
     }
 }
 

@@ -141,10 +141,7 @@ impl Daemon {
 
     /// Kills the daemon with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        testutil::kill_child(&mut self.child);
     }
 
     /// Starts the daemon again with the same root, socket and config.
