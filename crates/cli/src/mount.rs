@@ -10,19 +10,13 @@
 use crate::remote::{self, RegistryArgs, Remote};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lazyfs::overlay::{self, UpperDirs};
-use lazyfs::readlog::ReadLog;
-use lazyfs::serve::{
-    serve_layer, BackgroundFetch, BackgroundGate, FuseOptions, LayerStats, LayerToServe,
-    ServeOptions, ServedLayer,
+use lazyfs::image_mount::{
+    mount_image, ImageMountError, ImageToMount, MountOptions, MountStats, MountedImage, ServerStop,
+    StateDir,
 };
-use lazyfs::{CacheBudget, CacheTtls, SpanConfig};
+use lazyfs::overlay;
 use oci::reference::ImageRef;
-use oci::soci_index::SociIndex;
-use oci::Descriptor;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Retries of registry requests made by the mount server: a read blocked on a span fails with
@@ -97,107 +91,54 @@ pub struct UnmountArgs {
     force: bool,
 }
 
-/// What the server records about a mount, for `soci unmount` and `--stats`.
-#[derive(Serialize, Deserialize)]
-struct MountState {
-    pid: u32,
-    image: String,
-    dir: PathBuf,
-    index_digest: String,
-    found_through: String,
-    layers: Vec<LayerState>,
-    overlay_mounted: bool,
-    ready: bool,
-}
-
-#[derive(Serialize, Deserialize, Clone)]
-struct LayerState {
-    digest: String,
-    size: u64,
-    lazy: bool,
-    path: PathBuf,
-}
-
-/// What a mount with `--record-reads` has seen read, for `--stats`.
-#[derive(Serialize, Deserialize)]
-struct ReadSummary {
-    /// Files read.
-    files: u64,
-    /// Distinct bytes of those files read (kernel readahead included).
-    bytes: u64,
-}
-
-fn state_dir(root: &Path, dir: &Path) -> PathBuf {
-    let id = oci::digest::sha256(dir.as_os_str().as_encoded_bytes()).to_string();
-    let hex = id.trim_start_matches("sha256:");
-    root.join("mounts").join(&hex[..16])
-}
-
-fn read_state(state_dir: &Path) -> Result<Option<MountState>> {
-    let path = state_dir.join("state.json");
-    match std::fs::read(&path) {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
-}
-
 pub fn run(root: &Path, args: MountArgs) -> Result<()> {
     if let Some(dir) = &args.stats {
         let dir = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
-        let state = state_dir(root, &dir);
-        refresh_stats(&state)?;
-        return print_stats(&state, &dir);
+        let state = StateDir::for_mount(root, &dir);
+        state.refresh_stats()?;
+        return print_stats(&state.read_stats()?);
     }
     let (Some(image), Some(dir)) = (args.image.clone(), args.dir.clone()) else {
         bail!("soci mount needs IMAGE and DIR");
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(&dir)?;
-    let state = state_dir(root, &dir);
-    if let Some(s) = read_state(&state)? {
-        if process_alive(s.pid) {
-            bail!(
-                "{} is already mounted by soci (server pid {}); run `soci unmount {}` first",
-                dir.display(),
-                s.pid,
-                dir.display()
-            );
-        }
-        bail!(
-            "a previous mount at {} was not cleaned up (its server is gone); run `soci unmount {}`",
-            dir.display(),
-            dir.display()
-        );
-    }
-    if overlay::is_mounted(&dir) {
-        bail!("{} is already a mount point", dir.display());
-    }
+    let state = StateDir::for_mount(root, &dir);
+    refuse_mounted(&state)?;
     if args.foreground || std::env::var_os(DETACHED_ENV).is_some() {
-        serve(root, &args, &image, &dir, &state)
+        let served = serve(root, &args, &image, &state);
+        // Without a detached parent to show the server's log, nothing of a failed mount stays.
+        if served.is_err() && std::env::var_os(DETACHED_ENV).is_none() {
+            let _ = state.remove();
+        }
+        served
     } else {
-        detach(&image, &dir, &state)
+        detach(&image, &state)
     }
 }
 
+/// Fails when the directory is mounted already, by soci or otherwise.
+fn refuse_mounted(state: &StateDir) -> Result<()> {
+    let dir = state.mount_dir().display();
+    if let Some(s) = state.read_state()? {
+        if s.server_alive() {
+            bail!(
+                "{dir} is already mounted by soci (server pid {}); run `soci unmount {dir}` first",
+                s.pid
+            );
+        }
+        bail!("a previous mount at {dir} was not cleaned up (its server is gone); run `soci unmount {dir}`");
+    }
+    if overlay::is_mounted(state.mount_dir()) {
+        bail!("{dir} is already a mount point");
+    }
+    Ok(())
+}
+
 /// Starts the server as a detached copy of this command and waits for it to be ready.
-fn detach(image: &str, dir: &Path, state: &Path) -> Result<()> {
-    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
-    let log_path = state.join("server.log");
+fn detach(image: &str, state: &StateDir) -> Result<()> {
+    state.create()?;
+    let log_path = state.path().join("server.log");
     let log = std::fs::File::create(&log_path)?;
     let exe = std::env::current_exe().context("finding the soci executable")?;
     let mut cmd = std::process::Command::new(exe);
@@ -218,12 +159,12 @@ fn detach(image: &str, dir: &Path, state: &Path) -> Result<()> {
     let mut child = cmd.spawn().context("starting the mount server")?;
     let started = Instant::now();
     loop {
-        if let Some(s) = read_state(state)? {
+        if let Some(s) = state.read_state()? {
             if s.ready {
                 let lazy = s.layers.iter().filter(|l| l.lazy).count();
                 println!(
                     "mounted {image} at {}: {} layers ({lazy} lazy, {} unpacked), SOCI index {} (found through {}), server pid {}, ready in {:.2} s",
-                    dir.display(),
+                    s.dir.display(),
                     s.layers.len(),
                     s.layers.len() - lazy,
                     s.index_digest,
@@ -236,7 +177,7 @@ fn detach(image: &str, dir: &Path, state: &Path) -> Result<()> {
         }
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let _ = std::fs::remove_dir_all(state);
+            let _ = state.remove();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             bail!("mounting {image} failed ({status}):\n{}", tail.join("\n"));
@@ -245,224 +186,50 @@ fn detach(image: &str, dir: &Path, state: &Path) -> Result<()> {
     }
 }
 
-/// Holds what must be undone when the server stops, in reverse order of creation.
-struct Mounted {
-    dir: PathBuf,
-    overlay: bool,
-    layers: Vec<MountedLayer>,
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if self.overlay {
-            if let Err(e) = overlay::unmount(&self.dir, false) {
-                tracing::warn!("unmounting {}: {e}; detaching it", self.dir.display());
-                let _ = overlay::unmount(&self.dir, true);
-            }
-        }
-        // Dropping a served layer ends its tasks and unmounts its FUSE mount.
-        self.layers.clear();
-    }
-}
-
-/// One layer of the image as this server mounts it: served lazily, or unpacked at `path`.
-struct MountedLayer {
-    desc: Descriptor,
-    path: PathBuf,
-    served: Option<ServedLayer>,
-}
-
-impl MountedLayer {
-    fn state(&self) -> LayerState {
-        LayerState {
-            digest: self.desc.digest().to_string(),
-            size: self.desc.size(),
-            lazy: self.served.is_some(),
-            path: self.path.clone(),
-        }
-    }
-
-    fn stats(&self) -> LayerStats {
-        self.served
-            .as_ref()
-            .map_or_else(|| LayerStats::unpacked(&self.desc), ServedLayer::stats)
-    }
-}
-
-fn serve(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &Path) -> Result<()> {
-    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
-    // Figures of an earlier mount at this directory must not be shown for this one.
-    let _ = std::fs::remove_file(state.join("reads.json"));
-    // A mount that fails half-way leaves nothing behind.
-    let result = serve_inner(root, args, image, dir, state);
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(state.join("layers"));
-        let _ = std::fs::remove_file(state.join("state.json"));
-        if std::env::var_os(DETACHED_ENV).is_none() {
-            let _ = std::fs::remove_dir_all(state);
-        }
-    }
-    result
-}
-
-fn serve_inner(root: &Path, args: &MountArgs, image: &str, dir: &Path, state: &Path) -> Result<()> {
+/// Mounts the image and serves it until SIGTERM or SIGINT.
+fn serve(root: &Path, args: &MountArgs, image: &str, state: &StateDir) -> Result<()> {
     let remote = Remote::with_retry(&args.registry, FETCH_RETRY)?;
     let reference = ImageRef::parse(image)?;
     let repo = remote.repository(&reference)?;
     let (resolved, found) =
         remote::resolve_indexed_image(&remote, &repo, &reference, image, args.platform.as_deref())?;
     tracing::info!(index = %found.digest, through = found.found_through, "using SOCI index");
-
-    let read_log = args.record_reads.as_ref().map(|_| ReadLog::new());
-    // Background fetches start once the mount is ready: they must not slow the prefetch.
-    let gate = BackgroundGate::closed();
-    let options = serve_options(root, args, &remote, read_log.clone(), &gate);
-    let mut mounted = Mounted {
-        dir: dir.to_owned(),
-        overlay: false,
-        layers: Vec::new(),
+    let what = ImageToMount {
+        image,
+        manifest: &resolved.manifest,
+        index: &found,
+        repo: &repo,
     };
-    for (i, layer) in resolved.manifest.layers().iter().enumerate() {
-        let path = state.join("layers").join(i.to_string());
-        let mounted_layer = mount_layer(&remote, &repo, &found.index, layer, path, &options)?;
-        mounted.layers.push(mounted_layer);
-    }
-    // The prefetch artifacts' spans are fetched (all layers at once) before the mount is
-    // reported ready; a failure costs speed, not correctness.
-    remote.rt.block_on(futures_util::future::join_all(
-        mounted
-            .layers
-            .iter_mut()
-            .filter_map(|l| l.served.as_mut())
-            .map(ServedLayer::wait_prefetch),
-    ));
-    mount_overlay(args.rw, state, &mut mounted)?;
-
-    let mut mount_state = MountState {
-        pid: std::process::id(),
-        image: image.to_owned(),
-        dir: dir.to_owned(),
-        index_digest: found.digest.to_string(),
-        found_through: found.found_through.to_owned(),
-        layers: mounted.layers.iter().map(MountedLayer::state).collect(),
-        overlay_mounted: true,
-        ready: true,
-    };
-    write_json(&state.join("state.json"), &mount_state)?;
-    gate.open();
+    let mounted = mount_image(what, state, &mount_options(root, args), remote.rt.handle())?;
     if std::env::var_os(DETACHED_ENV).is_none() {
         eprintln!(
             "mounted {image} at {}; serving until interrupted (Ctrl-C)",
-            dir.display()
+            state.mount_dir().display()
         );
     }
-
-    let outputs = Outputs {
-        args,
-        state,
-        read_log: read_log.as_deref(),
-    };
-    serve_until_stopped(&remote, &mounted.layers, &outputs)?;
-    outputs.write_reads();
-    outputs.write_stats(&mounted.layers);
-    tracing::info!("stopping: unmounting {}", dir.display());
-    drop(mounted);
-    mount_state.overlay_mounted = false;
-    mount_state.ready = false;
-    write_json(&state.join("state.json"), &mount_state)?;
-    Ok(())
+    serve_until_stopped(&remote, &mounted)?;
+    Ok(mounted.unmount()?)
 }
 
-/// How this server's lazy layers are served, from its flags.
-fn serve_options(
-    root: &Path,
-    args: &MountArgs,
-    remote: &Remote,
-    read_log: Option<Arc<ReadLog>>,
-    gate: &BackgroundGate,
-) -> ServeOptions {
-    let limit = (args.cache_limit_mb > 0).then_some(args.cache_limit_mb.saturating_mul(1_000_000));
-    ServeOptions {
+/// How the image is mounted, from the flags.
+fn mount_options(root: &Path, args: &MountArgs) -> MountOptions {
+    MountOptions {
+        writable: args.rw,
         cache_root: root.join("cache"),
-        spans: SpanConfig {
-            fetch_concurrency: args.fetch_concurrency.max(1),
-            ..SpanConfig::default()
-        },
-        budget: CacheBudget::new(limit),
-        fuse: FuseOptions {
-            threads: args.fuse_threads,
-            ttls: CacheTtls::default(),
-            read_log,
-        },
-        background: if args.no_background_fetch {
-            BackgroundFetch::Off
-        } else {
-            BackgroundFetch::at_mb_per_sec(args.background_fetch_rate, Some(gate.clone()))
-        },
-        runtime: remote.rt.handle().clone(),
+        cache_limit: (args.cache_limit_mb > 0)
+            .then_some(args.cache_limit_mb.saturating_mul(1_000_000)),
+        fetch_concurrency: args.fetch_concurrency,
+        fuse_threads: args.fuse_threads,
+        background_fetch_mb_per_sec: (!args.no_background_fetch)
+            .then_some(args.background_fetch_rate),
+        record_reads: args.record_reads.clone(),
+        record_read_ranges: args.record_read_ranges.clone(),
     }
-}
-
-/// Mounts one image layer at `path`: lazily when the index has its zTOC, otherwise
-/// downloaded whole and unpacked there.
-fn mount_layer(
-    remote: &Remote,
-    repo: &registry::Repository,
-    index: &SociIndex,
-    layer: &Descriptor,
-    path: PathBuf,
-    options: &ServeOptions,
-) -> Result<MountedLayer> {
-    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-    let digest = layer.digest();
-    let served = match index.ztocs.iter().find(|z| &z.layer_digest == digest) {
-        Some(ztoc) => {
-            let what = LayerToServe {
-                repo,
-                layer,
-                ztoc,
-                prefetch: index.prefetch.iter().find(|p| &p.layer_digest == digest),
-            };
-            Some(serve_layer(what, &path, options)?)
-        }
-        None => {
-            let blob = remote::open_blob(remote, repo, layer)?;
-            lazyfs::unpack::unpack_layer_blob(blob, layer, &path)?;
-            None
-        }
-    };
-    Ok(MountedLayer {
-        desc: layer.clone(),
-        path,
-        served,
-    })
-}
-
-/// Stacks the mounted layers with overlayfs at the mount's directory.
-fn mount_overlay(rw: bool, state: &Path, mounted: &mut Mounted) -> Result<()> {
-    let lowers: Vec<PathBuf> = mounted
-        .layers
-        .iter()
-        .rev()
-        .map(|l| l.path.clone())
-        .collect();
-    let upper = rw.then(|| UpperDirs {
-        upper: state.join("upper"),
-        work: state.join("work"),
-    });
-    if let Some(u) = &upper {
-        std::fs::create_dir_all(&u.upper)?;
-        std::fs::create_dir_all(&u.work)?;
-    }
-    overlay::mount_overlay(&mounted.dir, &lowers, upper.as_ref())
-        .with_context(|| format!("mounting overlayfs at {}", mounted.dir.display()))?;
-    mounted.overlay = true;
-    Ok(())
 }
 
 /// Serves until SIGTERM or SIGINT, writing the statistics every second and when
 /// `soci mount --stats` asks (SIGUSR1).
-fn serve_until_stopped(remote: &Remote, layers: &[MountedLayer], outputs: &Outputs) -> Result<()> {
+fn serve_until_stopped(remote: &Remote, mounted: &MountedImage) -> Result<()> {
     remote.rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -474,10 +241,10 @@ fn serve_until_stopped(remote: &Remote, layers: &[MountedLayer], outputs: &Outpu
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = tick.tick() => outputs.write_stats(layers),
+                _ = tick.tick() => mounted.write_stats(),
                 _ = usr1.recv() => {
-                    outputs.write_reads();
-                    outputs.write_stats(layers);
+                    mounted.write_reads();
+                    mounted.write_stats();
                 }
             }
         }
@@ -486,80 +253,9 @@ fn serve_until_stopped(remote: &Remote, layers: &[MountedLayer], outputs: &Outpu
     Ok(())
 }
 
-/// The files the server writes for `--stats` and `--record-reads`.
-struct Outputs<'a> {
-    args: &'a MountArgs,
-    state: &'a Path,
-    read_log: Option<&'a ReadLog>,
-}
-
-impl Outputs<'_> {
-    /// Per-layer figures for `soci mount --stats` (best effort: they are rewritten soon).
-    fn write_stats(&self, layers: &[MountedLayer]) {
-        let stats: Vec<LayerStats> = layers.iter().map(MountedLayer::stats).collect();
-        let _ = write_json(&self.state.join("stats.json"), &stats);
-    }
-
-    /// The read list (and ranges) of `--record-reads`; a failure is logged.
-    fn write_reads(&self) {
-        let (Some(path), Some(log)) = (&self.args.record_reads, self.read_log) else {
-            return;
-        };
-        if let Err(e) = self.try_write_reads(path, log) {
-            tracing::warn!("writing the read list: {e:#}");
-        }
-    }
-
-    fn try_write_reads(&self, path: &Path, log: &ReadLog) -> Result<()> {
-        let paths = log.paths();
-        write_json(path, &paths)?;
-        let summary = ReadSummary {
-            files: paths.len() as u64,
-            bytes: log.bytes_read(),
-        };
-        write_json(&self.state.join("reads.json"), &summary)?;
-        if let Some(file) = &self.args.record_read_ranges {
-            let by_path: serde_json::Map<String, serde_json::Value> = log
-                .ranges()
-                .into_iter()
-                .map(|(p, r)| (p, serde_json::json!(r)))
-                .collect();
-            write_json(file, &by_path)?;
-        }
-        Ok(())
-    }
-}
-
-/// Asks a running server to write its statistics now, and waits (briefly) until it has.
-fn refresh_stats(state: &Path) -> Result<()> {
-    let Some(s) = read_state(state)? else {
-        return Ok(());
-    };
-    if !process_alive(s.pid) {
-        return Ok(());
-    }
-    let path = state.join("stats.json");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let before = modified(&path);
-    // SAFETY: plain kill(2) to the server this state file names.
-    unsafe { libc::kill(s.pid as libc::pid_t, libc::SIGUSR1) };
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while modified(&path) == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-fn print_stats(state: &Path, dir: &Path) -> Result<()> {
-    let path = state.join("stats.json");
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "no soci mount statistics for {} ({} is missing)",
-            dir.display(),
-            path.display()
-        )
-    })?;
-    let stats: Vec<LayerStats> = serde_json::from_slice(&bytes)?;
+/// Prints the per-layer figures of a mount and, with a read log, how much of what was
+/// fetched was read.
+fn print_stats(stats: &MountStats) -> Result<()> {
     let mut rows = vec![[
         "LAYER",
         "MODE",
@@ -573,7 +269,7 @@ fn print_stats(state: &Path, dir: &Path) -> Result<()> {
     .map(String::from)
     .to_vec()];
     let (mut size, mut fetched) = (0u64, 0u64);
-    for s in &stats {
+    for s in &stats.layers {
         size += s.size;
         fetched += s.metrics.bytes_fetched;
         rows.push(vec![
@@ -581,10 +277,7 @@ fn print_stats(state: &Path, dir: &Path) -> Result<()> {
             if s.lazy { "lazy" } else { "unpacked" }.into(),
             s.size.to_string(),
             s.metrics.bytes_fetched.to_string(),
-            format!(
-                "{:.1}",
-                100.0 * s.metrics.bytes_fetched as f64 / s.size.max(1) as f64
-            ),
+            percent(s.metrics.bytes_fetched, s.size),
             if s.lazy {
                 format!("{}/{}", s.spans_cached, s.spans_total)
             } else {
@@ -596,12 +289,10 @@ fn print_stats(state: &Path, dir: &Path) -> Result<()> {
     }
     print!("{}", crate::table::render(&rows));
     println!(
-        "total: {fetched} of {size} bytes fetched ({:.1}%)",
-        100.0 * fetched as f64 / size.max(1) as f64
+        "total: {fetched} of {size} bytes fetched ({}%)",
+        percent(fetched, size)
     );
-    // Only mounts with --record-reads keep the byte ranges read.
-    if let Ok(bytes) = std::fs::read(state.join("reads.json")) {
-        let r: ReadSummary = serde_json::from_slice(&bytes)?;
+    if let Some(r) = &stats.reads {
         println!(
             "read through the mount: {} bytes of {} files ({:.2} bytes fetched per byte read)",
             r.bytes,
@@ -612,50 +303,35 @@ fn print_stats(state: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `part` as a percentage of `whole`, one decimal.
+fn percent(part: u64, whole: u64) -> String {
+    format!("{:.1}", 100.0 * part as f64 / whole.max(1) as f64)
+}
+
 pub fn unmount(root: &Path, args: UnmountArgs) -> Result<()> {
     let dir =
         std::fs::canonicalize(&args.dir).with_context(|| format!("{}", args.dir.display()))?;
-    let state = state_dir(root, &dir);
-    let Some(s) = read_state(&state)? else {
+    let state = StateDir::for_mount(root, &dir);
+    let Some(s) = state.read_state()? else {
         bail!("nothing is mounted by soci at {}", dir.display());
     };
-    if overlay::is_mounted(&dir) {
-        if let Err(e) = overlay::unmount(&dir, false) {
-            if e.raw_os_error() == Some(libc::EBUSY) && !args.force {
-                bail!("{} is busy (a process has files open or runs there); stop it, or use `soci unmount --force` to detach the mount now", dir.display());
-            }
-            overlay::unmount(&dir, true)
-                .with_context(|| format!("unmounting {}", dir.display()))?;
-        }
+    match state.unmount_overlay(args.force) {
+        Err(ImageMountError::Busy { .. }) => bail!(
+            "{} is busy (a process has files open or runs there); stop it, or use `soci unmount --force` to detach the mount now",
+            dir.display()
+        ),
+        other => other?,
     }
-    if process_alive(s.pid) {
-        // SAFETY: plain kill(2).
-        unsafe { libc::kill(s.pid as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_alive(s.pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if process_alive(s.pid) {
-            eprintln!(
-                "the mount server (pid {}) did not stop in 10 s; killing it",
-                s.pid
-            );
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(s.pid as libc::pid_t, libc::SIGKILL) };
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    if s.stop_server(Duration::from_secs(10)) == ServerStop::Killed {
+        eprintln!(
+            "the mount server (pid {}) did not stop in 10 s; it was killed",
+            s.pid
+        );
     }
-    // A server that died leaves its FUSE mounts behind ("transport endpoint is not connected").
-    for l in &s.layers {
-        if overlay::is_mounted(&l.path) {
-            overlay::unmount(&l.path, true)
-                .with_context(|| format!("unmounting layer {}", l.path.display()))?;
-        }
+    if state.has_stats() {
+        print_stats(&state.read_stats()?)?;
     }
-    if state.join("stats.json").exists() {
-        print_stats(&state, &dir)?;
-    }
-    std::fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
+    state.clean_up(&s)?;
     println!("unmounted {}", dir.display());
     Ok(())
 }

@@ -10,7 +10,6 @@ use registry::credentials::{self, DockerConfig};
 use registry::hosts::HostDefaults;
 use registry::images::Top;
 use registry::{Client, ClientConfig, Repository};
-use std::io::Read;
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
@@ -127,18 +126,6 @@ pub fn resolve_images(
     ))?;
     let Top { desc, bytes } = top;
     Ok((desc, bytes, resolved.images))
-}
-
-/// A blocking reader over a blob streamed from a registry (read it off the runtime).
-pub fn open_blob(
-    remote: &Remote,
-    repo: &Repository,
-    desc: &Descriptor,
-) -> Result<Box<dyn Read + Send>> {
-    let reader = remote
-        .rt
-        .block_on(registry::blocking::blob_reader(repo, desc))?;
-    Ok(Box::new(reader))
 }
 
 /// Resolves `image` to the image manifest of `platform` (default: this machine's) and finds

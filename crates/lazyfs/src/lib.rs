@@ -8,11 +8,21 @@
 //! - [`fs::LayerFs`]: the read-only FUSE filesystem over both.
 //! - [`serve`]: the one sequence that serves a remote layer (zTOC, FUSE mount, prefetch,
 //!   background fetch), used by `soci mount` and the snapshotter's FUSE manager.
+//! - [`image_mount`]: a whole image mounted at a directory (lazy and unpacked layers under
+//!   overlayfs) with a state directory other processes read (`soci mount`, `soci unmount`).
 //! - [`unpack`]: small layers without a zTOC, unpacked to a directory overlayfs can use.
+//! - [`view`]: an image's layers read straight from their zTOCs, without a mount (`soci ls`,
+//!   `soci cat`).
+//! - [`discover`]: finding an image's SOCI index (v2 image index, referrers, tag schema).
+//! - [`layer`], [`source`]: where a layer's compressed bytes come from (registry or file).
+//! - [`overlay`]: overlayfs and mountinfo helpers; [`readlog`]: what was read through a mount
+//!   (learned prefetch lists); [`metrics`]: per-layer counters and their Prometheus text;
+//!   [`error`]: the filesystem's error type.
 
 pub mod discover;
 pub mod error;
 pub mod fs;
+pub mod image_mount;
 pub mod layer;
 pub mod metrics;
 pub mod overlay;
