@@ -208,7 +208,7 @@ impl Filters {
         if !event.is_manifest_push() {
             return Some(IgnoreReason::NotManifest);
         }
-        if !self.media_type_allowed(&event.target.media_type) {
+        if !self.media_type_allowed(&event.target.descriptor.media_type) {
             return Some(IgnoreReason::MediaType);
         }
         if !self.repository_allowed(&event.target.repository) {
@@ -264,8 +264,11 @@ mod tests {
             timestamp: String::new(),
             action: action.into(),
             target: Target {
-                media_type: media.into(),
-                digest: DIGEST.into(),
+                descriptor: Reference {
+                    media_type: media.into(),
+                    digest: DIGEST.into(),
+                    size: 0,
+                },
                 repository: repo.into(),
                 tag: tag.into(),
                 ..Default::default()

@@ -76,62 +76,26 @@ impl Metrics {
             layer_bytes_read: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "events_received",
-            "Registry notification events received, by action",
-            m.events_received.clone(),
-        );
-        registry.register(
-            "events_ignored",
-            "Events not queued, by reason",
-            m.events_ignored.clone(),
-        );
-        registry.register(
-            "jobs_enqueued",
-            "Jobs queued (events, API, backfill)",
-            m.jobs_enqueued.clone(),
-        );
-        registry.register(
-            "jobs_queued",
-            "Jobs waiting for a worker",
-            m.jobs_queued.clone(),
-        );
-        registry.register(
-            "jobs_retry_wait",
-            "Jobs waiting to be retried",
-            m.jobs_retry_wait.clone(),
-        );
-        registry.register("jobs_running", "Jobs running", m.jobs_running.clone());
-        registry.register(
-            "jobs_done",
-            "Jobs that published indexes",
-            m.jobs_done.clone(),
-        );
-        registry.register(
-            "jobs_skipped",
-            "Jobs with nothing to do (already indexed, own artifact, too small)",
-            m.jobs_skipped.clone(),
-        );
-        registry.register(
-            "jobs_failed",
-            "Jobs failed for good (dead letter)",
-            m.jobs_failed.clone(),
-        );
-        registry.register(
-            "job_retries",
-            "Job attempts that failed transiently and were scheduled again",
-            m.retries.clone(),
-        );
-        registry.register(
-            "index_build_seconds",
-            "Seconds spent streaming and indexing the layers of one job",
-            m.build_seconds.clone(),
-        );
-        registry.register(
-            "layer_bytes_read",
-            "Layer bytes read from the registry",
-            m.layer_bytes_read.clone(),
-        );
+        // One row per metric (field: name, help), so adding a metric is one line.
+        macro_rules! register {
+            ($($field:ident: $name:literal, $help:literal;)*) => {
+                $(registry.register($name, $help, m.$field.clone());)*
+            };
+        }
+        register! {
+            events_received: "events_received", "Registry notification events received, by action";
+            events_ignored: "events_ignored", "Events not queued, by reason";
+            jobs_enqueued: "jobs_enqueued", "Jobs queued (events, API, backfill)";
+            jobs_queued: "jobs_queued", "Jobs waiting for a worker";
+            jobs_retry_wait: "jobs_retry_wait", "Jobs waiting to be retried";
+            jobs_running: "jobs_running", "Jobs running";
+            jobs_done: "jobs_done", "Jobs that published indexes";
+            jobs_skipped: "jobs_skipped", "Jobs with nothing to do (already indexed, own artifact, too small)";
+            jobs_failed: "jobs_failed", "Jobs failed for good (dead letter)";
+            retries: "job_retries", "Job attempts that failed transiently and were scheduled again";
+            build_seconds: "index_build_seconds", "Seconds spent streaming and indexing the layers of one job";
+            layer_bytes_read: "layer_bytes_read", "Layer bytes read from the registry";
+        }
         Metrics { registry, ..m }
     }
 

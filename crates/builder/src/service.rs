@@ -200,9 +200,9 @@ async fn intake(state: &Arc<AppState>, event: &Event) -> Result<bool> {
     let ignore = |reason: IgnoreReason, why: &str| {
         // Pulls (the builder's own reads among them) are the bulk of events: keep them quiet.
         if reason == IgnoreReason::NotPush || reason == IgnoreReason::NotManifest {
-            tracing::debug!(action = %event.action, media_type = %t.media_type, repository = %t.repository, digest = %t.digest, tag, reason = reason.label(), "event ignored");
+            tracing::debug!(action = %event.action, media_type = %t.descriptor.media_type, repository = %t.repository, digest = %t.descriptor.digest, tag, reason = reason.label(), "event ignored");
         } else {
-            tracing::info!(action = %event.action, media_type = %t.media_type, repository = %t.repository, digest = %t.digest, tag, reason = reason.label(), "event ignored: {why}");
+            tracing::info!(action = %event.action, media_type = %t.descriptor.media_type, repository = %t.repository, digest = %t.descriptor.digest, tag, reason = reason.label(), "event ignored: {why}");
         }
         state.metrics.event_ignored(reason.label());
         Ok(false)
@@ -218,7 +218,7 @@ async fn intake(state: &Arc<AppState>, event: &Event) -> Result<bool> {
         };
         return ignore(reason, why);
     }
-    let digest = t.digest.clone();
+    let digest = t.descriptor.digest.clone();
     if state.db(move |q| q.is_own(&digest)).await? {
         return ignore(IgnoreReason::OwnArtifact, "a manifest the builder pushed");
     }
@@ -231,7 +231,7 @@ async fn intake(state: &Arc<AppState>, event: &Event) -> Result<bool> {
     let spec = JobSpec {
         host,
         repository: t.repository.clone(),
-        digest: t.digest.clone(),
+        digest: t.descriptor.digest.clone(),
         tag: event.tag().map(str::to_owned),
         source: "event".to_owned(),
     };

@@ -55,6 +55,59 @@ fn push_and_index(
     (r, built.into_iter().next().unwrap())
 }
 
+/// The sample image pushed as `app:v1` to a fresh registry and indexed (`extra` flags to
+/// `soci create`), with a state root and a mountpoint in one temporary directory.
+struct SampleApp {
+    reg: Registry,
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    dir: PathBuf,
+    image: String,
+    built: testutil::BuiltImage,
+}
+
+impl SampleApp {
+    fn start(extra: &[&str]) -> SampleApp {
+        let reg = Registry::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let (image, built) = push_and_index(
+            &reg,
+            tmp.path(),
+            &root,
+            "app:v1",
+            testutil::sample_image(),
+            extra,
+        );
+        let dir = tmp.path().join("mnt");
+        SampleApp {
+            reg,
+            tmp,
+            root,
+            dir,
+            image,
+            built,
+        }
+    }
+}
+
+/// Asserts that `name` reads through the mount at `dir` as it is in the sample image.
+fn assert_reads_sample(dir: &Path, name: &str) {
+    assert_eq!(
+        std::fs::read(dir.join(name)).unwrap(),
+        sample_file(name),
+        "{name}"
+    );
+}
+
+/// The statistics of the image's bottom layer in the mount at `dir`.
+fn base_layer_stats(root: &Path, dir: &Path, built: &testutil::BuiltImage) -> Value {
+    stats(root, dir)
+        .into_iter()
+        .find(|l| l["digest"] == built.layers[0].digest.as_str())
+        .unwrap()
+}
+
 fn mount(root: &Path, image: &str, dir: &Path, extra: &[&str]) -> MountGuard {
     let mut args = vec!["mount"];
     args.extend_from_slice(extra);
@@ -107,18 +160,14 @@ fn sample_file(name: &str) -> Vec<u8> {
 
 #[test]
 fn lazy_mount_reads_only_what_is_used_and_survives_registry_outage_and_corruption() {
-    let mut reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let (r, built) = push_and_index(
-        &reg,
-        tmp.path(),
-        &root,
-        "app:v1",
-        testutil::sample_image(),
-        &[],
-    );
-    let dir = tmp.path().join("mnt");
+    let SampleApp {
+        mut reg,
+        tmp: _tmp,
+        root,
+        dir,
+        image: r,
+        built,
+    } = SampleApp::start(&[]);
     let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
 
     // The tree is there without reading any file data.
@@ -145,15 +194,8 @@ fn lazy_mount_reads_only_what_is_used_and_survives_registry_outage_and_corruptio
     assert_eq!(before, 0, "nothing fetched before a read");
 
     // A 5 kB file costs one span of the 10+ MB layer.
-    assert_eq!(
-        std::fs::read(dir.join("usr/bin/small")).unwrap(),
-        sample_file("usr/bin/small")
-    );
-    let s = stats(&root, &dir);
-    let base = s
-        .iter()
-        .find(|l| l["digest"] == built.layers[0].digest.as_str())
-        .unwrap();
+    assert_reads_sample(&dir, "usr/bin/small");
+    let base = base_layer_stats(&root, &dir, &built);
     assert_eq!(base["spans_fetched"], 1, "{base}");
     assert!(
         base["bytes_fetched"].as_u64().unwrap() < base["size"].as_u64().unwrap() / 2,
@@ -176,10 +218,7 @@ fn lazy_mount_reads_only_what_is_used_and_survives_registry_outage_and_corruptio
     );
     // The registry is back: the same read succeeds.
     reg.restart();
-    assert_eq!(
-        std::fs::read(dir.join("usr/lib/notes.txt")).unwrap(),
-        sample_file("usr/lib/notes.txt")
-    );
+    assert_reads_sample(&dir, "usr/lib/notes.txt");
 
     // Corrupt the third layer's blob in the registry's storage: the span holding the damage
     // fails verification and its reads get EIO, never wrong bytes.
@@ -360,31 +399,20 @@ fn mounted_tree_equals_umoci_unpack_and_ls_cat_see_the_same_image() {
 
 #[test]
 fn prefetch_before_ready_rw_mounts_and_forced_unmount_with_a_read_in_flight() {
-    let mut reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let (r, built) = push_and_index(
-        &reg,
-        tmp.path(),
-        &root,
-        "app:v1",
-        testutil::sample_image(),
-        &["--prefetch-file", "/usr/lib/notes.txt"],
-    );
-    let dir = tmp.path().join("mnt");
+    let SampleApp {
+        mut reg,
+        tmp: _tmp,
+        root,
+        dir,
+        image: r,
+        built,
+    } = SampleApp::start(&["--prefetch-file", "/usr/lib/notes.txt"]);
     let guard = mount(&root, &r, &dir, &["--no-background-fetch", "--rw"]);
     // The prefetch artifact's span was fetched before the mount was reported ready.
-    let s = stats(&root, &dir);
-    let base = s
-        .iter()
-        .find(|l| l["digest"] == built.layers[0].digest.as_str())
-        .unwrap();
+    let base = base_layer_stats(&root, &dir, &built);
     assert_eq!(base["spans_fetched"], 1, "{base}");
     // Reading the prefetched file costs nothing more.
-    assert_eq!(
-        std::fs::read(dir.join("usr/lib/notes.txt")).unwrap(),
-        sample_file("usr/lib/notes.txt")
-    );
+    assert_reads_sample(&dir, "usr/lib/notes.txt");
     let base = stats(&root, &dir)
         .into_iter()
         .find(|l| l["digest"] == built.layers[0].digest.as_str())
@@ -463,34 +491,20 @@ fn range_stripping_proxy(upstream: String) -> String {
 
 #[test]
 fn a_registry_without_range_support_costs_one_whole_download() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let (_, built) = push_and_index(
-        &reg,
-        tmp.path(),
-        &root,
-        "app:v1",
-        testutil::sample_image(),
-        &[],
-    );
+    let SampleApp {
+        reg,
+        tmp: _tmp,
+        root,
+        dir,
+        image: _,
+        built,
+    } = SampleApp::start(&[]);
     let proxy = range_stripping_proxy(reg.addr());
     let r = format!("{proxy}/app:v1");
-    let dir = tmp.path().join("mnt");
     let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
-    assert_eq!(
-        std::fs::read(dir.join("usr/bin/small")).unwrap(),
-        sample_file("usr/bin/small")
-    );
-    assert_eq!(
-        std::fs::read(dir.join("usr/lib/notes.txt")).unwrap(),
-        sample_file("usr/lib/notes.txt")
-    );
-    let s = stats(&root, &dir);
-    let base = s
-        .iter()
-        .find(|l| l["digest"] == built.layers[0].digest.as_str())
-        .unwrap();
+    assert_reads_sample(&dir, "usr/bin/small");
+    assert_reads_sample(&dir, "usr/lib/notes.txt");
+    let base = base_layer_stats(&root, &dir, &built);
     // Two spans read, one request: the whole blob, kept and reused.
     assert_eq!(base["bytes_fetched"], base["size"], "{base}");
     assert_eq!(base["fetch_requests"], 1, "{base}");
@@ -505,18 +519,14 @@ fn a_registry_without_range_support_costs_one_whole_download() {
 
 #[test]
 fn recorded_reads_become_a_prefetch_list() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let (r, _) = push_and_index(
-        &reg,
-        tmp.path(),
-        &root,
-        "app:v1",
-        testutil::sample_image(),
-        &[],
-    );
-    let dir = tmp.path().join("mnt");
+    let SampleApp {
+        reg: _reg,
+        tmp,
+        root,
+        dir,
+        image: r,
+        built: _,
+    } = SampleApp::start(&[]);
     let reads = tmp.path().join("reads.json");
     let ranges = tmp.path().join("ranges.json");
     let guard = mount(

@@ -71,16 +71,13 @@ fn rpull_into_overlayfs_runs_labels_like_ctr_and_is_collected_with_the_image() {
     assert!(out.contains("2 layers fetched"), "{out}");
 
     // The image runs, showing layer 2's file over layer 1's.
-    let msg = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
+    let msg = ctd.run_ok(
+        None,
         "overlayfs",
         &image,
         "rpull-run-1",
-        "cat",
-        "/etc/msg",
-    ]);
+        &["cat", "/etc/msg"],
+    );
     assert_eq!(msg.trim(), "from layer 2");
     let images = ctd.ctr_ok(&["images", "ls", "-q"]);
     assert!(images.lines().any(|l| l == image), "{images}");

@@ -27,6 +27,32 @@ fn client() -> Client {
 }
 
 /// Pushes `images` (one: a bare manifest; several: an image index) as `name:tag`.
+/// A fresh registry with the sample image pushed as `app:v1`, the directory its layout was
+/// written in (kept alive by the caller), and the repository.
+fn sample_app() -> (Registry, tempfile::TempDir, BuiltImage, Repository) {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let image = push(&reg, tmp.path(), "app", "v1", &[testutil::sample_image()]).remove(0);
+    let repo = client().repository(&reg.addr(), "app").unwrap();
+    (reg, tmp, image, repo)
+}
+
+/// What a consumer finds for `reference` (top-level manifest `top`, image manifest
+/// `manifest_digest` with bytes `manifest`) in `modes`.
+async fn find_index(
+    repo: &Repository,
+    reference: &str,
+    top: &[u8],
+    manifest_digest: &Digest,
+    manifest: &[u8],
+    modes: lazyfs::discover::Modes,
+) -> lazyfs::discover::FoundIndex {
+    let manifest = image_manifest(manifest);
+    lazyfs::discover::find_index_in_modes(repo, reference, top, manifest_digest, &manifest, modes)
+        .await
+        .unwrap()
+}
+
 fn push(
     reg: &Registry,
     tmp: &Path,
@@ -92,10 +118,7 @@ fn big_layers(image: &BuiltImage) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_publishes_is_discoverable_idempotent_and_skips_its_own_pushes() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let image = push(&reg, tmp.path(), "app", "v1", &[testutil::sample_image()]).remove(0);
-    let repo = client().repository(&reg.addr(), "app").unwrap();
+    let (reg, _tmp, image, repo) = sample_app();
     let settings = Settings::default();
 
     assert_eq!(
@@ -147,21 +170,23 @@ async fn v1_publishes_is_discoverable_idempotent_and_skips_its_own_pushes() {
         vec![built.index.clone(), referrers_digest.clone()]
     );
     let (_, top_bytes, _) = json(&repo, "v1").await;
-    let found = lazyfs::discover::find_index_in_modes(
+    let modes = lazyfs::discover::Modes {
+        v1: true,
+        v2: false,
+    };
+    let found = find_index(
         &repo,
         "app:v1",
         &top_bytes,
         &built.manifest,
-        &image_manifest(&top_bytes),
-        lazyfs::discover::Modes {
-            v1: true,
-            v2: false,
-        },
+        &top_bytes,
+        modes,
     )
-    .await
-    .unwrap();
-    assert_eq!(found.digest, built.index);
-    assert_eq!(found.found_through, "tag schema");
+    .await;
+    assert_eq!(
+        (found.digest, found.found_through),
+        (built.index.clone(), "tag schema")
+    );
 
     // Idempotent.
     let again = indexer::index_image(&repo, "v1", Some("v1"), &settings, &Publish::V1)
@@ -199,10 +224,7 @@ async fn v1_publishes_is_discoverable_idempotent_and_skips_its_own_pushes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_converts_into_a_soci_enabled_tag() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let image = push(&reg, tmp.path(), "app", "v1", &[testutil::sample_image()]).remove(0);
-    let repo = client().repository(&reg.addr(), "app").unwrap();
+    let (_reg, _tmp, image, repo) = sample_app();
     let settings = Settings::default();
 
     let report = published(
@@ -255,21 +277,23 @@ async fn v2_converts_into_a_soci_enabled_tag() {
     );
 
     // The consumer finds it as a v2 index.
-    let found = lazyfs::discover::find_index_in_modes(
+    let modes = lazyfs::discover::Modes {
+        v1: false,
+        v2: true,
+    };
+    let found = find_index(
         &repo,
         "app:v1-soci",
         &top_bytes,
         &copy_digest,
-        &image_manifest(&copy_bytes),
-        lazyfs::discover::Modes {
-            v1: false,
-            v2: true,
-        },
+        &copy_bytes,
+        modes,
     )
-    .await
-    .unwrap();
-    assert_eq!(found.digest, built.index);
-    assert_eq!(found.found_through, "image index");
+    .await;
+    assert_eq!(
+        (found.digest, found.found_through),
+        (built.index.clone(), "image index")
+    );
 
     // The converted tag and everything pushed are ours; the source is done; a digest has no tag.
     let why = skipped(
@@ -322,10 +346,7 @@ async fn v2_converts_into_a_soci_enabled_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_small_nothing_to_index_and_not_an_image() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let image = push(&reg, tmp.path(), "app", "v1", &[testutil::sample_image()]).remove(0);
-    let repo = client().repository(&reg.addr(), "app").unwrap();
+    let (_reg, _tmp, image, repo) = sample_app();
     let total: u64 = image.layers.iter().map(|l| l.size).sum();
 
     let small = Settings {
@@ -500,10 +521,7 @@ async fn a_layer_shared_by_two_platforms_is_streamed_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_layer_is_permanent_and_a_stopped_registry_transient() {
-    let mut reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let image = push(&reg, tmp.path(), "app", "v1", &[testutil::sample_image()]).remove(0);
-    let repo = client().repository(&reg.addr(), "app").unwrap();
+    let (mut reg, _tmp, image, repo) = sample_app();
     let settings = Settings::default();
 
     // Same length, one byte flipped in the middle: only the digest can tell.

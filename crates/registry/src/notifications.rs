@@ -59,18 +59,12 @@ pub struct Event {
     pub request: RequestRecord,
 }
 
-/// The object an event is about (distribution's `Event.Target`).
+/// The object an event is about (distribution's `Event.Target`, which embeds a descriptor).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Target {
-    /// Media type of the manifest or blob.
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    /// Size in bytes.
-    #[serde(default)]
-    pub size: u64,
-    /// `sha256:<hex>` of the content.
-    #[serde(default)]
-    pub digest: String,
+    /// Media type, size and digest of the manifest or blob.
+    #[serde(flatten)]
+    pub descriptor: Reference,
     /// Same as `size` (kept by distribution for compatibility).
     #[serde(default)]
     pub length: u64,
@@ -89,7 +83,8 @@ pub struct Target {
     pub references: Vec<Reference>,
 }
 
-/// A descriptor listed in [`Target::references`].
+/// A descriptor as distribution sends it: the target's own, or one listed in
+/// [`Target::references`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
     /// Media type.
@@ -126,7 +121,7 @@ pub struct RequestRecord {
 impl Event {
     /// True for a push of an image manifest or index (the events an index builder acts on).
     pub fn is_manifest_push(&self) -> bool {
-        self.action == "push" && is_manifest_media_type(&self.target.media_type)
+        self.action == "push" && is_manifest_media_type(&self.target.descriptor.media_type)
     }
 
     /// The tag, if the manifest was pushed by tag.
@@ -184,13 +179,16 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope, ParseError> {
             continue;
         }
         let t = &event.target;
-        if t.digest.is_empty() {
+        if t.descriptor.digest.is_empty() {
             return Err(invalid("target.digest", "is missing".to_owned()));
         }
-        if oci::digest::parse(&t.digest).is_err() {
+        if oci::digest::parse(&t.descriptor.digest).is_err() {
             return Err(invalid(
                 "target.digest",
-                format!("{:?} is not sha256:<64 lower-case hex>", clip(&t.digest)),
+                format!(
+                    "{:?} is not sha256:<64 lower-case hex>",
+                    clip(&t.descriptor.digest)
+                ),
             ));
         }
         if t.repository.is_empty() {

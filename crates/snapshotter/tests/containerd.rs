@@ -86,17 +86,13 @@ fn python_starts_lazily_through_containerd_and_survives_restarts() {
 
     let out = rpull(&ctd, &cli_root, &image, &[]);
     assert!(out.contains("1 layer lazy"), "{out}\n{}", daemon.log());
-    let out = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
+    let out = ctd.run_ok(
+        None,
         "soci",
         &image,
         "py-t1",
-        "python3",
-        "-c",
-        "print('ready')",
-    ]);
+        &["python3", "-c", "print('ready')"],
+    );
     assert_eq!(out.trim(), "ready");
     let text = common::http_get(&metrics, "/metrics");
     let fetched = common::metric_sum(&text, "soci_fetched_bytes_total");
@@ -160,16 +156,7 @@ fn python_starts_lazily_through_containerd_and_survives_restarts() {
     ]);
     assert_eq!(out.trim(), "after containerd restart");
     // And new containers start after both restarts.
-    let out = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "soci",
-        &image,
-        "py-t2",
-        "python3",
-        "/app/app.py",
-    ]);
+    let out = ctd.run_ok(None, "soci", &image, "py-t2", &["python3", "/app/app.py"]);
     assert_eq!(out.trim(), r#"{"ready": 3}"#);
     ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "py-long"]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -274,17 +261,13 @@ fn unindexed_mismatched_and_corrupt_indexes_fall_back_to_a_normal_pull() {
         let out = rpull(&ctd, &cli_root, image, &extra);
         assert!(!out.contains("lazy"), "{case}: {out}\n{}", daemon.log());
         let name = format!("fb-{i}");
-        let out = ctd.ctr_ok(&[
-            "run",
-            "--rm",
-            "--snapshotter",
+        let out = ctd.run_ok(
+            None,
             "soci",
             image,
             &name,
-            "sh",
-            "-c",
-            "cat /etc/msg; wc -c < /data/big.txt",
-        ]);
+            &["sh", "-c", "cat /etc/msg; wc -c < /data/big.txt"],
+        );
         assert_eq!(
             out.split_whitespace().collect::<Vec<_>>(),
             ["from", "layer", "2", "16000000"],

@@ -48,19 +48,13 @@ async fn cri_pulls_indexed_images_lazily_and_others_normally() {
         1,
         "{text}"
     );
-    let out = ctd.ctr_ok(&[
-        "-n",
-        "k8s.io",
-        "run",
-        "--rm",
-        "--snapshotter",
+    let out = ctd.run_ok(
+        Some("k8s.io"),
         "soci",
         &lazy,
         "cri-t1",
-        "sh",
-        "-c",
-        "cat /etc/msg; head -c 64 /data/big.txt | wc -c",
-    ]);
+        &["sh", "-c", "cat /etc/msg; head -c 64 /data/big.txt | wc -c"],
+    );
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),
         ["from", "layer", "2", "64"],
@@ -83,18 +77,13 @@ async fn cri_pulls_indexed_images_lazily_and_others_normally() {
         1,
         "the plain image must not be mounted lazily"
     );
-    let out = ctd.ctr_ok(&[
-        "-n",
-        "k8s.io",
-        "run",
-        "--rm",
-        "--snapshotter",
+    let out = ctd.run_ok(
+        Some("k8s.io"),
         "soci",
         &plain,
         "cri-t2",
-        "cat",
-        "/etc/msg",
-    ]);
+        &["cat", "/etc/msg"],
+    );
     assert_eq!(out.trim(), "from layer 2");
 
     // Removing both images lets containerd's GC remove every snapshot, lazy ones included.

@@ -23,17 +23,17 @@ fn an_ordinary_pull_unpacks_through_the_snapshotter_and_containers_run() {
         "soci",
         &image,
     ]);
-    let out = ctd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
+    let out = ctd.run_ok(
+        None,
         "soci",
         &image,
         "ov-t1",
-        "sh",
-        "-c",
-        "cat /etc/msg; echo written > /tmp/x; cat /tmp/x; wc -c < /data/big.txt",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "cat /etc/msg; echo written > /tmp/x; cat /tmp/x; wc -c < /data/big.txt",
+        ],
+    );
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),
         ["from", "layer", "2", "written", "16000000"],

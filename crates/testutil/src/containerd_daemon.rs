@@ -173,6 +173,26 @@ impl Containerd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `ctr [-n NAMESPACE] run --rm --snapshotter SNAPSHOTTER IMAGE NAME CMD…` (the default
+    /// namespace when `namespace` is `None`): runs a container to completion, panics unless it
+    /// succeeds, returns its stdout.
+    pub fn run_ok(
+        &self,
+        namespace: Option<&str>,
+        snapshotter: &str,
+        image: &str,
+        name: &str,
+        cmd: &[&str],
+    ) -> String {
+        let mut args = Vec::new();
+        if let Some(ns) = namespace {
+            args.extend(["-n", ns]);
+        }
+        args.extend(["run", "--rm", "--snapshotter", snapshotter, image, name]);
+        args.extend_from_slice(cmd);
+        self.ctr_ok(&args)
+    }
+
     /// containerd's whole log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -16,19 +16,6 @@ fn text(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// Poorly compressible bytes, so spans are small in compressed form and many blocks exist.
-fn noisy(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize]
-        })
-        .collect()
-}
-
 fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, data) in files {
@@ -46,6 +33,25 @@ fn opts(span: u64) -> BuildOptions {
         span_size: span,
         ..Default::default()
     }
+}
+
+/// Builds a zTOC of a gzip blob with spans of `span` bytes.
+fn build_gzip(blob: &[u8], span: u64) -> Result<Ztoc, Error> {
+    build_ztoc(Cursor::new(blob), CompressionAlgorithm::Gzip, &opts(span))
+}
+
+/// Builds a zTOC of an uncompressed tar with spans of `span` bytes.
+fn build_tar(tarball: &[u8], span: u64) -> Result<Ztoc, Error> {
+    build_ztoc(
+        Cursor::new(tarball),
+        CompressionAlgorithm::Uncompressed,
+        &opts(span),
+    )
+}
+
+/// A gzip layer of one 200 kB text file, for the bad-input tests to damage.
+fn one_file_gzip() -> Vec<u8> {
+    gzip(&tar_of(&[("f", text(200_000, 3))]), 6)
 }
 
 fn read_all_files(z: &Ztoc, blob: &[u8], files: &[(&str, Vec<u8>)]) {
@@ -70,12 +76,7 @@ fn concatenated_gzip_members_are_indexed_whole() {
     let cut = 400_123;
     let mut blob = gzip(&tarball[..cut], 6);
     blob.extend(gzip(&tarball[cut..], 1));
-    let z = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(64 * 1024),
-    )
-    .unwrap();
+    let z = build_gzip(&blob, 64 * 1024).unwrap();
     assert_eq!(z.uncompressed_archive_size, tarball.len() as u64);
     assert_eq!(z.compressed_archive_size, blob.len() as u64);
     read_all_files(&z, &blob, &files);
@@ -97,12 +98,7 @@ fn trailing_zero_padding_is_accepted_and_garbage_is_not() {
     let files = vec![("f", text(100_000, 3))];
     let mut blob = gzip(&tar_of(&files), 6);
     blob.extend([0u8; 1000]);
-    let z = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(1 << 22),
-    )
-    .unwrap();
+    let z = build_gzip(&blob, 1 << 22).unwrap();
     assert_eq!(z.compressed_archive_size, blob.len() as u64);
     read_all_files(&z, &blob, &files);
     // The last span's digest covers the padding too.
@@ -111,12 +107,7 @@ fn trailing_zero_padding_is_accepted_and_garbage_is_not() {
     z.verify_span(last, &blob[c.start as usize..]).unwrap();
 
     blob.extend(b"garbage");
-    let err = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(1 << 22),
-    )
-    .unwrap_err();
+    let err = build_gzip(&blob, 1 << 22).unwrap_err();
     assert!(matches!(err, Error::TrailingGarbage { .. }), "{err}");
 }
 
@@ -128,12 +119,7 @@ fn plain_tar_layers_use_fixed_spans() {
         ("c", text(90_000, 11)),
     ];
     let tarball = tar_of(&files);
-    let z = build_ztoc(
-        Cursor::new(&tarball),
-        CompressionAlgorithm::Uncompressed,
-        &opts(64 * 1024),
-    )
-    .unwrap();
+    let z = build_tar(&tarball, 64 * 1024).unwrap();
     assert_eq!(
         z.compression.algorithm(),
         CompressionAlgorithm::Uncompressed
@@ -146,14 +132,9 @@ fn plain_tar_layers_use_fixed_spans() {
 
 #[test]
 fn truncated_gzip_is_an_error() {
-    let blob = gzip(&tar_of(&[("f", text(200_000, 3))]), 6);
+    let blob = one_file_gzip();
     for cut in [5, 20, blob.len() / 2, blob.len() - 4] {
-        let err = build_ztoc(
-            Cursor::new(&blob[..cut]),
-            CompressionAlgorithm::Gzip,
-            &opts(1 << 16),
-        )
-        .unwrap_err();
+        let err = build_gzip(&blob[..cut], 1 << 16).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -166,17 +147,12 @@ fn truncated_gzip_is_an_error() {
 
 #[test]
 fn corrupt_gzip_is_an_error() {
-    let mut blob = gzip(&tar_of(&[("f", text(200_000, 3))]), 6);
+    let mut blob = one_file_gzip();
     let mid = blob.len() / 2;
     for b in &mut blob[mid..mid + 64] {
         *b ^= 0x5a;
     }
-    let err = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(1 << 16),
-    )
-    .unwrap_err();
+    let err = build_gzip(&blob, 1 << 16).unwrap_err();
     // Depending on what the flipped bits decode to, inflate fails outright or runs past
     // the end of the blob; either way the build fails.
     assert!(
@@ -190,27 +166,17 @@ fn corrupt_gzip_is_an_error() {
 
 #[test]
 fn gzip_checksum_mismatch_is_an_error() {
-    let mut blob = gzip(&tar_of(&[("f", text(200_000, 3))]), 6);
+    let mut blob = one_file_gzip();
     let crc_at = blob.len() - 8;
     blob[crc_at] ^= 1;
-    let err = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(1 << 16),
-    )
-    .unwrap_err();
+    let err = build_gzip(&blob, 1 << 16).unwrap_err();
     assert!(matches!(err, Error::CorruptGzip { .. }), "{err}");
 }
 
 #[test]
 fn zstd_declared_as_gzip_says_so() {
     let blob = [0x28u8, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0];
-    let err = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(1 << 16),
-    )
-    .unwrap_err();
+    let err = build_gzip(&blob, 1 << 16).unwrap_err();
     assert!(err.to_string().contains("zstd"), "{err}");
 }
 
@@ -252,12 +218,7 @@ fn gnu_sparse_entries_are_refused_by_name() {
     gnu.sparse[1].set_length(0);
     h.set_cksum();
     tarball[..512].copy_from_slice(h.as_bytes());
-    let err = build_ztoc(
-        Cursor::new(&tarball),
-        CompressionAlgorithm::Uncompressed,
-        &opts(1 << 16),
-    )
-    .unwrap_err();
+    let err = build_tar(&tarball, 1 << 16).unwrap_err();
     assert!(
         matches!(err, Error::SparseEntry { ref name } if name == "holes"),
         "{err}"
@@ -278,12 +239,7 @@ fn pax_sparse_entries_are_refused_by_name() {
     b.append_data(&mut h, "GNUSparseFile.0/holes", &b"abc"[..])
         .unwrap();
     let tarball = b.into_inner().unwrap();
-    let err = build_ztoc(
-        Cursor::new(&tarball),
-        CompressionAlgorithm::Uncompressed,
-        &opts(1 << 16),
-    )
-    .unwrap_err();
+    let err = build_tar(&tarball, 1 << 16).unwrap_err();
     assert!(matches!(err, Error::SparseEntry { .. }), "{err}");
 }
 
@@ -312,26 +268,17 @@ fn dangerous_names_are_normalized() {
         h.set_cksum();
         tarball[at..at + 512].copy_from_slice(h.as_bytes());
     }
-    let z = build_ztoc(
-        Cursor::new(&tarball),
-        CompressionAlgorithm::Uncompressed,
-        &opts(1 << 16),
-    )
-    .unwrap();
+    let z = build_tar(&tarball, 1 << 16).unwrap();
     let names: Vec<_> = z.toc.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["etc/passwd", "escape"]);
 }
 
 #[test]
 fn span_digest_mismatch_is_detected() {
-    let files = vec![("f", noisy(300_000))];
-    let blob = gzip(&tar_of(&files), 6);
-    let z = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(1 << 14),
-    )
-    .unwrap();
+    // Stored (level 0) deflate blocks, so the blob is as long as the tar and has many spans.
+    let files = vec![("f", text(300_000, 7))];
+    let blob = gzip(&tar_of(&files), 0);
+    let z = build_gzip(&blob, 1 << 14).unwrap();
     assert!(z.span_count() > 2);
     let mut bad = blob.clone();
     let c = z.span_compressed_range(1).unwrap();
@@ -347,12 +294,7 @@ fn span_digest_mismatch_is_detected() {
 #[test]
 fn corrupt_ztocs_are_rejected_without_panicking() {
     let blob = gzip(&tar_of(&[("f", text(100_000, 3))]), 6);
-    let z = build_ztoc(
-        Cursor::new(&blob),
-        CompressionAlgorithm::Gzip,
-        &opts(1 << 15),
-    )
-    .unwrap();
+    let z = build_gzip(&blob, 1 << 15).unwrap();
     let bytes = encode(&z);
     assert!(decode(&bytes[..bytes.len() / 2]).is_err());
     assert!(decode(b"").is_err());
@@ -386,12 +328,7 @@ fn tar_without_end_padding_or_marker_is_accepted_like_go_does() {
     }
     // One byte less and the last file really is short: still an error.
     let short = full[..cut - 1].to_vec();
-    let err = build_ztoc(
-        Cursor::new(&short),
-        CompressionAlgorithm::Uncompressed,
-        &opts(1 << 12),
-    )
-    .unwrap_err();
+    let err = build_tar(&short, 1 << 12).unwrap_err();
     assert!(
         matches!(err, Error::TarEntryPastEnd { ref name, .. } if name == "last"),
         "{err}"
