@@ -55,40 +55,33 @@ fn push_and_index(
     (r, built.into_iter().next().unwrap())
 }
 
+/// What [`start_sample_app`] returns: ((registry, temporary directory), state root,
+/// mountpoint, image reference, built image). The registry and the directory live as long
+/// as the caller keeps them.
+type SampleApp = (
+    (Registry, tempfile::TempDir),
+    PathBuf,
+    PathBuf,
+    String,
+    testutil::BuiltImage,
+);
+
 /// The sample image pushed as `app:v1` to a fresh registry and indexed (`extra` flags to
 /// `soci create`), with a state root and a mountpoint in one temporary directory.
-struct SampleApp {
-    reg: Registry,
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
-    image: String,
-    built: testutil::BuiltImage,
-}
-
-impl SampleApp {
-    fn start(extra: &[&str]) -> SampleApp {
-        let reg = Registry::start();
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        let (image, built) = push_and_index(
-            &reg,
-            tmp.path(),
-            &root,
-            "app:v1",
-            testutil::sample_image(),
-            extra,
-        );
-        let dir = tmp.path().join("mnt");
-        SampleApp {
-            reg,
-            tmp,
-            root,
-            dir,
-            image,
-            built,
-        }
-    }
+fn start_sample_app(extra: &[&str]) -> SampleApp {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let (image, built) = push_and_index(
+        &reg,
+        tmp.path(),
+        &root,
+        "app:v1",
+        testutil::sample_image(),
+        extra,
+    );
+    let dir = tmp.path().join("mnt");
+    ((reg, tmp), root, dir, image, built)
 }
 
 /// Asserts that `name` reads through the mount at `dir` as it is in the sample image.
@@ -160,14 +153,7 @@ fn sample_file(name: &str) -> Vec<u8> {
 
 #[test]
 fn lazy_mount_reads_only_what_is_used_and_survives_registry_outage_and_corruption() {
-    let SampleApp {
-        mut reg,
-        tmp: _tmp,
-        root,
-        dir,
-        image: r,
-        built,
-    } = SampleApp::start(&[]);
+    let ((mut reg, _tmp), root, dir, r, built) = start_sample_app(&[]);
     let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
 
     // The tree is there without reading any file data.
@@ -399,14 +385,8 @@ fn mounted_tree_equals_umoci_unpack_and_ls_cat_see_the_same_image() {
 
 #[test]
 fn prefetch_before_ready_rw_mounts_and_forced_unmount_with_a_read_in_flight() {
-    let SampleApp {
-        mut reg,
-        tmp: _tmp,
-        root,
-        dir,
-        image: r,
-        built,
-    } = SampleApp::start(&["--prefetch-file", "/usr/lib/notes.txt"]);
+    let ((mut reg, _tmp), root, dir, r, built) =
+        start_sample_app(&["--prefetch-file", "/usr/lib/notes.txt"]);
     let guard = mount(&root, &r, &dir, &["--no-background-fetch", "--rw"]);
     // The prefetch artifact's span was fetched before the mount was reported ready.
     let base = base_layer_stats(&root, &dir, &built);
@@ -491,14 +471,7 @@ fn range_stripping_proxy(upstream: String) -> String {
 
 #[test]
 fn a_registry_without_range_support_costs_one_whole_download() {
-    let SampleApp {
-        reg,
-        tmp: _tmp,
-        root,
-        dir,
-        image: _,
-        built,
-    } = SampleApp::start(&[]);
+    let ((reg, _tmp), root, dir, _, built) = start_sample_app(&[]);
     let proxy = range_stripping_proxy(reg.addr());
     let r = format!("{proxy}/app:v1");
     let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
@@ -519,14 +492,7 @@ fn a_registry_without_range_support_costs_one_whole_download() {
 
 #[test]
 fn recorded_reads_become_a_prefetch_list() {
-    let SampleApp {
-        reg: _reg,
-        tmp,
-        root,
-        dir,
-        image: r,
-        built: _,
-    } = SampleApp::start(&[]);
+    let ((_reg, tmp), root, dir, r, _) = start_sample_app(&[]);
     let reads = tmp.path().join("reads.json");
     let ranges = tmp.path().join("ranges.json");
     let guard = mount(
