@@ -116,6 +116,17 @@ fn big_layers(image: &BuiltImage) -> u64 {
         .sum()
 }
 
+/// Neither the referrers fallback tag nor the `v1-soci` tag exists: nothing was published.
+async fn assert_nothing_published(repo: &Repository, image: &BuiltImage) {
+    for tag in [
+        image.manifest_digest.replace(':', "-"),
+        "v1-soci".to_owned(),
+    ] {
+        let err = repo.get_manifest(&tag).await.unwrap_err();
+        assert!(err.is_not_found(), "{tag}: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_publishes_is_discoverable_idempotent_and_skips_its_own_pushes() {
     let (reg, _tmp, image, repo) = sample_app();
@@ -387,16 +398,7 @@ async fn too_small_nothing_to_index_and_not_an_image() {
         );
     }
     // Nothing was written.
-    assert!(repo
-        .get_manifest(&image.manifest_digest.replace(':', "-"))
-        .await
-        .unwrap_err()
-        .is_not_found());
-    assert!(repo
-        .get_manifest("v1-soci")
-        .await
-        .unwrap_err()
-        .is_not_found());
+    assert_nothing_published(&repo, &image).await;
 
     // An artifact that is not an image (a config type of its own).
     let config = bytes::Bytes::from_static(b"{\"chart\":true}");
@@ -543,16 +545,7 @@ async fn a_corrupt_layer_is_permanent_and_a_stopped_registry_transient() {
         assert!(err.to_string().contains("the image is corrupt"), "{err}");
     }
     // Nothing was published.
-    assert!(repo
-        .get_manifest(&image.manifest_digest.replace(':', "-"))
-        .await
-        .unwrap_err()
-        .is_not_found());
-    assert!(repo
-        .get_manifest("v1-soci")
-        .await
-        .unwrap_err()
-        .is_not_found());
+    assert_nothing_published(&repo, &image).await;
 
     reg.stop();
     for publish in [Publish::V1, v2()] {
