@@ -173,6 +173,7 @@ async fn build_blocking(
 ) -> Result<ZtocBlob> {
     let options = ztoc::BuildOptions {
         span_size: settings.span_size,
+        placement: ztoc::Placement::Uniform,
         build_tool_identifier: settings.build_tool.clone(),
     };
     let what = format!("indexing layer {}", layer.digest());

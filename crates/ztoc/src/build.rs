@@ -6,6 +6,7 @@ use crate::model::{
     Checkpoints, CompressionAlgorithm, CompressionInfo, SpanDigest, Ztoc, DEFAULT_SPAN_SIZE,
     ZTOC_VERSION,
 };
+use crate::placement::Placement;
 use crate::sha256::Sha256;
 use crate::toc::read_toc;
 use std::io::{self, Read};
@@ -16,8 +17,11 @@ pub const DEFAULT_BUILD_TOOL: &str = concat!("soci-rs v", env!("CARGO_PKG_VERSIO
 /// Options for [`build_ztoc`].
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// Uncompressed bytes per span (checkpoint distance).
+    /// Uncompressed bytes per span (checkpoint distance); with a non-uniform placement, the
+    /// longest a span may be.
     pub span_size: u64,
+    /// Where gzip checkpoints go (plain-tar layers always get fixed spans of `span_size`).
+    pub placement: Placement,
     /// Free text stored as `build_tool_identifier`.
     pub build_tool_identifier: String,
 }
@@ -26,6 +30,7 @@ impl Default for BuildOptions {
     fn default() -> Self {
         Self {
             span_size: DEFAULT_SPAN_SIZE,
+            placement: Placement::Uniform,
             build_tool_identifier: DEFAULT_BUILD_TOOL.to_owned(),
         }
     }
@@ -45,7 +50,8 @@ pub fn build_ztoc<R: Read>(
     }
     let (toc, compressed_size, uncompressed_size, compression) = match algorithm {
         CompressionAlgorithm::Gzip => {
-            let mut reader = GzipCheckpointer::new(layer, options.span_size)?;
+            let mut reader =
+                GzipCheckpointer::with_placement(layer, options.span_size, &options.placement)?;
             let toc = read_toc(&mut reader)?;
             let index = reader.finish()?;
             (

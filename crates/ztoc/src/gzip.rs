@@ -3,11 +3,16 @@
 //! [`GzipCheckpointer`] wraps the compressed layer and *is* a `Read` of the uncompressed tar
 //! stream, so the tar walker and the checkpoint builder share a single pass over the blob:
 //! while the walker reads, the checkpointer inflates with `Z_BLOCK`, records a checkpoint at
-//! the first deflate block boundary past every `span_size` bytes of output, and hashes each
-//! span's compressed bytes as they stream by.
+//! the block boundaries its [`Placement`] asks for (by default the first past every
+//! `span_size` bytes of output), and hashes each span's compressed bytes as they stream by.
+//!
+//! A placement's *start* points need the last boundary at or before them, which is known only
+//! once the next boundary is past them; so while starts lie ahead, every boundary is kept as
+//! a candidate (its window and a fork of the running span hash) until the next one.
 
 use crate::error::{Error, Result};
 use crate::inflate::{Inflater, Status, GZIP, WINDOW_SIZE};
+use crate::placement::{Placement, Planner};
 use crate::sha256::Sha256;
 use crate::zinfo::{Checkpoint, GzipZinfo};
 use crate::SpanDigest;
@@ -60,6 +65,9 @@ pub struct GzipCheckpointer<R> {
     /// The most recent compressed byte consumed; a checkpoint with `bits != 0` needs it.
     last_in_byte: u8,
     span_size: u64,
+    planner: Planner,
+    /// The previous block boundary, while a start point may still make it a checkpoint.
+    candidate: Option<Candidate>,
     checkpoints: Vec<Checkpoint>,
     span_digests: Vec<SpanDigest>,
     /// Hash of the current span's compressed bytes; `None` before checkpoint 0.
@@ -67,10 +75,25 @@ pub struct GzipCheckpointer<R> {
     window: Box<[u8; WINDOW_SIZE]>,
 }
 
+/// A block boundary that becomes a checkpoint if a start point lies between it and the next.
+struct Candidate {
+    checkpoint: Checkpoint,
+    /// The running span's hash up to this boundary: that span's digest if this is taken.
+    span_so_far: Sha256,
+    /// Hash of the compressed bytes since this boundary: the next span's, if this is taken.
+    tail: Sha256,
+}
+
 impl<R: Read> GzipCheckpointer<R> {
     /// Starts reading `input`, a gzip blob, taking a checkpoint every `span_size` bytes of
     /// uncompressed output (at the next deflate block boundary).
     pub fn new(input: R, span_size: u64) -> Result<Self> {
+        Self::with_placement(input, span_size, &Placement::Uniform)
+    }
+
+    /// Starts reading `input` with checkpoints where `placement` puts them, spans no longer
+    /// than `span_size` (recorded as the zinfo's span size).
+    pub fn with_placement(input: R, span_size: u64, placement: &Placement) -> Result<Self> {
         if span_size == 0 {
             return Err(Error::InvalidParameter("span size must be positive".into()));
         }
@@ -94,6 +117,8 @@ impl<R: Read> GzipCheckpointer<R> {
             total_out: 0,
             last_in_byte: 0,
             span_size,
+            planner: Planner::new(placement, span_size),
+            candidate: None,
             checkpoints: Vec::new(),
             span_digests: Vec::new(),
             span_hasher: None,
@@ -183,9 +208,7 @@ impl<R: Read> GzipCheckpointer<R> {
             })?;
         if consumed > 0 {
             let eaten = &self.in_buf[self.in_pos..self.in_pos + consumed];
-            if let Some(hasher) = self.span_hasher.as_mut() {
-                hasher.update(eaten);
-            }
+            hash_input(&mut self.span_hasher, &mut self.candidate, eaten);
             self.last_in_byte = eaten[consumed - 1];
         }
         self.in_pos += consumed;
@@ -195,18 +218,15 @@ impl<R: Read> GzipCheckpointer<R> {
 
         if status == Status::StreamEnd {
             self.state = State::BetweenMembers;
+            // The member's last block has no boundary after it: a start inside that block
+            // still takes the candidate.
+            self.take_candidate_for_starts();
             return Ok(());
         }
         let data_type = self.inflater.data_type();
         let at_block_boundary = data_type & 128 != 0 && data_type & 64 == 0;
         if at_block_boundary {
-            let due = match self.checkpoints.last() {
-                None => true,
-                Some(last) => self.total_out - last.uncompressed_offset > self.span_size,
-            };
-            if due {
-                self.add_checkpoint(data_type)?;
-            }
+            self.at_block_boundary(data_type)?;
         }
         if consumed == 0 && produced == 0 && self.in_pos == self.in_len && self.input_eof {
             return Err(Error::TruncatedGzip {
@@ -216,7 +236,52 @@ impl<R: Read> GzipCheckpointer<R> {
         Ok(())
     }
 
-    fn add_checkpoint(&mut self, data_type: i32) -> Result<()> {
+    /// Takes the checkpoints the placement wants at this boundary (and perhaps at the
+    /// previous one), or keeps this one as a candidate.
+    fn at_block_boundary(&mut self, data_type: i32) -> Result<()> {
+        let Some(last) = self.checkpoints.last().map(|c| c.uncompressed_offset) else {
+            let (checkpoint, next) = self.checkpoint_here(data_type)?;
+            self.commit(checkpoint, next);
+            return Ok(());
+        };
+        self.take_candidate_for_starts();
+        let last = self
+            .checkpoints
+            .last()
+            .map_or(last, |c| c.uncompressed_offset);
+        if self.planner.wants_here(last, self.total_out) {
+            let (checkpoint, next) = self.checkpoint_here(data_type)?;
+            self.commit(checkpoint, next);
+        } else if self.planner.wants_candidates() {
+            let (checkpoint, tail) = self.checkpoint_here(data_type)?;
+            if let Some(span_so_far) = self.span_hasher.clone() {
+                self.candidate = Some(Candidate {
+                    checkpoint,
+                    span_so_far,
+                    tail,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the candidate a checkpoint if a start lies between it and here; drops it.
+    fn take_candidate_for_starts(&mut self) {
+        let Some(last) = self.checkpoints.last().map(|c| c.uncompressed_offset) else {
+            return;
+        };
+        let candidate = self.candidate.take();
+        let at = candidate.as_ref().map(|c| c.checkpoint.uncompressed_offset);
+        if self.planner.starts_passed(last, at, self.total_out) {
+            if let Some(c) = candidate {
+                self.span_hasher = Some(c.span_so_far);
+                self.commit(c.checkpoint, c.tail);
+            }
+        }
+    }
+
+    /// The checkpoint this block boundary would be, and the hash its span starts with.
+    fn checkpoint_here(&mut self, data_type: i32) -> Result<(Checkpoint, Sha256)> {
         let bits = (data_type & 7) as u8;
         // zlib reports the unused bits of the last byte in the low three bits; anything in
         // bits 3..6 would mean the implementation buffered whole bytes, which would make the
@@ -236,22 +301,26 @@ impl<R: Read> GzipCheckpointer<R> {
                 offset: self.total_in,
                 message: e.message,
             })?;
-        if let Some(done) = self.span_hasher.take() {
-            self.span_digests.push(SpanDigest::from_hasher(done));
-        }
         let mut hasher = Sha256::new();
         if bits != 0 {
             // The span starts one byte early: that byte still holds `bits` undecoded bits.
             hasher.update([self.last_in_byte]);
         }
-        self.span_hasher = Some(hasher);
-        self.checkpoints.push(Checkpoint {
+        let checkpoint = Checkpoint {
             compressed_offset: self.total_in,
             uncompressed_offset: self.total_out,
             bits,
             window: self.window.to_vec(),
-        });
-        Ok(())
+        };
+        Ok((checkpoint, hasher))
+    }
+
+    /// Ends the running span (if any) and starts the next at `checkpoint`.
+    fn commit(&mut self, checkpoint: Checkpoint, next: Sha256) {
+        if let Some(done) = self.span_hasher.replace(next) {
+            self.span_digests.push(SpanDigest::from_hasher(done));
+        }
+        self.checkpoints.push(checkpoint);
     }
 
     /// After a member's end: start the next member, accept trailing zero padding, or stop.
@@ -279,9 +348,7 @@ impl<R: Read> GzipCheckpointer<R> {
                 offset: self.total_in,
             });
         }
-        if let Some(hasher) = self.span_hasher.as_mut() {
-            hasher.update(&rest[..zeros]);
-        }
+        hash_input(&mut self.span_hasher, &mut self.candidate, &rest[..zeros]);
         self.in_pos += zeros;
         self.total_in += zeros as u64;
         self.in_padding = true;
@@ -302,6 +369,16 @@ impl<R: Read> Read for GzipCheckpointer<R> {
         buf[..n].copy_from_slice(&self.out_buf[self.out_pos..self.out_pos + n]);
         self.out_pos += n;
         Ok(n)
+    }
+}
+
+/// Feeds compressed bytes to the running span hash and to a candidate's next-span hash.
+fn hash_input(span: &mut Option<Sha256>, candidate: &mut Option<Candidate>, bytes: &[u8]) {
+    if let Some(hasher) = span.as_mut() {
+        hasher.update(bytes);
+    }
+    if let Some(c) = candidate.as_mut() {
+        c.tail.update(bytes);
     }
 }
 

@@ -281,14 +281,43 @@ struct Coverage {
     empty_files: usize,
 }
 
+/// The placements every tree is checked with: uniform, a start at every entry (from the
+/// uniform build's TOC), and around read ranges that include the first and the last byte of the tar.
+fn placements(gz: &[u8]) -> Result<Vec<Placement>, TestCaseError> {
+    let uniform = BuildOptions {
+        span_size: SPAN,
+        ..Default::default()
+    };
+    let z = build_ztoc(Cursor::new(gz), CompressionAlgorithm::Gzip, &uniform)
+        .map_err(|e| TestCaseError::fail(format!("build: {e}")))?;
+    let end = z.uncompressed_archive_size;
+    let mut hot = vec![(0, 1), (end.saturating_sub(1), end)];
+    for f in z.toc.files.iter().step_by(2) {
+        let third = f.uncompressed_size / 3;
+        let start = f.uncompressed_offset + third;
+        hot.push((start, start + third.max(1)));
+    }
+    Ok(vec![
+        Placement::Uniform,
+        // A start at every entry: spans of single deflate blocks.
+        Placement::Breaks {
+            starts: z.toc.files.iter().map(|f| f.uncompressed_offset).collect(),
+            ends: Vec::new(),
+        },
+        Placement::around_ranges(&hot, 0),
+    ])
+}
+
 fn check(
     entries: &[Entry],
     gz: &[u8],
     tarball: &[u8],
+    placement: Placement,
     cov: &mut Coverage,
 ) -> Result<(), TestCaseError> {
     let opts = BuildOptions {
         span_size: SPAN,
+        placement,
         ..Default::default()
     };
     let z = build_ztoc(Cursor::new(gz), CompressionAlgorithm::Gzip, &opts)
@@ -416,8 +445,17 @@ fn random_trees_round_trip_through_every_compressor() {
             let tarball = make_tar(&entries);
             for c in compressors {
                 let gz = compress(c, &tarball);
-                check(&entries, &gz, &tarball, &mut cov_cell.borrow_mut())
-                    .map_err(|e| TestCaseError::fail(format!("{c:?}: {e}")))?;
+                for placement in placements(&gz)? {
+                    let what = format!("{c:?}, {placement:?}");
+                    check(
+                        &entries,
+                        &gz,
+                        &tarball,
+                        placement,
+                        &mut cov_cell.borrow_mut(),
+                    )
+                    .map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
+                }
             }
             Ok(())
         })
