@@ -11,7 +11,7 @@ use indexer::local::LocalStore;
 use indexer::pipeline::{self, Build, Built};
 use indexer::prefetch::PrefetchList;
 use indexer::ztocs::{LayerOutcome, Progress};
-use indexer::{ImageSource, Settings};
+use indexer::{CheckpointPolicy, ImageSource, Settings};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use oci::layout::PlatformSelection;
 use oci::platform::Platform;
@@ -33,13 +33,29 @@ pub struct CreateArgs {
     image: String,
 }
 
+/// `--checkpoints` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checkpoints {
+    /// Every --span-size bytes.
+    Uniform,
+    /// Around the prefetch list's reads.
+    Reads,
+}
+
 /// Indexing flags shared by `soci create` and `soci convert`.
 #[derive(Args)]
 pub(crate) struct IndexOptions {
     /// Uncompressed bytes between gzip checkpoints; smaller spans mean finer-grained fetches
-    /// and larger zTOCs.
+    /// and larger zTOCs. With `--checkpoints reads`, the longest span away from the reads.
     #[arg(long, default_value_t = ztoc::DEFAULT_SPAN_SIZE)]
     pub span_size: u64,
+    /// Where gzip checkpoints go. `uniform`: every --span-size bytes, as AWS's CLI does.
+    /// `reads`: around the read set given with --prefetch-files-json / --prefetch-file (best:
+    /// the byte ranges `soci mount --record-read-ranges` recorded), so a start fetches little
+    /// more than it reads; a layer is streamed a second time for this. Either way the zTOCs
+    /// are ordinary SOCI zTOCs that AWS's snapshotter reads.
+    #[arg(long, value_enum, default_value = "uniform")]
+    pub checkpoints: Checkpoints,
     /// Layers smaller than this get no zTOC (they are fetched whole at run time).
     #[arg(long, default_value_t = 10 << 20)]
     pub min_layer_size: u64,
@@ -75,6 +91,13 @@ impl IndexOptions {
         if self.span_size == 0 {
             anyhow::bail!("--span-size must be positive");
         }
+        let no_read_set = self.prefetch_file.is_empty() && self.prefetch_files_json.is_none();
+        if self.checkpoints == Checkpoints::Reads && no_read_set {
+            anyhow::bail!(
+                "--checkpoints reads needs a read set: give --prefetch-files-json FILE (the \
+                 ranges `soci mount --record-read-ranges` writes) or --prefetch-file PATH"
+            );
+        }
         let json = match &self.prefetch_files_json {
             Some(file) => Some(
                 std::fs::read(file)
@@ -98,6 +121,10 @@ impl IndexOptions {
             layer_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             force: self.force,
             prefetch: list.paths,
+            checkpoints: match self.checkpoints {
+                Checkpoints::Uniform => CheckpointPolicy::Uniform,
+                Checkpoints::Reads => CheckpointPolicy::Reads,
+            },
             ..Settings::default()
         })
     }

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::prefetch::{self, PrefetchPath};
-use crate::ztocs::{LayerOutcome, LayerZtocs, ZtocBlob};
+use crate::ztocs::{LayerOutcome, LayerReads, LayerZtocs, ZtocBlob};
 use crate::Settings;
 use bytes::Bytes;
 use oci::resolve::ResolvedImage;
@@ -199,16 +199,7 @@ fn image_prefetch(
     if paths.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let decoded: Vec<ztoc::Ztoc> = layers
-        .iter()
-        .map(|l| {
-            ztoc::decode(&l.ztoc.bytes).map_err(|source| Error::Ztoc {
-                layer: l.layer.digest().clone(),
-                media_type: l.layer.media_type().to_string(),
-                source,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let decoded = decode_layers(layers)?;
     let tocs: Vec<&ztoc::Ztoc> = decoded.iter().collect();
     let (ranges, missing) = prefetch::prefetch_ranges(&tocs, paths);
     let mut out = Vec::new();
@@ -228,6 +219,44 @@ fn image_prefetch(
         });
     }
     Ok((out, missing))
+}
+
+/// The zTOCs of `layers`, decoded.
+fn decode_layers(layers: &[IndexedLayer]) -> Result<Vec<ztoc::Ztoc>> {
+    layers
+        .iter()
+        .map(|l| {
+            ztoc::decode(&l.ztoc.bytes).map_err(|source| Error::Ztoc {
+                layer: l.layer.digest().clone(),
+                media_type: l.layer.media_type().to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Per layer digest, the layer and the tar-stream ranges of `paths` it serves in any of
+/// `images` (each path from the topmost indexed layer holding it, as prefetch finds it).
+pub fn read_extents_by_layer(
+    images: &[ResolvedImage],
+    ztocs: &LayerZtocs,
+    paths: &[PrefetchPath],
+) -> Result<LayerReads> {
+    let mut out = LayerReads::new();
+    for image in images {
+        let layers = indexed_layers(image, ztocs)?;
+        let decoded = decode_layers(&layers)?;
+        let tocs: Vec<&ztoc::Ztoc> = decoded.iter().collect();
+        let (extents, _) = prefetch::read_extents(&tocs, paths);
+        for (i, ranges) in extents {
+            let Some(l) = layers.get(i) else { continue };
+            out.entry(l.layer.digest().clone())
+                .or_insert_with(|| (l.layer.clone(), Vec::new()))
+                .1
+                .extend(ranges);
+        }
+    }
+    Ok(out)
 }
 
 /// The descriptor of a zTOC of `ztoc_size` bytes with digest `ztoc` built for `layer` with

@@ -66,6 +66,21 @@ pub struct Settings {
     pub force: bool,
     /// Files to prefetch: each image's index gets prefetch artifacts for their spans.
     pub prefetch: Vec<PrefetchPath>,
+    /// Where gzip checkpoints go (default uniform).
+    pub checkpoints: CheckpointPolicy,
+}
+
+/// Where the gzip checkpoints of the zTOCs built go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckpointPolicy {
+    /// A checkpoint every `span_size` uncompressed bytes, as AWS's CLI places them.
+    #[default]
+    Uniform,
+    /// Around the read set given as `prefetch` (the byte ranges `soci mount
+    /// --record-read-ranges` writes, or whole files): spans begin just before and end just
+    /// after what was read, so a start fetches little more than it reads; elsewhere spans
+    /// of up to `span_size`. Layers the read set does not touch keep uniform spans.
+    Reads,
 }
 
 impl Default for Settings {
@@ -79,6 +94,7 @@ impl Default for Settings {
             build_tool: ztoc::DEFAULT_BUILD_TOOL.to_owned(),
             force: false,
             prefetch: Vec::new(),
+            checkpoints: CheckpointPolicy::Uniform,
         }
     }
 }

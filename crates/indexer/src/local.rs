@@ -39,10 +39,16 @@ impl LocalStore {
         })
     }
 
-    /// A recorded zTOC of `layer` built with `span_size` whose blob is still stored.
-    pub fn reusable_ztoc(&self, layer: &Digest, span_size: u64) -> Result<Option<ReusedZtoc>> {
+    /// A recorded zTOC of `layer` built with `span_size` and checkpoint placement
+    /// `placement` (its key; `None`: uniform) whose blob is still stored.
+    pub fn reusable_ztoc(
+        &self,
+        layer: &Digest,
+        span_size: u64,
+        placement: Option<&str>,
+    ) -> Result<Option<ReusedZtoc>> {
         for record in self.db.find_ztocs_by_layer(layer)? {
-            if record.span_size != span_size {
+            if record.span_size != span_size || record.placement.as_deref() != placement {
                 continue;
             }
             let Ok(digest) = oci::digest::parse(&record.digest) else {
@@ -59,6 +65,7 @@ impl LocalStore {
                 ztoc: ZtocBlob {
                     digest,
                     bytes: Bytes::from(bytes),
+                    placement: record.placement,
                 },
                 source: record.source,
             }));
@@ -141,6 +148,7 @@ fn ztoc_record(layer: &Descriptor, ztoc: &ZtocBlob, span_size: u64, source: &str
         layer_size: layer.size(),
         span_size,
         source: (!source.is_empty()).then(|| source.to_owned()),
+        placement: ztoc.placement.clone(),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::local::LocalStore;
 use crate::publish;
 use crate::source::{ImageSource, OpenedImage};
 use crate::ztocs::{self, LayerZtocs, Progress};
-use crate::Settings;
+use crate::{CheckpointPolicy, Settings};
 use bytes::Bytes;
 use oci::db::IndexRecord;
 use oci::soci_index::{self, IndexVersion};
@@ -55,8 +55,22 @@ pub async fn build(b: &Build<'_>, version: IndexVersion) -> Result<Built> {
     if settings.span_size == 0 {
         return Err(Error::Settings("span_size must be positive".into()));
     }
+    if settings.checkpoints == CheckpointPolicy::Reads && settings.prefetch.is_empty() {
+        return Err(Error::Settings(
+            "checkpoints around reads need a read set: a prefetch list of files or of the \
+             byte ranges `soci mount --record-read-ranges` writes"
+                .into(),
+        ));
+    }
     let images = &b.opened.images;
-    let ztocs = ztocs::build_ztocs(b.source, images, settings, b.local, b.progress.clone()).await?;
+    let mut ztocs =
+        ztocs::build_ztocs(b.source, images, settings, b.local, b.progress.clone()).await?;
+    if settings.checkpoints == CheckpointPolicy::Reads {
+        // The read set names files; their offsets come from the uniform zTOCs' TOCs.
+        let hot = index::read_extents_by_layer(images, &ztocs, &settings.prefetch)?;
+        let progress = b.progress.clone();
+        ztocs::place_around_reads(b.source, &mut ztocs, &hot, settings, b.local, progress).await?;
+    }
     let indexes = index::build_indexes(images, &ztocs, settings, version, &settings.prefetch)?;
     Ok(Built { ztocs, indexes })
 }

@@ -91,14 +91,15 @@ impl PrefetchList {
 /// Inclusive span ranges per layer position (bottom first).
 pub type LayerRanges = BTreeMap<usize, Vec<(u64, u64)>>;
 
+/// `[start, end)` ranges of the uncompressed tar stream per layer position (bottom first).
+pub type LayerExtents = BTreeMap<usize, Vec<(u64, u64)>>;
+
 /// For each of `paths`, finds the topmost of `layers` (bottom first) whose TOC has an entry
-/// of exactly that name and takes the span range of its data, or of each byte range given.
+/// of exactly that name and takes the tar-stream range of its data, or of each byte range
+/// given (clipped to the file; an empty whole file is an empty range at its offset).
 /// Returns the ranges per layer position (ascending) and the paths no layer has.
-pub fn prefetch_ranges(
-    layers: &[&ztoc::Ztoc],
-    paths: &[PrefetchPath],
-) -> (LayerRanges, Vec<String>) {
-    let mut ranges = LayerRanges::new();
+pub fn read_extents(layers: &[&ztoc::Ztoc], paths: &[PrefetchPath]) -> (LayerExtents, Vec<String>) {
+    let mut extents = LayerExtents::new();
     let mut missing = Vec::new();
     for path in paths {
         let found = layers.iter().enumerate().rev().find_map(|(i, z)| {
@@ -106,20 +107,43 @@ pub fn prefetch_ranges(
                 return None;
             }
             let file = toc_file(z, &path.name)?;
-            let spans = match &path.ranges {
-                None => vec![file_span_range(z, file)],
+            let at = |start: u64, end: u64| {
+                let offset = file.uncompressed_offset;
+                (offset.saturating_add(start), offset.saturating_add(end))
+            };
+            let ranges = match &path.ranges {
+                None => vec![at(0, file.uncompressed_size)],
                 Some(read) => read
                     .iter()
-                    .filter_map(|&(start, end)| byte_span_range(z, file, start, end))
+                    .map(|&(start, end)| (start, end.min(file.uncompressed_size)))
+                    .filter(|(start, end)| start < end)
+                    .map(|(start, end)| at(start, end))
                     .collect(),
             };
-            Some((i, spans))
+            Some((i, ranges))
         });
         match found {
-            Some((i, spans)) => ranges.entry(i).or_default().extend(spans),
+            Some((i, ranges)) => extents.entry(i).or_default().extend(ranges),
             None => missing.push(path.name.clone()),
         }
     }
+    (extents, missing)
+}
+
+/// As [`read_extents`], but the inclusive spans holding those bytes (an empty range: the
+/// span of its offset), clamped to each layer's last span.
+pub fn prefetch_ranges(
+    layers: &[&ztoc::Ztoc],
+    paths: &[PrefetchPath],
+) -> (LayerRanges, Vec<String>) {
+    let (extents, missing) = read_extents(layers, paths);
+    let ranges = extents
+        .into_iter()
+        .filter_map(|(i, ranges)| {
+            let z = layers.get(i)?;
+            Some((i, ranges.iter().map(|&r| extent_spans(z, r)).collect()))
+        })
+        .collect();
     (ranges, missing)
 }
 
@@ -146,38 +170,17 @@ fn toc_file<'a>(z: &'a ztoc::Ztoc, name: &str) -> Option<&'a ztoc::FileMetadata>
     Some(file)
 }
 
-/// The inclusive spans holding bytes `[start, end)` of a file's data (clipped to the file),
-/// or `None` when nothing of the file is in that range.
-fn byte_span_range(
-    z: &ztoc::Ztoc,
-    file: &ztoc::FileMetadata,
-    start: u64,
-    end: u64,
-) -> Option<(u64, u64)> {
-    let end = end.min(file.uncompressed_size);
-    if start >= end {
-        return None;
-    }
-    let last = z.span_count().checked_sub(1)?;
-    let span = |offset: u64| z.span_of(offset).unwrap_or(last).min(last);
-    let first = span(file.uncompressed_offset.saturating_add(start));
-    Some((
-        first,
-        span(file.uncompressed_offset.saturating_add(end - 1)).max(first),
-    ))
-}
-
-/// The inclusive spans holding a file's data: the span of its first byte to that of its last
-/// (just the first for an empty file), clamped to the layer's last span.
-fn file_span_range(z: &ztoc::Ztoc, file: &ztoc::FileMetadata) -> (u64, u64) {
+/// The inclusive spans holding tar bytes `[start, end)` (just the span of `start` when
+/// empty), clamped to the layer's last span.
+fn extent_spans(z: &ztoc::Ztoc, (start, end): (u64, u64)) -> (u64, u64) {
     let last = z.span_count().saturating_sub(1);
     let span = |offset: u64| z.span_of(offset).unwrap_or(last).min(last);
-    let start = span(file.uncompressed_offset);
-    let end = match file.uncompressed_size {
-        0 => start,
-        size => span(file.uncompressed_offset.saturating_add(size - 1)).max(start),
-    };
-    (start, end)
+    let first = span(start);
+    if end > start {
+        (first, span(end - 1).max(first))
+    } else {
+        (first, first)
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +229,11 @@ mod tests {
                 ("past", 1200, 5), // beyond the layer: clamped to the last span
             ],
         );
-        let range = |name: &str| file_span_range(&z, z.find_file(name).unwrap());
+        let range = |name: &str| {
+            let f = z.find_file(name).unwrap();
+            let start = f.uncompressed_offset;
+            extent_spans(&z, (start, start + f.uncompressed_size))
+        };
         assert_eq!(range("a"), (1, 1));
         assert_eq!(range("b"), (1, 2));
         assert_eq!(range("empty"), (3, 3));

@@ -39,14 +39,41 @@ pub struct ZtocBlob {
     pub digest: Digest,
     /// Its bytes.
     pub bytes: Bytes,
+    /// Its checkpoint placement's key when not uniform ([`LayerPlacement::key`]).
+    pub placement: Option<String>,
 }
 
 impl ZtocBlob {
-    /// The blob of `bytes`.
+    /// The blob of `bytes`, built with uniform checkpoints.
     pub fn new(bytes: Bytes) -> Self {
         ZtocBlob {
             digest: oci::digest::sha256(&bytes),
             bytes,
+            placement: None,
+        }
+    }
+}
+
+/// The checkpoint placement one layer is built with.
+#[derive(Debug, Clone, Default)]
+pub struct LayerPlacement {
+    /// Where the checkpoints go.
+    pub placement: ztoc::Placement,
+    /// What the local store records, so a zTOC is reused only for the same placement:
+    /// `None` for uniform, `reads:<sha256 of the merged read ranges>` around reads.
+    pub key: Option<String>,
+}
+
+impl LayerPlacement {
+    /// Spans around `ranges` of the layer's tar stream (merged as
+    /// [`ztoc::placement::merge_ranges`] does with `merge_gap`).
+    pub fn around_reads(ranges: &[(u64, u64)], merge_gap: u64) -> Self {
+        let merged = ztoc::placement::merge_ranges(ranges, merge_gap);
+        let text: Vec<String> = merged.iter().map(|(s, e)| format!("{s}-{e}")).collect();
+        let key = format!("reads:{}", oci::digest::sha256(text.join(",").as_bytes()));
+        LayerPlacement {
+            placement: ztoc::Placement::around_ranges(&merged, 0),
+            key: Some(key),
         }
     }
 }
@@ -95,9 +122,10 @@ pub fn distinct_layers(images: &[ResolvedImage]) -> Vec<Descriptor> {
     distinct
 }
 
-/// Builds (or with `local` and without `settings.force`, reuses) a zTOC for every distinct
-/// layer of `images`, `settings.layer_concurrency` at once. Built zTOCs are written to
-/// `local` when given. Every layer is tried; when any fails, the error names each failure.
+/// Builds (or with `local` and without `settings.force`, reuses) a zTOC with uniform
+/// checkpoints for every distinct layer of `images`, `settings.layer_concurrency` at once.
+/// Built zTOCs are written to `local` when given. Every layer is tried; when any fails, the
+/// error names each failure.
 pub async fn build_ztocs(
     source: &ImageSource,
     images: &[ResolvedImage],
@@ -105,13 +133,57 @@ pub async fn build_ztocs(
     local: Option<&LocalStore>,
     progress: Arc<dyn Progress>,
 ) -> Result<LayerZtocs> {
+    let layers = distinct_layers(images)
+        .into_iter()
+        .map(|layer| (layer, LayerPlacement::default()))
+        .collect();
+    build_layers(source, layers, settings, local, progress).await
+}
+
+/// Per layer digest: the layer and the tar-stream ranges `[start, end)` read from it.
+pub type LayerReads = HashMap<Digest, (Descriptor, Vec<(u64, u64)>)>;
+
+/// Rebuilds the zTOCs in `ztocs` of the layers `hot` names (by digest, with the tar-stream
+/// ranges read from each) with spans around those reads; cold regions keep spans of up to
+/// `settings.span_size`. Other layers keep their zTOCs.
+pub async fn place_around_reads(
+    source: &ImageSource,
+    ztocs: &mut LayerZtocs,
+    hot: &LayerReads,
+    settings: &Settings,
+    local: Option<&LocalStore>,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
+    let layers = hot
+        .values()
+        .filter(|(layer, _)| matches!(ztocs.by_layer.get(layer.digest()), Some(o) if o.ztoc().is_some()))
+        .map(|(layer, ranges)| {
+            let placement = LayerPlacement::around_reads(ranges, ztoc::placement::DEFAULT_MERGE_GAP);
+            (layer.clone(), placement)
+        })
+        .collect();
+    let placed = build_layers(source, layers, settings, local, progress).await?;
+    ztocs.bytes_read += placed.bytes_read;
+    ztocs.seconds += placed.seconds;
+    ztocs.by_layer.extend(placed.by_layer);
+    Ok(())
+}
+
+/// Builds or reuses a zTOC for each of `layers` with its placement.
+async fn build_layers(
+    source: &ImageSource,
+    layers: Vec<(Descriptor, LayerPlacement)>,
+    settings: &Settings,
+    local: Option<&LocalStore>,
+    progress: Arc<dyn Progress>,
+) -> Result<LayerZtocs> {
     let started = Instant::now();
-    let layers = distinct_layers(images);
     let results: Vec<(Descriptor, Result<(LayerOutcome, u64)>)> =
-        stream::iter(layers.into_iter().map(|layer| {
+        stream::iter(layers.into_iter().map(|(layer, placement)| {
             let progress = progress.clone();
             async move {
-                let outcome = layer_outcome(source, &layer, settings, local, progress).await;
+                let outcome =
+                    layer_outcome(source, &layer, &placement, settings, local, progress).await;
                 (layer, outcome)
             }
         }))
@@ -141,6 +213,7 @@ pub async fn build_ztocs(
 async fn layer_outcome(
     source: &ImageSource,
     layer: &Descriptor,
+    placement: &LayerPlacement,
     settings: &Settings,
     local: Option<&LocalStore>,
     progress: Arc<dyn Progress>,
@@ -149,13 +222,14 @@ async fn layer_outcome(
         return Ok((LayerOutcome::Skipped(reason), 0));
     }
     if let (Some(local), false) = (local, settings.force) {
-        if let Some(found) = local.reusable_ztoc(layer.digest(), settings.span_size)? {
+        let key = placement.key.as_deref();
+        if let Some(found) = local.reusable_ztoc(layer.digest(), settings.span_size, key)? {
             return Ok((LayerOutcome::Reused(found), 0));
         }
     }
     let reader = source.open_layer(layer).await?;
     progress.layer_started(layer);
-    let built = build_blocking(reader, layer, settings, progress.clone()).await;
+    let built = build_blocking(reader, layer, placement, settings, progress.clone()).await;
     progress.layer_finished(layer);
     let blob = built?;
     if let Some(local) = local {
@@ -168,14 +242,16 @@ async fn layer_outcome(
 async fn build_blocking(
     reader: Box<dyn Read + Send>,
     layer: &Descriptor,
+    placement: &LayerPlacement,
     settings: &Settings,
     progress: Arc<dyn Progress>,
 ) -> Result<ZtocBlob> {
     let options = ztoc::BuildOptions {
         span_size: settings.span_size,
-        placement: ztoc::Placement::Uniform,
+        placement: placement.placement.clone(),
         build_tool_identifier: settings.build_tool.clone(),
     };
+    let key = placement.key.clone();
     let what = format!("indexing layer {}", layer.digest());
     let layer = layer.clone();
     tokio::task::spawn_blocking(move || {
@@ -185,7 +261,10 @@ async fn build_blocking(
             progress: progress.as_ref(),
         };
         let z = build_layer_ztoc(reader, &layer, &options)?;
-        Ok(ZtocBlob::new(Bytes::from(ztoc::encode(&z))))
+        Ok(ZtocBlob {
+            placement: key,
+            ..ZtocBlob::new(Bytes::from(ztoc::encode(&z)))
+        })
     })
     .await
     .map_err(|e| Error::Task {

@@ -57,6 +57,10 @@ pub struct ZtocRecord {
     pub span_size: u64,
     /// Where the layer blob can be read again (an OCI layout directory), if known.
     pub source: Option<String>,
+    /// How its checkpoints were placed when not uniformly: `reads:<sha256 of the read
+    /// ranges>`. Reuse needs the same placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 /// What `rebuild` found.
@@ -321,6 +325,7 @@ impl MetadataDb {
                         .or(prev.map(|p| p.span_size))
                         .unwrap_or(span_size),
                     source: prev.and_then(|p| p.source.clone()),
+                    placement: prev.and_then(|p| p.placement.clone()),
                 });
             }
             indexes.push(IndexRecord {
