@@ -74,6 +74,13 @@ impl DemandActivity {
         ActivityGuard(self)
     }
 
+    /// Counts as the end of a read now: a layer just mounted gets the same silence before
+    /// background fetches start as a burst of reads does, so they do not take the link
+    /// while the container that mounted it is still starting.
+    fn touch(&self) {
+        *lock(&self.last_end) = Some(Instant::now());
+    }
+
     /// How long no on-demand read has been running (`None` while one is; a long time when
     /// none ever ran).
     pub fn quiet_for(&self) -> Option<Duration> {
@@ -436,6 +443,9 @@ impl SpanManager {
         &self,
         mut spans: Vec<SpanId>,
     ) -> std::result::Result<(), SharedError> {
+        // A prefetch is what a start waits for: background fetches keep off the link until it
+        // is done, as they do for on-demand reads.
+        let _demand = self.inner.config.activity.begin();
         let count = self.inner.ztoc.span_count();
         spans.retain(|s| *s < count);
         spans.sort_unstable();
@@ -460,6 +470,7 @@ impl SpanManager {
         let total = self.inner.ztoc.span_count();
         let mut span = 0;
         let mut backoff = Duration::from_millis(500);
+        self.inner.config.activity.touch();
         while span < total {
             let silence = self.inner.config.background_silence;
             loop {

@@ -346,3 +346,44 @@ async fn on_demand_reads_go_ahead_of_a_throttled_background_fetch() {
     // Every span was requested once: the background fill skipped the one already read.
     assert_eq!(s.requests.lock().unwrap().len() as u64, total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_fetch_keeps_off_the_link_until_the_prefetch_is_done() {
+    let l = layer();
+    let cache = tempfile::tempdir().unwrap();
+    let s = manager(&l, &l.blob, cache.path(), CacheBudget::new(None), false);
+    let total = l.ztoc.span_count();
+    assert!(total > 5, "{total} spans");
+    // As a mount starts them: the background fill (from span 0) as the layer is mounted,
+    // the prefetch of spans 2 and 4 (two requests, not adjacent) a moment later — well
+    // within the 1 s of silence the fill waits for after a mount or a read.
+    let background = {
+        let spans = s.spans.clone();
+        tokio::spawn(async move { spans.background_fetch(None).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let prefetch = {
+        let spans = s.spans.clone();
+        tokio::spawn(async move { spans.prefetch_spans(vec![2, 4]).await })
+    };
+    prefetch.await.unwrap().unwrap();
+    background.await.unwrap();
+    let span_of_request = |r: &Range<u64>| {
+        (0..total)
+            .find(|&s| l.ztoc.span_compressed_range(s).unwrap().start == r.start)
+            .unwrap()
+    };
+    let order: Vec<u64> = s
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(span_of_request)
+        .collect();
+    let mut first_two = order[..2].to_vec();
+    first_two.sort_unstable();
+    // Before the fix the fill started at once (no read had ever run, so the link counted as
+    // quiet) and span 0 raced the prefetch; a start waited for bytes it did not need.
+    assert_eq!(first_two, [2, 4], "prefetch first, alone: {order:?}");
+    assert!(s.spans.is_complete());
+}
