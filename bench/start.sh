@@ -9,6 +9,10 @@
 #   full      ctr images pull --plain-http + ctr run            (containerd's overlayfs)
 #   lazy      soci image rpull + ctr run --snapshotter soci     (soci-rs)
 #   prefetch  the same with the image whose index has a prefetch artifact
+#   optimized the same with an index whose checkpoints sit around the recorded reads
+#             (`soci convert --checkpoints reads`) and whose prefetch artifact lists them
+#   floor     ctr run of the image already pulled (ctr images pull before the clock starts):
+#             what a start costs with nothing to fetch
 # The clock runs from the start of the pull to the workload's ready line. Bytes are counted
 # on the link (the host side of the veth) from pull start to the ready line. Also measured:
 # `soci create` of each image from its local layout against `gzip -dc` of the same layers.
@@ -34,7 +38,7 @@ while [ $# -gt 0 ]; do
         --runs) runs="$2"; shift 2 ;;
         --workloads) workloads="$2"; shift 2 ;;
         --span-size) span_size="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -109,27 +113,37 @@ for name in "${names[@]}"; do
     record "{\"workload\":\"$name\",\"mode\":\"readset\",\"bytes\":${read_bytes:-0},\"files\":$(python3 -c "import json;print(len(json.load(open('$work/$name.reads.json'))))")}"
     link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --prefetch-files-json "$work/$name.ranges.json" \
         "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:prefetch" >/dev/null
+    link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --checkpoints reads \
+        --prefetch-files-json "$work/$name.ranges.json" \
+        "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:optimized" >/dev/null
 
     for r in $(seq "$runs"); do
-        modes=(full lazy prefetch)
+        modes=(full lazy prefetch optimized floor)
         # Rotate the order so no mode always runs first (or right after another's writeback).
-        for k in $(seq 0 2); do
-            mode=${modes[$(( (k + r) % 3 ))]}
+        for k in $(seq 0 $(( ${#modes[@]} - 1 ))); do
+            mode=${modes[$(( (k + r) % ${#modes[@]} ))]}
             start_soci_containerd "$work/env" "$snap" "[registry]
 config_path = \"$work/link/certs.d\""
             sync
             case "$mode" in
-                full) ref="$LINK_REGISTRY/$name:latest" ;;
+                full | floor) ref="$LINK_REGISTRY/$name:latest" ;;
                 lazy) ref="$LINK_REGISTRY/$name:soci" ;;
                 prefetch) ref="$LINK_REGISTRY/$name:prefetch" ;;
+                optimized) ref="$LINK_REGISTRY/$name:optimized" ;;
             esac
+            if [ "$mode" = floor ]; then
+                ctr -a "$CTD_ADDR" images pull --plain-http "$ref" >/dev/null
+                sync
+            fi
             before=$(rx_bytes)
             out=$(python3 - "$mode" "$CTD_ADDR" "$ref" "$name-$mode-$r" "$ready" "$soci" "$work/env/cli" "/sys/class/net/$LINK_HOST_IF/statistics/rx_bytes" "${cmd[@]}" <<'PY'
 import subprocess, sys, time
 mode, addr, ref, cid, ready, soci, cli_root, rx = sys.argv[1:9]
 cmd = sys.argv[9:]
 t0 = time.monotonic()
-if mode == "full":
+if mode == "floor":
+    run = ["ctr", "-a", addr, "run", "--rm", ref, cid] + cmd
+elif mode == "full":
     subprocess.run(["ctr", "-a", addr, "images", "pull", "--plain-http", ref],
                    check=True, stdout=subprocess.DEVNULL)
     run = ["ctr", "-a", addr, "run", "--rm", ref, cid] + cmd
@@ -166,8 +180,10 @@ import matplotlib.pyplot as plt
 rows = [json.loads(l) for l in open(sys.argv[1])]
 rate, runs, span, rtt = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 names = list(dict.fromkeys(r["workload"] for r in rows))
-modes = ["full", "lazy", "prefetch"]
-labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch"}
+modes = ["full", "lazy", "prefetch", "optimized", "floor"]
+labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch",
+          "optimized": "soci-rs optimized (checkpoints around reads + prefetch)",
+          "floor": "run of the pulled image (floor)"}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                      capture_output=True, text=True).stdout.strip()
 out = [f"# Time to ready over a {rate} Mbit/s link\n",
@@ -206,9 +222,9 @@ json.dump(rows, open("bench/results/time-to-ready.json", "w"), indent=1)
 print(text)
 
 fig, ax = plt.subplots(figsize=(8, 4.5))
-width = 0.27
+width = 0.16
 for i, m in enumerate(modes):
-    xs = [j + (i - 1) * width for j in range(len(names))]
+    xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(names))]
     ys = [medians.get((n, m), 0) for n in names]
     bars = ax.bar(xs, ys, width, label=labels[m])
     ax.bar_label(bars, fmt="%.1f s", fontsize=8)
