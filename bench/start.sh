@@ -10,7 +10,8 @@
 #   lazy      soci image rpull + ctr run --snapshotter soci     (soci-rs)
 #   prefetch  the same with the image whose index has a prefetch artifact
 #   optimized the same with an index whose checkpoints sit around the recorded reads
-#             (`soci convert --checkpoints reads`) and whose prefetch artifact lists them
+#             (`soci convert --checkpoints reads`, spans of up to --optimized-span-size
+#             elsewhere) and whose prefetch artifact lists them
 #   floor     ctr run of the image already pulled (ctr images pull before the clock starts):
 #             what a start costs with nothing to fetch
 # The clock runs from the start of the pull to the workload's ready line. Bytes are counted
@@ -19,6 +20,8 @@
 # Writes bench/results/time-to-ready.{md,json,png}.
 #
 #   bench/start.sh [--rate MBIT] [--rtt MS] [--runs N] [--workloads a,b,c] [--span-size BYTES]
+#                  [--optimized-span-size BYTES]  (cold spans of the optimized index, default
+#                  8 MiB: bench/span-sizes.sh's "around reads" rows fall as cold spans grow)
 #   (--rtt adds round-trip latency with a delaying proxy in front of the registry, default 0;
 #   --span-size is the SOCI index's span size, default 2 MiB: bench/results/span-sizes.md
 #   shows it moving the fewest bytes, or within 10% of the fewest, for every workload;
@@ -31,6 +34,7 @@ rtt=0
 runs=3
 workloads="python-hello,datascience,model-header"
 span_size=2097152
+optimized_span_size=8388608
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate) rate="$2"; shift 2 ;;
@@ -38,7 +42,8 @@ while [ $# -gt 0 ]; do
         --runs) runs="$2"; shift 2 ;;
         --workloads) workloads="$2"; shift 2 ;;
         --span-size) span_size="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        --optimized-span-size) optimized_span_size="$2"; shift 2 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -113,7 +118,7 @@ for name in "${names[@]}"; do
     record "{\"workload\":\"$name\",\"mode\":\"readset\",\"bytes\":${read_bytes:-0},\"files\":$(python3 -c "import json;print(len(json.load(open('$work/$name.reads.json'))))")}"
     link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --prefetch-files-json "$work/$name.ranges.json" \
         "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:prefetch" >/dev/null
-    link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --checkpoints reads \
+    link_exec "$soci" --root "$work/cli" convert --span-size "$optimized_span_size" --checkpoints reads \
         --prefetch-files-json "$work/$name.ranges.json" \
         "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:optimized" >/dev/null
 
@@ -171,7 +176,7 @@ PY
     done
 done
 
-/usr/bin/python3 - "$results" "$rate" "$runs" "$span_size" "$rtt" <<'PY'
+/usr/bin/python3 - "$results" "$rate" "$runs" "$span_size" "$rtt" "$optimized_span_size" <<'PY'
 import json, platform, statistics, subprocess, sys
 import matplotlib
 matplotlib.use("Agg")
@@ -179,6 +184,7 @@ import matplotlib.pyplot as plt
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
 rate, runs, span, rtt = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+cold = int(sys.argv[6])
 names = list(dict.fromkeys(r["workload"] for r in rows))
 modes = ["full", "lazy", "prefetch", "optimized", "floor"]
 labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch",
@@ -187,8 +193,9 @@ labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "so
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                      capture_output=True, text=True).stdout.strip()
 out = [f"# Time to ready over a {rate} Mbit/s link\n",
-       f"`bench/start.sh --rate {rate} --rtt {rtt} --runs {runs} --span-size {span}`; SOCI indexes with "
-       f"{span / 1048576:g} MiB spans; {runs} runs per mode, rotating order, each "
+       f"`bench/start.sh --rate {rate} --rtt {rtt} --runs {runs} --span-size {span} --optimized-span-size {cold}`; "
+       f"SOCI indexes with {span / 1048576:g} MiB spans (optimized: around the reads, up to {cold / 1048576:g} MiB "
+       f"elsewhere); {runs} runs per mode, rotating order, each "
        f"from nothing local. Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
        f"kernel {platform.release()}. Link: veth pair into a network namespace, `tbf` {rate} Mbit/s "
        f"each way, {'no added latency' if rtt == 0 else f'{rtt} ms added round trip (delay-proxy)'}. "

@@ -1,6 +1,7 @@
 //! Span-size trade-off for a workload: for each span size, the bytes a lazy start must move
 //! (the zTOCs plus every span holding a byte of the files the workload reads) against the
-//! bytes of those files. Smaller spans fetch less around each file but make the zTOC larger
+//! bytes of those files, with uniform checkpoints and with checkpoints around the reads
+//! (`soci create --checkpoints reads`). Smaller spans fetch less around each file but make the zTOC larger
 //! (one 32 KiB window per span), and the zTOC is fetched before the first read. No network:
 //! the zTOCs are built from the layer files, so the figures are exact byte counts.
 //!
@@ -48,6 +49,89 @@ fn file_range(z: &ztoc::Ztoc, path: &str) -> Option<(u64, u64)> {
     (f.file_type == ztoc::FileType::Regular).then_some((f.uncompressed_offset, f.uncompressed_size))
 }
 
+/// Builds the zTOC of each layer at or above `min_layer_size` (`None` below it), with
+/// `placement(layer position)` deciding where checkpoints go.
+fn build_all(
+    args: &Args,
+    sizes: &[u64],
+    span_size: u64,
+    placement: impl Fn(usize) -> ztoc::Placement,
+) -> Result<Vec<Option<ztoc::Ztoc>>> {
+    let mut ztocs = Vec::new();
+    for (i, (path, &size)) in args.layers.iter().zip(sizes).enumerate() {
+        if size < args.min_layer_size {
+            ztocs.push(None);
+            continue;
+        }
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let options = ztoc::BuildOptions {
+            span_size,
+            placement: placement(i),
+            ..Default::default()
+        };
+        let z = ztoc::build_ztoc(
+            BufReader::with_capacity(1 << 20, file),
+            ztoc::CompressionAlgorithm::Gzip,
+            &options,
+        )
+        .with_context(|| format!("indexing {}", path.display()))?;
+        ztocs.push(Some(z));
+    }
+    Ok(ztocs)
+}
+
+/// The tar-stream ranges read from each layer: every path from the topmost layer holding
+/// it, the byte ranges recorded (or the whole file). Also the uncompressed bytes read.
+fn read_extents(
+    ztocs: &[Option<ztoc::Ztoc>],
+    reads: &[String],
+    ranges: Option<&HashMap<String, Vec<(u64, u64)>>>,
+) -> (Vec<Vec<(u64, u64)>>, u64) {
+    let mut extents = vec![Vec::new(); ztocs.len()];
+    let mut read = 0u64;
+    for path in reads {
+        for (layer, z) in ztocs.iter().enumerate().rev() {
+            let Some(z) = z else { continue };
+            let Some((offset, size)) = file_range(z, path) else {
+                continue;
+            };
+            let whole = [(0, size)];
+            let parts: &[(u64, u64)] = match ranges {
+                Some(r) => r.get(path).map_or(&[], Vec::as_slice),
+                None => &whole,
+            };
+            for &(start, end) in parts {
+                let end = end.min(size);
+                if start < end {
+                    read += end - start;
+                    extents[layer].push((offset + start, offset + end));
+                }
+            }
+            break;
+        }
+    }
+    (extents, read)
+}
+
+/// zTOC bytes and the compressed bytes of every span holding a byte of `extents`.
+fn moved(ztocs: &[Option<ztoc::Ztoc>], extents: &[Vec<(u64, u64)>]) -> Result<(u64, u64)> {
+    let mut ztoc_bytes = 0;
+    let mut span_bytes = 0;
+    for (z, layer_extents) in ztocs.iter().zip(extents) {
+        let Some(z) = z else { continue };
+        ztoc_bytes += ztoc::encode(z).len() as u64;
+        let mut spans = BTreeSet::new();
+        for &(start, end) in layer_extents {
+            spans.extend(z.span_of(start)?..=z.span_of(end - 1)?);
+        }
+        for s in spans {
+            let r = z.span_compressed_range(s)?;
+            span_bytes += r.end - r.start;
+        }
+    }
+    Ok((ztoc_bytes, span_bytes))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let reads: Vec<String> = serde_json::from_slice(
@@ -70,88 +154,39 @@ fn main() -> Result<()> {
         .collect::<std::io::Result<_>>()
         .context("reading the layer files")?;
     println!(
-        "| span size | zTOC bytes | span bytes | small layers | total moved | read ({}) | moved / read |",
+        "| span size | checkpoints | zTOC bytes | span bytes | small layers | total moved | read ({}) | moved / read |",
         if ranges.is_some() { "byte ranges" } else { "whole files" }
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &span_size in &args.span_sizes {
-        let mut ztocs: Vec<Option<ztoc::Ztoc>> = Vec::new();
-        for (path, &size) in args.layers.iter().zip(&sizes) {
-            ztocs.push(if size < args.min_layer_size {
-                None
-            } else {
-                let file =
-                    File::open(path).with_context(|| format!("opening {}", path.display()))?;
-                let options = ztoc::BuildOptions {
-                    span_size,
-                    ..Default::default()
-                };
-                Some(
-                    ztoc::build_ztoc(
-                        BufReader::with_capacity(1 << 20, file),
-                        ztoc::CompressionAlgorithm::Gzip,
-                        &options,
-                    )
-                    .with_context(|| format!("indexing {}", path.display()))?,
-                )
-            });
-        }
-        let ztoc_bytes: u64 = ztocs
-            .iter()
-            .flatten()
-            .map(|z| ztoc::encode(z).len() as u64)
-            .sum();
-        let small_layers: u64 = ztocs
+        let uniform = build_all(&args, &sizes, span_size, |_| ztoc::Placement::Uniform)?;
+        let small_layers: u64 = uniform
             .iter()
             .zip(&sizes)
             .filter(|(z, _)| z.is_none())
             .map(|(_, s)| s)
             .sum();
-        // Each path is served by the topmost layer that has it.
-        let mut spans: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); ztocs.len()];
-        let mut read = 0u64;
-        for path in &reads {
-            for (layer, z) in ztocs.iter().enumerate().rev() {
-                let Some(z) = z else { continue };
-                let Some((offset, size)) = file_range(z, path) else {
-                    continue;
-                };
-                let whole = [(0, size)];
-                let parts: &[(u64, u64)] = match &ranges {
-                    Some(r) => r.get(path).map_or(&[], Vec::as_slice),
-                    None => &whole,
-                };
-                for &(start, end) in parts {
-                    let end = end.min(size);
-                    if start < end {
-                        read += end - start;
-                        let first = z.span_of(offset + start)?;
-                        let last = z.span_of(offset + end - 1)?;
-                        spans[layer].extend(first..=last);
-                    }
-                }
-                break;
-            }
+        let (extents, read) = read_extents(&uniform, &reads, ranges.as_ref());
+        // As `soci create --checkpoints reads` places them (the TOC, hence the extents, is
+        // the same whatever the checkpoints).
+        let placed = build_all(&args, &sizes, span_size, |i| {
+            let layer_extents: &[(u64, u64)] = extents.get(i).map_or(&[], Vec::as_slice);
+            ztoc::Placement::around_ranges(layer_extents, ztoc::placement::DEFAULT_MERGE_GAP)
+        })?;
+        for (label, ztocs) in [("uniform", &uniform), ("around reads", &placed)] {
+            let (ztoc_bytes, span_bytes) = moved(ztocs, &extents)?;
+            let total = ztoc_bytes + span_bytes + small_layers;
+            println!(
+                "| {} MiB | {label} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} |",
+                span_size as f64 / (1 << 20) as f64,
+                ztoc_bytes as f64 / 1e6,
+                span_bytes as f64 / 1e6,
+                small_layers as f64 / 1e6,
+                total as f64 / 1e6,
+                read as f64 / 1e6,
+                total as f64 / read.max(1) as f64
+            );
         }
-        let mut span_bytes = 0u64;
-        for (z, set) in ztocs.iter().zip(&spans) {
-            let Some(z) = z else { continue };
-            for &s in set {
-                let r = z.span_compressed_range(s)?;
-                span_bytes += r.end - r.start;
-            }
-        }
-        let total = ztoc_bytes + span_bytes + small_layers;
-        println!(
-            "| {} MiB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} |",
-            span_size as f64 / (1 << 20) as f64,
-            ztoc_bytes as f64 / 1e6,
-            span_bytes as f64 / 1e6,
-            small_layers as f64 / 1e6,
-            total as f64 / 1e6,
-            read as f64 / 1e6,
-            total as f64 / read.max(1) as f64
-        );
     }
     Ok(())
 }
