@@ -30,6 +30,10 @@ pub type SharedError = Arc<Error>;
 /// many reads, so a handful is plenty).
 const OPEN_SPAN_FILES: usize = 8;
 
+/// Compressed bytes per prefetch request: small enough that an on-demand read arriving while
+/// one is in flight waits a few tens of milliseconds at 200 Mbit/s, not a whole run.
+pub const PREFETCH_REQUEST_BYTES: u64 = 2 << 20;
+
 /// Name of the whole blob kept when a registry ignores Range requests.
 const WHOLE_BLOB: &str = "blob";
 
@@ -65,13 +69,27 @@ impl Default for SpanConfig {
 #[derive(Debug, Default)]
 pub struct DemandActivity {
     in_flight: AtomicUsize,
+    /// Prefetches running: background fetches wait for them too, on-demand reads do not.
+    prefetching: AtomicUsize,
     last_end: Mutex<Option<Instant>>,
 }
 
 impl DemandActivity {
     fn begin(&self) -> ActivityGuard<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        ActivityGuard(self)
+        ActivityGuard(self, &self.in_flight)
+    }
+
+    fn begin_prefetch(&self) -> ActivityGuard<'_> {
+        self.prefetching.fetch_add(1, Ordering::SeqCst);
+        ActivityGuard(self, &self.prefetching)
+    }
+
+    /// Returns once no on-demand read is running (prefetch requests go between reads).
+    async fn demand_clear(&self) {
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Counts as the end of a read now: a layer just mounted gets the same silence before
@@ -84,20 +102,21 @@ impl DemandActivity {
     /// How long no on-demand read has been running (`None` while one is; a long time when
     /// none ever ran).
     pub fn quiet_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 || self.prefetching.load(Ordering::SeqCst) > 0
+        {
             return None;
         }
         Some(lock(&self.last_end).map_or(Duration::MAX, |t| t.elapsed()))
     }
 }
 
-/// Ends one on-demand read of a [`DemandActivity`].
-struct ActivityGuard<'a>(&'a DemandActivity);
+/// Ends one on-demand read (or prefetch, by the counter it holds) of a [`DemandActivity`].
+struct ActivityGuard<'a>(&'a DemandActivity, &'a AtomicUsize);
 
 impl Drop for ActivityGuard<'_> {
     fn drop(&mut self) {
         *lock(&self.0.last_end) = Some(Instant::now());
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.1.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -437,29 +456,57 @@ impl SpanManager {
         self.prefetch_spans(spans).await
     }
 
-    /// Fetches spans by id (ids past the last span are ignored), in parallel: consecutive
-    /// ids are merged into as few requests as the request size cap allows.
+    /// Fetches spans by id (ids past the last span are ignored), `fetch_concurrency - 1`
+    /// requests at a time (at least one), consecutive ids merged into requests of up to
+    /// [`PREFETCH_REQUEST_BYTES`]. Each request waits until no on-demand read is running: a
+    /// container that starts while its prefetch runs is never queued behind it, so a
+    /// prefetch costs a start no more time than reading lazily would.
     pub async fn prefetch_spans(
         &self,
         mut spans: Vec<SpanId>,
     ) -> std::result::Result<(), SharedError> {
-        // A prefetch is what a start waits for: background fetches keep off the link until it
-        // is done, as they do for on-demand reads.
-        let _demand = self.inner.config.activity.begin();
+        // Background fetches keep off the link until the prefetch is done.
+        let activity = &self.inner.config.activity;
+        let _prefetching = activity.begin_prefetch();
         let count = self.inner.ztoc.span_count();
         spans.retain(|s| *s < count);
         spans.sort_unstable();
         spans.dedup();
-        let mut groups: Vec<(SpanId, SpanId)> = Vec::new();
-        for s in spans {
-            match groups.last_mut() {
-                Some((_, last)) if *last + 1 == s => *last = s,
-                _ => groups.push((s, s)),
+        let requests = self.prefetch_requests(&spans);
+        let results: Vec<_> = futures_util::stream::iter(requests)
+            .map(|(a, b)| async move {
+                activity.demand_clear().await;
+                self.ensure(a, b).await
+            })
+            // One request slot stays free for on-demand reads.
+            .buffer_unordered(self.inner.config.fetch_concurrency.saturating_sub(1).max(1))
+            .collect()
+            .await;
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
+    }
+
+    /// Runs of consecutive spans (sorted ids) of at most [`PREFETCH_REQUEST_BYTES`] each
+    /// (a longer span is a run of its own).
+    fn prefetch_requests(&self, spans: &[SpanId]) -> Vec<(SpanId, SpanId)> {
+        let size = |s: SpanId| {
+            self.inner
+                .ztoc
+                .span_compressed_range(s)
+                .map_or(0, |r| r.end - r.start)
+        };
+        let mut runs: Vec<(SpanId, SpanId, u64)> = Vec::new();
+        for &s in spans {
+            match runs.last_mut() {
+                Some((_, last, bytes))
+                    if *last + 1 == s && *bytes + size(s) <= PREFETCH_REQUEST_BYTES =>
+                {
+                    *last = s;
+                    *bytes += size(s);
+                }
+                _ => runs.push((s, s, size(s))),
             }
         }
-        let results =
-            futures_util::future::join_all(groups.iter().map(|&(a, b)| self.ensure(a, b))).await;
-        results.into_iter().try_for_each(|r| r.map(|_| ()))
+        runs.into_iter().map(|(a, b, _)| (a, b)).collect()
     }
 
     /// Fetches the rest of the layer in span order, at most `rate` compressed bytes per second

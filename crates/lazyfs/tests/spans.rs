@@ -387,3 +387,51 @@ async fn background_fetch_keeps_off_the_link_until_the_prefetch_is_done() {
     assert_eq!(first_two, [2, 4], "prefetch first, alone: {order:?}");
     assert!(s.spans.is_complete());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_reads_go_ahead_of_a_running_prefetch() {
+    let l = layer();
+    let cache = tempfile::tempdir().unwrap();
+    let s = manager(&l, &l.blob, cache.path(), CacheBudget::new(None), false);
+    let total = l.ztoc.span_count();
+    // Every span but the last, as a prefetch artifact might list them: consecutive spans,
+    // which one request could carry (16 MiB cap), at 50 ms a request.
+    let prefetch = {
+        let spans = s.spans.clone();
+        tokio::spawn(async move { spans.prefetch_spans((0..total - 1).collect()).await })
+    };
+    while s.requests.lock().unwrap().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // The container starts and reads the last span, which the prefetch does not have.
+    let last = total - 1;
+    let at = span_start(&l.ztoc, last);
+    let before = s.requests.lock().unwrap().len();
+    let got = s.spans.read(at..at + 100).await.unwrap();
+    let during = s.requests.lock().unwrap().len() - before;
+    assert_eq!(got, l.tar[at as usize..at as usize + 100]);
+    prefetch.await.unwrap().unwrap();
+    assert!(s.spans.is_complete());
+    // While the read ran, the prefetch started nothing new (its own request, and at most one
+    // prefetch request that was let go just as the read began).
+    assert!(during <= 2, "{during} requests started during the read");
+    // Prefetch requests are small, so the one a read may wait for is short: at most
+    // PREFETCH_REQUEST_BYTES, or one span when a span is larger.
+    let span_bytes = |r: &Range<u64>| {
+        (0..total)
+            .filter(|&sp| {
+                let c = l.ztoc.span_compressed_range(sp).unwrap();
+                c.start >= r.start && c.end <= r.end
+            })
+            .count()
+    };
+    for r in s.requests.lock().unwrap().iter() {
+        let len = r.end - r.start;
+        assert!(
+            len <= lazyfs::spans::PREFETCH_REQUEST_BYTES || span_bytes(r) == 1,
+            "a {len} byte request of {} spans",
+            span_bytes(r)
+        );
+    }
+    assert!(s.requests.lock().unwrap().len() as u64 >= total / 2);
+}
