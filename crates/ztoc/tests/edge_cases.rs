@@ -1,31 +1,16 @@
 //! Multi-member gzip, plain tar layers, and bad input: each gives a correct result or a clear
 //! error, never wrong offsets.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use ztoc::*;
 
-fn gzip(data: &[u8], level: u32) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
+mod common;
+use common::{gzip, tar_of};
 
 fn text(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
         .map(|i| b"abcdefghij klmnop\n"[((i.wrapping_mul(seed) >> 3) % 18) as usize])
         .collect()
-}
-
-fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        b.append_data(&mut h, name, &data[..]).unwrap();
-    }
-    b.into_inner().unwrap()
 }
 
 fn opts(span: u64) -> BuildOptions {

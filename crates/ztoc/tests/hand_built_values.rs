@@ -5,6 +5,9 @@
 
 use ztoc::*;
 
+mod common;
+use common::{gzip, tar_of};
+
 fn gzip_layer() -> (Ztoc, Vec<u8>) {
     let mut x: u32 = 0x1234_5678;
     let data: Vec<u8> = (0..1_000_000)
@@ -15,15 +18,8 @@ fn gzip_layer() -> (Ztoc, Vec<u8>) {
             b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize]
         })
         .collect();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    b.append_data(&mut h, "f", &data[..]).unwrap();
-    let tar = b.into_inner().unwrap();
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut e, &tar).unwrap();
-    let blob = e.finish().unwrap();
+    // Level 6 is flate2's default level.
+    let blob = gzip(&tar_of(&[("f", data)]), 6);
     let opts = BuildOptions {
         span_size: 65536,
         ..Default::default()

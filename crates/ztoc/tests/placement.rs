@@ -2,9 +2,12 @@
 //! zTOC that reads every file back and verifies every span, and the non-uniform ones must cost
 //! a reader fewer compressed bytes where they promise to.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::ops::Range;
 use ztoc::*;
+
+mod common;
+use common::{gzip, tar_of};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -52,18 +55,9 @@ fn layer(count: usize, size: usize) -> Layer {
     let files: Vec<(String, Vec<u8>)> = (0..count)
         .map(|i| (format!("lib/f{i:04}.py"), words(size, i as u64 + 7)))
         .collect();
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in &files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        b.append_data(&mut h, name, &data[..]).unwrap();
-    }
-    let tarball = b.into_inner().unwrap();
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    e.write_all(&tarball).unwrap();
-    (files, tarball, e.finish().unwrap())
+    let tarball = tar_of(&files);
+    let gz = gzip(&tarball, 6);
+    (files, tarball, gz)
 }
 
 fn build(gz: &[u8], span_size: u64, placement: Placement) -> Ztoc {
