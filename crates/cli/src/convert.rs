@@ -116,30 +116,42 @@ fn registry_ends(
     args: &ConvertArgs,
 ) -> Result<(ImageSource, Destination, String)> {
     let src = ImageRef::parse(&args.src)?;
-    let ImageRef::Registry { registry, .. } = &src else {
+    if matches!(src, ImageRef::OciLayout { .. }) {
         bail!(
             "{} is an OCI layout; convert layouts with --standalone SRC_DIR DST_DIR",
             args.src
         );
-    };
+    }
     let repo = remote.repository(&src)?;
-    let dst = ImageRef::parse(&args.dst)?;
+    let (dest, dest_ref) = registry_destination(remote, &src, &repo, &args.dst)?;
+    let source = ImageSource::registry(repo, &crate::remote::reference_of(&src));
+    Ok((source, dest, dest_ref))
+}
+
+/// The destination of a converted image: a tag `dst` on the registry of `src` (whose
+/// repository is `repo`), and its normalized reference.
+pub(crate) fn registry_destination(
+    remote: &Remote,
+    src: &ImageRef,
+    repo: &registry::Repository,
+    dst: &str,
+) -> Result<(Destination, String)> {
+    let ImageRef::Registry { registry, .. } = src else {
+        bail!("{src} is not a registry reference");
+    };
+    let parsed = ImageRef::parse(dst)?;
     let ImageRef::Registry {
         registry: dst_registry,
         repository: dst_repo,
         tag,
         digest,
-    } = &dst
+    } = &parsed
     else {
-        bail!(
-            "destination {} must be a registry reference HOST/REPO:TAG",
-            args.dst
-        );
+        bail!("destination {dst} must be a registry reference HOST/REPO:TAG");
     };
     if digest.is_some() {
         bail!(
-            "destination {} must name a tag, not a digest: the converted image is a new image",
-            args.dst
+            "destination {dst} must name a tag, not a digest: the converted image is a new image"
         );
     }
     if dst_registry != registry {
@@ -154,6 +166,5 @@ fn registry_ends(
         tag: tag.clone().unwrap_or_else(|| "latest".to_owned()),
         mount_from: (repo.name() != dst_repo).then(|| repo.name().to_owned()),
     };
-    let source = ImageSource::registry(repo, &crate::remote::reference_of(&src));
-    Ok((source, dest, crate::normalize_ref(&args.dst)?))
+    Ok((dest, crate::normalize_ref(dst)?))
 }

@@ -6,6 +6,7 @@ mod image;
 mod index_cmd;
 mod inspect;
 mod mount;
+mod optimize;
 mod push;
 mod remote;
 mod table;
@@ -117,6 +118,18 @@ enum Command {
     /// The mount is served by a background process; `soci unmount DIR` ends it, and
     /// `soci mount --stats DIR` prints bytes fetched per layer.
     Mount(mount::MountArgs),
+    /// Learn what an image's workload reads and build an index that fits it.
+    ///
+    /// The image's layers get zTOCs with uniform checkpoints (kept in memory), the image is
+    /// mounted lazily from them, and the workload (the image's entrypoint and cmd, or CMD)
+    /// runs once, chrooted in the mount with its own /proc, until a line of its output
+    /// contains --ready-line TEXT (or it exits). The byte ranges it read then place the
+    /// checkpoints of the final index (short spans around the reads, long ones elsewhere)
+    /// and its prefetch artifacts, so a start fetches little more than it reads. The image
+    /// never changes; zTOCs stay readable by AWS's snapshotter. The index is kept locally
+    /// (for `soci push`), pushed with --push (v1), or written as a converted image with
+    /// --convert DST (v2). Nothing is published when the workload fails or never gets ready.
+    Optimize(optimize::OptimizeArgs),
     /// Unmount an image mounted with `soci mount` and stop its server.
     Unmount(mount::UnmountArgs),
     /// List a directory of an image in a registry, through its SOCI index (nothing is pulled).
@@ -155,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Image(cmd) => image::run(&cli.containerd, cmd),
         Command::Convert(args) => convert::run(&cli.root, args),
         Command::Mount(args) => mount::run(&cli.root, args),
+        Command::Optimize(args) => optimize::run(&cli.root, args),
         Command::Unmount(args) => mount::unmount(&cli.root, args),
         Command::Ls(args) => inspect::ls(&cli.root, args),
         Command::Cat(args) => inspect::cat(&cli.root, args),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// Retries of registry requests made by the mount server: a read blocked on a span fails with
 /// EIO after about ten seconds of an unreachable registry instead of hanging for a minute.
-const FETCH_RETRY: registry::retry::RetryPolicy = registry::retry::RetryPolicy {
+pub(crate) const FETCH_RETRY: registry::retry::RetryPolicy = registry::retry::RetryPolicy {
     max_attempts: 4,
     base_delay: Duration::from_millis(200),
     max_delay: Duration::from_secs(2),
@@ -199,6 +199,7 @@ fn serve(root: &Path, args: &MountArgs, image: &str, state: &StateDir) -> Result
         manifest: &resolved.manifest,
         index: &found,
         repo: &repo,
+        local: &lazyfs::layer::LocalBlobs::default(),
     };
     let mounted = mount_image(what, state, &mount_options(root, args), remote.rt.handle())?;
     if std::env::var_os(DETACHED_ENV).is_none() {
@@ -224,6 +225,7 @@ fn mount_options(root: &Path, args: &MountArgs) -> MountOptions {
             .then_some(args.background_fetch_rate),
         record_reads: args.record_reads.clone(),
         record_read_ranges: args.record_read_ranges.clone(),
+        log_reads: false,
     }
 }
 

@@ -67,6 +67,19 @@ impl PrefetchList {
         Ok(list)
     }
 
+    /// The list of what a mount's read log saw: each file with the byte ranges read of it
+    /// (as `soci mount --record-read-ranges` writes them, without the file).
+    pub fn from_read_ranges(reads: impl IntoIterator<Item = (String, Vec<(u64, u64)>)>) -> Self {
+        let mut list = PrefetchList::default();
+        for (name, ranges) in reads.into_iter().filter(|(n, _)| !n.trim().is_empty()) {
+            list.add(&PrefetchPath {
+                name,
+                ranges: Some(ranges),
+            });
+        }
+        list
+    }
+
     /// Adds one raw entry, merging it with an earlier one of the same name.
     fn add(&mut self, entry: &PrefetchPath) {
         let name = ztoc::toc::normalize_name(entry.name.trim());

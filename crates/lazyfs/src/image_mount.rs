@@ -10,6 +10,7 @@
 //! server it did not start, and `soci unmount` cleans up after a server that was killed.
 
 use crate::discover::FoundIndex;
+use crate::layer::LocalBlobs;
 use crate::overlay::{self, UpperDirs};
 use crate::readlog::ReadLog;
 use crate::serve::{
@@ -376,6 +377,9 @@ pub struct ImageToMount<'a> {
     pub index: &'a FoundIndex,
     /// The repository holding its layers, zTOCs and prefetch artifacts.
     pub repo: &'a Repository,
+    /// zTOCs and prefetch artifacts of the index held in memory instead of the repository
+    /// (an index built and not published: `soci optimize`); usually none.
+    pub local: &'a LocalBlobs,
 }
 
 /// How an image is mounted and served (the flags of `soci mount`).
@@ -399,6 +403,8 @@ pub struct MountOptions {
     /// With `record_reads`: also write the byte ranges read of each file here, a JSON object
     /// `{"/path": [[start, end], ...]}` (end exclusive).
     pub record_read_ranges: Option<PathBuf>,
+    /// Keep a read log for [`MountedImage::read_ranges`] even without `record_reads`.
+    pub log_reads: bool,
 }
 
 /// An image mounted at its directory and being served. Dropping it unmounts the overlay and
@@ -442,7 +448,7 @@ fn try_mount(
     options: &MountOptions,
     runtime: &Handle,
 ) -> Result<MountedImage> {
-    let read_log = options.record_reads.as_ref().map(|_| ReadLog::new());
+    let read_log = (options.log_reads || options.record_reads.is_some()).then(ReadLog::new);
     // Background fetches start once the mount is ready: they must not slow the prefetch.
     let gate = BackgroundGate::closed();
     let serve = serve_options(options, read_log.clone(), &gate, runtime);
@@ -543,6 +549,7 @@ fn mount_layer(
         Some(ztoc) => {
             let to_serve = LayerToServe {
                 repo: what.repo,
+                local: what.local,
                 layer,
                 ztoc,
                 prefetch: index.prefetch.iter().find(|p| &p.layer_digest == digest),
@@ -568,6 +575,21 @@ impl MountedImage {
     /// The state recorded for the mount.
     pub fn state(&self) -> &MountState {
         &self.state
+    }
+
+    /// The byte ranges of each file read so far (kernel readahead included), files in the
+    /// order of their first read; `None` for a mount without a read log.
+    pub fn read_ranges(&self) -> Option<Vec<(String, crate::readlog::Ranges)>> {
+        self.read_log.as_ref().map(|log| log.ranges())
+    }
+
+    /// Bytes fetched so far over every layer (unpacked layers count whole).
+    pub fn bytes_fetched(&self) -> u64 {
+        self.mounts
+            .layers
+            .iter()
+            .map(|l| l.stats().metrics.bytes_fetched)
+            .sum()
     }
 
     /// Writes the per-layer figures to the state directory. Best effort: they are rewritten

@@ -11,6 +11,7 @@ use oci::prefetch::PrefetchArtifact;
 use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use oci::Descriptor;
 use registry::Repository;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -46,6 +47,23 @@ pub enum LayerError {
     Spans(#[from] crate::Error),
 }
 
+/// Metadata blobs (zTOCs, prefetch artifacts) held in memory, used instead of the registry's
+/// copy: `soci optimize` serves an image from an index it built and has not published.
+#[derive(Clone, Default)]
+pub struct LocalBlobs(Arc<HashMap<oci::Digest, bytes::Bytes>>);
+
+impl LocalBlobs {
+    /// The blobs given, by digest (each is checked against its digest when used).
+    pub fn new(blobs: impl IntoIterator<Item = (oci::Digest, bytes::Bytes)>) -> Self {
+        LocalBlobs(Arc::new(blobs.into_iter().collect()))
+    }
+
+    /// The blob of `digest`, if held.
+    fn get(&self, digest: &oci::Digest) -> Option<&bytes::Bytes> {
+        self.0.get(digest)
+    }
+}
+
 /// A lazily served layer.
 pub struct RemoteLayer {
     /// The layer's descriptor from the image manifest.
@@ -57,10 +75,11 @@ pub struct RemoteLayer {
 }
 
 impl RemoteLayer {
-    /// Fetches and checks the zTOC of `layer`, builds its tree, and prepares span fetches from
-    /// `repo` with a cache under `cache_root/<zTOC hex>`.
+    /// Fetches (or takes from `local`) and checks the zTOC of `layer`, builds its tree, and
+    /// prepares span fetches from `repo` with a cache under `cache_root/<zTOC hex>`.
     pub async fn open(
         repo: &Repository,
+        local: &LocalBlobs,
         layer: &Descriptor,
         ztoc_desc: &ZtocDescriptor,
         cache_root: &Path,
@@ -76,7 +95,7 @@ impl RemoteLayer {
             message,
         };
         let bytes = fetch_metadata_blob(
-            repo,
+            (repo, local),
             &what,
             &layer_digest,
             &ztoc_desc.digest,
@@ -117,6 +136,7 @@ impl RemoteLayer {
     pub async fn prefetch(
         &self,
         repo: &Repository,
+        local: &LocalBlobs,
         artifact: &PrefetchDescriptor,
     ) -> Result<usize, LayerError> {
         let layer = self.layer.digest().to_string();
@@ -127,7 +147,7 @@ impl RemoteLayer {
             message,
         };
         let bytes = fetch_metadata_blob(
-            repo,
+            (repo, local),
             &what,
             &layer,
             &artifact.digest,
@@ -177,9 +197,10 @@ impl RemoteLayer {
 }
 
 /// Fetches a small metadata blob of a layer (a zTOC or a prefetch artifact), verified against
-/// its digest, refusing sizes over `limit` before anything is downloaded.
+/// its digest, refusing sizes over `limit` before anything is downloaded; a blob held in
+/// `local` is only verified.
 async fn fetch_metadata_blob(
-    repo: &Repository,
+    (repo, local): (&Repository, &LocalBlobs),
     what: &str,
     layer: &str,
     digest: &oci::Digest,
@@ -192,6 +213,16 @@ async fn fetch_metadata_blob(
             layer: layer.to_owned(),
             message: format!("{size} bytes is over the {limit} byte limit"),
         });
+    }
+    if let Some(bytes) = local.get(digest) {
+        if bytes.len() as u64 != size || &oci::digest::sha256(bytes) != digest {
+            return Err(LayerError::Invalid {
+                what: what.to_owned(),
+                layer: layer.to_owned(),
+                message: "the copy held in memory does not match its descriptor".into(),
+            });
+        }
+        return Ok(bytes.clone());
     }
     repo.get_blob_bytes(digest, size)
         .await

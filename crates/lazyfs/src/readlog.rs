@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Sorted, disjoint, non-touching `[start, end)` ranges of one file.
-type Ranges = Vec<(u64, u64)>;
+/// `[start, end)` byte ranges of a file, sorted and merged.
+pub type Ranges = Vec<(u64, u64)>;
 
 /// First reads of files, in order, shared by the layers of one mount.
 #[derive(Default)]

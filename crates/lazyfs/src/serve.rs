@@ -4,7 +4,7 @@
 //! [`ServedLayer`] that owns all of it: dropping the handle aborts the tasks and unmounts.
 
 use crate::fs::CacheTtls;
-use crate::layer::{LayerError, RemoteLayer};
+use crate::layer::{LayerError, LocalBlobs, RemoteLayer};
 use crate::metrics::MetricsSnapshot;
 use crate::readlog::ReadLog;
 use crate::spans::{CacheBudget, SpanConfig};
@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 pub struct LayerToServe<'a> {
     /// The repository holding the layer, its zTOC and its prefetch artifact.
     pub repo: &'a Repository,
+    /// zTOCs and prefetch artifacts used instead of the repository's (usually none).
+    pub local: &'a LocalBlobs,
     /// The layer's descriptor from the image manifest.
     pub layer: &'a Descriptor,
     /// Its zTOC, from the SOCI index.
@@ -223,6 +225,7 @@ pub fn serve_layer(
 ) -> Result<ServedLayer, ServeError> {
     let layer = options.runtime.block_on(RemoteLayer::open(
         what.repo,
+        what.local,
         what.layer,
         what.ztoc,
         &options.cache_root,
@@ -261,10 +264,11 @@ impl ServedLayer {
         options: &ServeOptions,
     ) -> Self {
         let prefetch = what.prefetch.map(|artifact| {
-            let (layer, repo, artifact) = (layer.clone(), what.repo.clone(), artifact.clone());
+            let (layer, artifact) = (layer.clone(), artifact.clone());
+            let (repo, local) = (what.repo.clone(), what.local.clone());
             options
                 .runtime
-                .spawn(async move { prefetch(&layer, &repo, &artifact).await })
+                .spawn(async move { prefetch(&layer, (&repo, &local), &artifact).await })
         });
         let background = match &options.background {
             BackgroundFetch::Off => None,
@@ -371,10 +375,10 @@ impl Drop for ServedLayer {
 /// Fetches the spans of a prefetch artifact; failures are warnings.
 async fn prefetch(
     layer: &RemoteLayer,
-    repo: &Repository,
+    (repo, local): (&Repository, &LocalBlobs),
     artifact: &PrefetchDescriptor,
 ) -> PrefetchOutcome {
-    match layer.prefetch(repo, artifact).await {
+    match layer.prefetch(repo, local, artifact).await {
         Ok(spans) => {
             tracing::info!(layer = %layer.layer.digest(), spans, "prefetched");
             PrefetchOutcome::Fetched { spans }
@@ -486,8 +490,10 @@ mod tests {
         prefetch: Option<&PrefetchDescriptor>,
         background: BackgroundFetch,
     ) -> ServedLayer {
+        let local = LocalBlobs::default();
         let what = LayerToServe {
             repo: &l.repo,
+            local: &local,
             layer: &l.layer.layer,
             ztoc: &l.ztoc,
             prefetch,

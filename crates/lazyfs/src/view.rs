@@ -316,6 +316,7 @@ impl ImageView {
                     let config = crate::spans::SpanConfig::default();
                     let rl = crate::layer::RemoteLayer::open(
                         repo,
+                        &crate::layer::LocalBlobs::default(),
                         layer,
                         z,
                         cache_root,

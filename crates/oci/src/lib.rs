@@ -8,6 +8,7 @@
 //! - [`manifest`]: image manifests and indexes, and which layers SOCI can index;
 //! - [`platform`]: platforms and containerd's matching;
 //! - [`resolve`]: from a top descriptor to the image manifests of the platforms asked for;
+//! - [`run_config`]: the process an image config describes (entrypoint, cmd, env, user);
 //! - [`layout`]: reading OCI image layouts;
 //! - [`soci_index`]: SOCI index manifests (v1, v2) and the v2 binding scan;
 //! - [`prefetch`]: prefetch artifacts;
@@ -23,6 +24,7 @@ pub mod platform;
 pub mod prefetch;
 pub mod reference;
 pub mod resolve;
+pub mod run_config;
 pub mod soci_index;
 pub mod store;
 

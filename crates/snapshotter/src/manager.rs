@@ -488,6 +488,7 @@ impl Manager {
         }
         let what = LayerToServe {
             repo: &repo,
+            local: &lazyfs::layer::LocalBlobs::default(),
             layer: &layer,
             ztoc: &ztoc,
             prefetch: prefetch.as_ref(),
