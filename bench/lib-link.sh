@@ -12,6 +12,7 @@
 #                              registry sits behind bench's delay-proxy in the namespace, which
 #                              adds RTT_MS/2 to each direction of every exchange (the TCP
 #                              handshake itself is not delayed); LINK_LOCAL bypasses it.
+#   link_set_rate RATE_MBIT    changes the cap on both ends; 0 removes it (uncapped veth)
 #   link_exec CMD...           runs CMD inside the namespace
 #   link_down                  stops the registry and deletes the namespace (and the veth pair)
 
@@ -94,6 +95,17 @@ server = "http://$LINK_REGISTRY"
 [host."http://$LINK_REGISTRY"]
   capabilities = ["pull", "resolve", "push"]
 TOML
+}
+
+link_set_rate() {
+    local rate="$1"
+    if [ "$rate" = 0 ]; then
+        tc qdisc del dev "$LINK_HOST_IF" root 2>/dev/null || true
+        link_exec tc qdisc del dev "$LINK_NS_IF" root 2>/dev/null || true
+    else
+        tc qdisc replace dev "$LINK_HOST_IF" root tbf rate "${rate}mbit" burst 1mb latency 100ms
+        link_exec tc qdisc replace dev "$LINK_NS_IF" root tbf rate "${rate}mbit" burst 1mb latency 100ms
+    fi
 }
 
 link_down() {

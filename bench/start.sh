@@ -9,9 +9,10 @@
 #   full      ctr images pull --plain-http + ctr run            (containerd's overlayfs)
 #   lazy      soci image rpull + ctr run --snapshotter soci     (soci-rs)
 #   prefetch  the same with the image whose index has a prefetch artifact
-#   optimized the same with an index whose checkpoints sit around the recorded reads
-#             (`soci convert --checkpoints reads`, spans of up to --optimized-span-size
-#             elsewhere) and whose prefetch artifact lists them
+#   optimized the same with the image `soci optimize --convert` made: one lazy run of the
+#             image's own cmd learned its reads, the index's checkpoints sit around them
+#             (spans of up to --optimized-span-size elsewhere) and its prefetch artifact
+#             lists them
 #   floor     ctr run of the image already pulled (ctr images pull before the clock starts):
 #             what a start costs with nothing to fetch
 # The clock runs from the start of the pull to the workload's ready line. Bytes are counted
@@ -19,17 +20,18 @@
 # `soci create` of each image from its local layout against `gzip -dc` of the same layers.
 # Writes bench/results/time-to-ready.{md,json,png}.
 #
-#   bench/start.sh [--rate MBIT] [--rtt MS] [--runs N] [--workloads a,b,c] [--span-size BYTES]
+#   bench/start.sh [--rate MBIT[,MBIT...]] [--rtt MS] [--runs N] [--workloads a,b,c] [--span-size BYTES]
 #                  [--optimized-span-size BYTES]  (cold spans of the optimized index, default
 #                  8 MiB: bench/span-sizes.sh's "around reads" rows fall as cold spans grow)
-#   (--rtt adds round-trip latency with a delaying proxy in front of the registry, default 0;
+#   (--rate: every timed round runs at each rate in turn, 0 meaning no cap; default 200,0;
+#   --rtt adds round-trip latency with a delaying proxy in front of the registry, default 0;
 #   --span-size is the SOCI index's span size, default 2 MiB: bench/results/span-sizes.md
 #   shows it moving the fewest bytes, or within 10% of the fewest, for every workload;
 #   `soci create`'s own default stays AWS's 4 MiB)
 #   BENCH_WORK=DIR   scratch space (default: bench/work/start); workload images are cached there
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rate=200
+rates=200,0
 rtt=0
 runs=3
 workloads="python-hello,datascience,model-header"
@@ -37,13 +39,13 @@ span_size=2097152
 optimized_span_size=8388608
 while [ $# -gt 0 ]; do
     case "$1" in
-        --rate) rate="$2"; shift 2 ;;
+        --rate) rates="$2"; shift 2 ;;
         --rtt) rtt="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --workloads) workloads="$2"; shift 2 ;;
         --span-size) span_size="$2"; shift 2 ;;
         --optimized-span-size) optimized_span_size="$2"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -72,8 +74,9 @@ cleanup() {
     link_down
 }
 trap cleanup EXIT
-link_up "$work/link" "$rate" "$rtt"
-echo "== registry at $LINK_REGISTRY behind a ${rate} Mbit/s tbf cap, ${rtt} ms added round trip (namespace $LINK_NS)" >&2
+IFS=',' read -r -a rate_list <<<"$rates"
+link_up "$work/link" 1000 "$rtt"
+echo "== registry at $LINK_REGISTRY behind a tbf cap of ${rates} Mbit/s in turn (0: none), ${rtt} ms added round trip (namespace $LINK_NS)" >&2
 rx_bytes() { cat "/sys/class/net/$LINK_HOST_IF/statistics/rx_bytes"; }
 
 results="$work/results.jsonl"
@@ -102,26 +105,18 @@ for name in "${names[@]}"; do
     # v2 image (soci convert) in the registry, built inside the namespace (no cap).
     link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:soci" >/dev/null
 
-    # Learn the read set: one lazy run with read recording, then an image whose index
-    # carries a prefetch artifact for the spans of the byte ranges read.
-    mkdir -p "$work/mnt"
-    "$soci" --root "$work/cli" mount --hosts-dir "$work/link/certs.d" --no-background-fetch \
-        --record-reads "$work/$name.reads.json" --record-read-ranges "$work/$name.ranges.json" \
-        "$LINK_REGISTRY/$name:soci" "$work/mnt" >/dev/null
-    chroot "$work/mnt" "${cmd[@]}" >"$work/$name.learn.out"
-    # --stats makes the mount server write its read list now, and prints the distinct bytes
-    # of file data read through the mount (byte ranges, not whole files).
-    read_bytes=$("$soci" --root "$work/cli" mount --stats "$work/mnt" |
-        sed -n 's/^read through the mount: \([0-9]*\) bytes.*/\1/p')
-    "$soci" --root "$work/cli" unmount "$work/mnt" >/dev/null
-    grep -qxF "$ready" "$work/$name.learn.out" || { echo "$name did not print its ready line '$ready' in a chroot:" >&2; cat "$work/$name.learn.out" >&2; exit 1; }
-    record "{\"workload\":\"$name\",\"mode\":\"readset\",\"bytes\":${read_bytes:-0},\"files\":$(python3 -c "import json;print(len(json.load(open('$work/$name.reads.json'))))")}"
+    # Learn the read set: `soci optimize` runs the image's own cmd once lazily (inside the
+    # namespace, no cap), records the byte ranges read, and writes the optimized image.
+    link_exec "$soci" --root "$work/cli" optimize --span-size "$optimized_span_size" \
+        --ready-line "$ready" --record-read-ranges "$work/$name.ranges.json" \
+        --convert "$LINK_LOCAL/$name:optimized" "$LINK_LOCAL/$name:latest" >"$work/$name.optimize.out"
+    record "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"workload":sys.argv[2],"mode":"readset","files":len(r),"bytes":sum(b-a for v in r.values() for a,b in v)}))' "$work/$name.ranges.json" "$name")"
+    # The same reads as a prefetch artifact of an index with uniform checkpoints.
     link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --prefetch-files-json "$work/$name.ranges.json" \
         "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:prefetch" >/dev/null
-    link_exec "$soci" --root "$work/cli" convert --span-size "$optimized_span_size" --checkpoints reads \
-        --prefetch-files-json "$work/$name.ranges.json" \
-        "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:optimized" >/dev/null
 
+  for rate in "${rate_list[@]}"; do
+    link_set_rate "$rate"
     for r in $(seq "$runs"); do
         modes=(full lazy prefetch optimized floor)
         # Rotate the order so no mode always runs first (or right after another's writeback).
@@ -170,55 +165,67 @@ PY
             secs=${out% *}
             bytes=$(( ${out#* } - before ))
             stop_soci_containerd "$work/env"
-            record "{\"workload\":\"$name\",\"mode\":\"$mode\",\"run\":$r,\"seconds\":$secs,\"bytes\":$bytes}"
-            printf '%s %s run %s: %.2f s, %.1f MB over the link\n' "$name" "$mode" "$r" "$secs" "$(python3 -c "print($bytes/1e6)")" >&2
+            record "{\"workload\":\"$name\",\"mode\":\"$mode\",\"rate\":$rate,\"run\":$r,\"seconds\":$secs,\"bytes\":$bytes}"
+            printf '%s at %s Mbit/s %s run %s: %.2f s, %.1f MB over the link\n' "$name" "$rate" "$mode" "$r" "$secs" "$(python3 -c "print($bytes/1e6)")" >&2
         done
     done
+  done
 done
 
-/usr/bin/python3 - "$results" "$rate" "$runs" "$span_size" "$rtt" "$optimized_span_size" <<'PY'
+/usr/bin/python3 - "$results" "$rates" "$runs" "$span_size" "$rtt" "$optimized_span_size" <<'PY'
 import json, platform, statistics, subprocess, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
-rate, runs, span, rtt = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+rates_arg, runs, span, rtt = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+rates = [int(x) for x in rates_arg.split(",")]
 cold = int(sys.argv[6])
 names = list(dict.fromkeys(r["workload"] for r in rows))
 modes = ["full", "lazy", "prefetch", "optimized", "floor"]
 labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch",
-          "optimized": "soci-rs optimized (checkpoints around reads + prefetch)",
+          "optimized": "soci-rs optimized (`soci optimize`)",
           "floor": "run of the pulled image (floor)"}
+link = lambda r: "uncapped" if r == 0 else f"{r} Mbit/s"
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                      capture_output=True, text=True).stdout.strip()
-out = [f"# Time to ready over a {rate} Mbit/s link\n",
-       f"`bench/start.sh --rate {rate} --rtt {rtt} --runs {runs} --span-size {span} --optimized-span-size {cold}`; "
-       f"SOCI indexes with {span / 1048576:g} MiB spans (optimized: around the reads, up to {cold / 1048576:g} MiB "
-       f"elsewhere); {runs} runs per mode, rotating order, each "
+out = [f"# Time to ready over a {', then '.join(link(r) for r in rates)} link\n",
+       f"`bench/start.sh --rate {rates_arg} --rtt {rtt} --runs {runs} --span-size {span} --optimized-span-size {cold}`; "
+       f"SOCI indexes with {span / 1048576:g} MiB spans (optimized: `soci optimize`, around the reads, up to {cold / 1048576:g} MiB "
+       f"elsewhere); {runs} runs per mode and link, rotating order, each "
        f"from nothing local. Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
-       f"kernel {platform.release()}. Link: veth pair into a network namespace, `tbf` {rate} Mbit/s "
-       f"each way, {'no added latency' if rtt == 0 else f'{rtt} ms added round trip (delay-proxy)'}. "
+       f"kernel {platform.release()}. Link: veth pair into a network namespace, `tbf` at each rate each way "
+       f"(none when uncapped), {'no added latency' if rtt == 0 else f'{rtt} ms added round trip (delay-proxy)'}. "
        "containerd 1.6 + runc; registry: Debian's docker-registry 2.8.\n",
-       "| workload | mode | time to ready, median (min–max) | vs full | bytes over the link before ready (median) |",
-       "|---|---|---|---|---|"]
+       "| workload | link | mode | time to ready, median (min–max) | vs full | vs floor | bytes over the link before ready (median) |",
+       "|---|---|---|---|---|---|---|"]
 medians = {}
 for n in names:
-    for m in modes:
-        xs = [r["seconds"] for r in rows if r["workload"] == n and r["mode"] == m]
-        bs = [r["bytes"] for r in rows if r["workload"] == n and r["mode"] == m]
-        if not xs:
-            continue
-        medians[(n, m)] = statistics.median(xs)
-        ratio = medians[(n, m)] / medians[(n, "full")] if (n, "full") in medians else float("nan")
-        out.append(f"| {n} | {labels[m]} | {statistics.median(xs):.2f} s ({min(xs):.2f}–{max(xs):.2f}) "
-                   f"| {ratio:.2f}× | {statistics.median(bs) / 1e6:.1f} MB |")
+    for rate in rates:
+        for m in modes:
+            sel = [r for r in rows if r["workload"] == n and r["mode"] == m and r.get("rate") == rate]
+            xs = [r["seconds"] for r in sel]
+            bs = [r["bytes"] for r in sel]
+            if not xs:
+                continue
+            med = statistics.median(xs)
+            medians[(n, rate, m)] = med
+            full = medians.get((n, rate, "full"))
+            floor_ = None
+            fl = [r["seconds"] for r in rows if r["workload"] == n and r["mode"] == "floor" and r.get("rate") == rate]
+            if fl:
+                floor_ = statistics.median(fl)
+            out.append(f"| {n} | {link(rate)} | {labels[m]} | {med:.2f} s ({min(xs):.2f}–{max(xs):.2f}) "
+                       f"| {med / full if full else float('nan'):.2f}× | {med / floor_ if floor_ else float('nan'):.1f}× "
+                       f"| {statistics.median(bs) / 1e6:.1f} MB |")
 out.append("\n| workload | files read at start | bytes of them read (distinct ranges) | lazy bytes / read bytes | `soci create` (local layout) | `gzip -dc` of the same layers |")
 out.append("|---|---|---|---|---|---|")
 for n in names:
     rs = [r for r in rows if r["workload"] == n and r["mode"] == "readset"]
     ix = [r for r in rows if r["workload"] == n and r["mode"] == "index"]
-    lazy_b = statistics.median([r["bytes"] for r in rows if r["workload"] == n and r["mode"] == "lazy"] or [0])
+    lazy_b = statistics.median([r["bytes"] for r in rows if r["workload"] == n and r["mode"] == "lazy"
+                                and r.get("rate") == rates[0]] or [0])
     if rs and ix:
         rb = rs[0]["bytes"]
         out.append(f"| {n} | {rs[0]['files']} | {rb / 1e6:.1f} MB | {lazy_b / rb if rb else float('nan'):.2f}× "
@@ -228,17 +235,18 @@ open("bench/results/time-to-ready.md", "w").write(text)
 json.dump(rows, open("bench/results/time-to-ready.json", "w"), indent=1)
 print(text)
 
-fig, ax = plt.subplots(figsize=(8, 4.5))
+fig, axes = plt.subplots(1, len(rates), figsize=(8 * len(rates), 4.5), squeeze=False)
 width = 0.16
-for i, m in enumerate(modes):
-    xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(names))]
-    ys = [medians.get((n, m), 0) for n in names]
-    bars = ax.bar(xs, ys, width, label=labels[m])
-    ax.bar_label(bars, fmt="%.1f s", fontsize=8)
-ax.set_xticks(range(len(names)), names)
-ax.set_ylabel("seconds from pull start to ready (median)")
-ax.set_title(f"Time to ready over a {rate} Mbit/s link (containerd 1.6)")
-ax.legend()
+for ax, rate in zip(axes[0], rates):
+    for i, m in enumerate(modes):
+        xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(names))]
+        ys = [medians.get((n, rate, m), 0) for n in names]
+        bars = ax.bar(xs, ys, width, label=labels[m])
+        ax.bar_label(bars, fmt="%.1f s", fontsize=7)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("seconds from pull start to ready (median)")
+    ax.set_title(f"Time to ready, {link(rate)} (containerd 1.6)")
+axes[0][0].legend(fontsize=8)
 fig.tight_layout()
 fig.savefig("bench/results/time-to-ready.png", dpi=120)
 print("wrote bench/results/time-to-ready.md, .json and .png")

@@ -9,11 +9,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Output kept of a workload for error messages (its last bytes).
 const OUTPUT_TAIL: usize = 16 << 10;
+
+/// How long the output is still read after the workload was stopped.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -230,25 +233,36 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The output of both streams, line by line as it comes, and its tail once they close.
+/// The tails of both output streams, kept as they are read.
 struct OutputTail {
-    readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
+    tails: Vec<Arc<Mutex<Vec<u8>>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl OutputTail {
+    /// The output so far, once both streams closed, or after [`OUTPUT_GRACE`] when something
+    /// the workload started still holds them open (it is not waited for).
     fn join(self) -> String {
+        let deadline = Instant::now() + OUTPUT_GRACE;
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut text = String::new();
-        for reader in self.readers {
-            let bytes = reader.join().unwrap_or_default();
+        for tail in &self.tails {
+            let bytes = tail.lock().unwrap_or_else(|p| p.into_inner());
             text.push_str(&String::from_utf8_lossy(&bytes));
         }
         text
     }
 }
 
+/// Reads both streams on threads of their own: each line goes to the receiver.
 fn watch_output(child: &mut Child) -> (mpsc::Receiver<String>, OutputTail) {
     let (tx, rx) = mpsc::channel();
-    let mut readers = Vec::new();
+    let mut out = OutputTail {
+        tails: Vec::new(),
+        readers: Vec::new(),
+    };
     let streams: [Option<Box<dyn Read + Send>>; 2] = [
         child
             .stdout
@@ -260,29 +274,31 @@ fn watch_output(child: &mut Child) -> (mpsc::Receiver<String>, OutputTail) {
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ];
     for stream in streams.into_iter().flatten() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || read_lines(stream, &tx)));
+        let (tx, tail) = (tx.clone(), Arc::new(Mutex::new(Vec::new())));
+        out.tails.push(tail.clone());
+        out.readers
+            .push(std::thread::spawn(move || read_lines(stream, &tx, &tail)));
     }
-    (rx, OutputTail { readers })
+    (rx, out)
 }
 
-/// Sends each line on; returns the last [`OUTPUT_TAIL`] bytes.
-fn read_lines(stream: Box<dyn Read + Send>, tx: &mpsc::Sender<String>) -> Vec<u8> {
+/// Sends each line on, keeping the last [`OUTPUT_TAIL`] bytes in `tail`.
+fn read_lines(stream: Box<dyn Read + Send>, tx: &mpsc::Sender<String>, tail: &Mutex<Vec<u8>>) {
     let mut reader = BufReader::new(stream);
-    let mut tail: Vec<u8> = Vec::new();
     let mut line = Vec::new();
     while let Ok(n) = reader.read_until(b'\n', &mut line) {
         if n == 0 {
             break;
         }
-        tail.extend_from_slice(&line);
-        if tail.len() > OUTPUT_TAIL {
-            tail.drain(..tail.len() - OUTPUT_TAIL);
+        {
+            let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+            tail.extend_from_slice(&line);
+            let excess = tail.len().saturating_sub(OUTPUT_TAIL);
+            tail.drain(..excess);
         }
         let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
         line.clear();
     }
-    tail
 }
 
 /// The program's path inside the image (absolute), found in the image's `PATH`.
@@ -572,5 +588,22 @@ mod tests {
             }
             other => panic!("expected a timeout, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_process_left_holding_the_output_does_not_hold_up_the_run() {
+        let root = busybox_root();
+        // A daemon in a session of its own escapes the kill and keeps stdout open.
+        let script = "/bin/busybox setsid /bin/busybox sleep 40 & echo ready";
+        let started = Instant::now();
+        let done = run_in(
+            root.path(),
+            &sh(script, Some("ready"), Duration::from_secs(20)),
+        );
+        assert!(done.expect("ready").ready);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited for the daemon"
+        );
     }
 }
