@@ -11,8 +11,9 @@ use indexer::{ImageSource, Settings};
 use oci::layout::PlatformSelection;
 use oci::platform::Platform;
 use oci::reference::ImageRef;
-use optimize::{Optimized, Publication, Published, Request};
+use optimize::{Interrupt, Optimized, Publication, Published, Request};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Cold spans of an optimized index: long, since only misses and background fetches read
@@ -94,6 +95,8 @@ pub fn run(root: &Path, args: OptimizeArgs) -> Result<()> {
     let source = ImageSource::registry(repo.clone(), &crate::remote::reference_of(&reference));
     let opened = remote.rt.block_on(source.open(&settings.platforms))?;
     let local = LocalStore::open(root)?;
+    let interrupt = Arc::new(Interrupt::default());
+    remote.rt.spawn(stop_on_signal(interrupt.clone()));
     let request = Request {
         image_ref: &image_ref,
         repo: &repo,
@@ -105,6 +108,7 @@ pub fn run(root: &Path, args: OptimizeArgs) -> Result<()> {
         args: args.args.clone(),
         ready_line: args.ready_line.clone(),
         timeout: Duration::from_secs(args.timeout),
+        interrupt,
         publication,
         progress: Bars::shared(),
     };
@@ -116,6 +120,29 @@ pub fn run(root: &Path, args: OptimizeArgs) -> Result<()> {
     }
     print_result(&optimized, &image_ref);
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM: the workload is stopped and its mount cleaned up (the run then fails
+/// with nothing published); with nothing mounted, the process exits at once, as by default.
+async fn stop_on_signal(interrupt: Arc<Interrupt>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if !interrupt.request() {
+            eprintln!("interrupted; nothing was published");
+            std::process::exit(130);
+        }
+        eprintln!("interrupted: stopping the workload and unmounting");
+    }
 }
 
 /// The learned ranges as `soci mount --record-read-ranges` writes them.

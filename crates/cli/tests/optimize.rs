@@ -148,6 +148,45 @@ fn optimize_publishes_nothing_when_the_workload_fails_or_never_gets_ready() {
     assert!(err.contains("after 3 s"), "{err}");
     assert!(err.contains("waiting"), "{err}");
 
+    // Ctrl-C while the workload runs: it is stopped, the mount cleaned up, nothing published.
+    let run = Command::new(env!("CARGO_BIN_EXE_soci"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "optimize",
+            "--push",
+            "--ready-line",
+            "ready!",
+            &image,
+            "--",
+            "python3",
+            "-c",
+        ])
+        .arg("import time; print('waiting', flush=True); time.sleep(120)")
+        .env("DOCKER_CONFIG", root.join("no-docker-config"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(root.join("optimize").to_str().unwrap())
+    };
+    for _ in 0..600 {
+        if mounted() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(mounted(), "the learning mount never appeared");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    testutil::run_ok(Command::new("kill").args(["-INT", &run.id().to_string()]));
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!mounted(), "the learning mount is left: {err}");
+
     let err = fails(soci(&root, &["optimize", &image, "--", "no-such-program"]));
     assert!(err.contains("no-such-program is not in the image"), "{err}");
 

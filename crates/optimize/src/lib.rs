@@ -30,6 +30,7 @@ use oci::soci_index::IndexVersion;
 use oci::Digest;
 use registry::Repository;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -116,10 +117,30 @@ pub struct Request<'a> {
     pub ready_line: Option<String>,
     /// Longest wait for the workload.
     pub timeout: Duration,
+    /// Ctrl-C and SIGTERM: what the caller's signal handler tells [`optimize`].
+    pub interrupt: Arc<Interrupt>,
     /// Where the index goes.
     pub publication: Publication,
     /// Progress of the zTOC builds.
     pub progress: Arc<dyn Progress>,
+}
+
+/// Interruption of a run: while the image is mounted for the workload, a request stops the
+/// workload and the mount is cleaned up before [`optimize`] fails; at other times nothing is
+/// mounted and the caller may simply exit.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    requested: Arc<AtomicBool>,
+    mounted: AtomicBool,
+}
+
+impl Interrupt {
+    /// Asks the run to stop. True when it will stop by itself (the workload is running or
+    /// being mounted, and its mount must be cleaned up); false when the caller should exit.
+    pub fn request(&self) -> bool {
+        self.requested.store(true, Ordering::SeqCst);
+        self.mounted.load(Ordering::SeqCst)
+    }
 }
 
 /// What one lazy run of the workload read.
@@ -217,6 +238,7 @@ pub fn learn(req: &Request<'_>, runtime: &Handle) -> Result<Learned> {
         user: run.user.clone(),
         ready_line: req.ready_line.clone(),
         timeout: req.timeout,
+        interrupted: req.interrupt.requested.clone(),
     };
     run_mounted(req, what, &workload, runtime)
 }
@@ -241,6 +263,21 @@ fn run_mounted(
         source,
     })?;
     let state = StateDir::for_mount(&req.data_root, &dir);
+    req.interrupt.mounted.store(true, Ordering::SeqCst);
+    let learned = mount_and_run(req, what, workload, runtime, &dir, &state);
+    req.interrupt.mounted.store(false, Ordering::SeqCst);
+    learned
+}
+
+/// The mount at `dir` (state in `state`), the run, the unmount.
+fn mount_and_run(
+    req: &Request<'_>,
+    what: ImageToMount<'_>,
+    workload: &Workload,
+    runtime: &Handle,
+    dir: &std::path::Path,
+    state: &StateDir,
+) -> Result<Learned> {
     let options = MountOptions {
         writable: true,
         cache_root: req.data_root.join("cache"),
@@ -252,14 +289,14 @@ fn run_mounted(
         record_read_ranges: None,
         log_reads: true,
     };
-    let mounted = mount_image(what, &state, &options, runtime)?;
+    let mounted = mount_image(what, state, &options, runtime)?;
     tracing::info!(command = ?workload.argv, "running the workload in the lazy mount");
-    let finished = workload::run_in(&dir, workload);
+    let finished = workload::run_in(dir, workload);
     let reads = mounted.read_ranges().unwrap_or_default();
     let bytes_fetched = mounted.bytes_fetched();
     let unmounted = mounted.unmount();
     let _ = state.remove();
-    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(dir);
     let finished = finished?;
     unmounted?;
     Ok(Learned {

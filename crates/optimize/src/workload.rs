@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ pub struct Workload {
     pub ready_line: Option<String>,
     /// Longest wait for it to be done.
     pub timeout: Duration,
+    /// Set (by a signal handler) to stop the workload now; the run then fails.
+    pub interrupted: Arc<AtomicBool>,
 }
 
 /// How a run ended well.
@@ -85,6 +88,9 @@ pub enum WorkloadError {
         /// The end of its output.
         output: String,
     },
+    /// It was stopped because we were asked to stop.
+    #[error("interrupted: the workload was stopped")]
+    Interrupted,
     /// It did not get ready in time (it was killed).
     #[error("the workload was not {} after {seconds} s and was stopped; its output:\n{output}", done_word(ready_line.as_deref()))]
     Timeout {
@@ -144,6 +150,7 @@ pub fn run_in(root: &Path, w: &Workload) -> Result<Finished, WorkloadError> {
 enum BadEnd {
     Exited(ExitStatus),
     TimedOut,
+    Interrupted,
 }
 
 impl BadEnd {
@@ -155,6 +162,7 @@ impl BadEnd {
                 ready_line,
                 output,
             },
+            BadEnd::Interrupted => WorkloadError::Interrupted,
             BadEnd::TimedOut => WorkloadError::Timeout {
                 seconds: w.timeout.as_secs(),
                 ready_line,
@@ -183,6 +191,9 @@ fn wait_done(
     let deadline = started + w.timeout;
     loop {
         let now = Instant::now();
+        if w.interrupted.load(Ordering::SeqCst) {
+            return Err(BadEnd::Interrupted);
+        }
         if now >= deadline {
             return Err(BadEnd::TimedOut);
         }
@@ -528,6 +539,7 @@ mod tests {
             user: String::new(),
             ready_line: ready_line.map(str::to_owned),
             timeout,
+            interrupted: Arc::default(),
         }
     }
 
@@ -604,6 +616,32 @@ mod tests {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "waited for the daemon"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_workload_is_stopped() {
+        let root = busybox_root();
+        let w = sh(
+            "echo started; sleep 60",
+            Some("ready"),
+            Duration::from_secs(30),
+        );
+        let flag = w.interrupted.clone();
+        let raise = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let result = run_in(root.path(), &w);
+        raise.join().expect("thread");
+        assert!(
+            matches!(result, Err(WorkloadError::Interrupted)),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "it ran on to the timeout"
         );
     }
 }
