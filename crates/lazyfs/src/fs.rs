@@ -270,9 +270,10 @@ impl Filesystem for LayerFs {
             return reply.error(Errno::EIO);
         };
         let range = node.data_offset + offset..node.data_offset + end;
+        let file = node.data_offset..node.data_offset + node.size;
         let mut reply = Some(reply);
         let result = READ_BUFFER.with_borrow_mut(|buf| {
-            spans.with_bytes(&self.runtime, range, buf, |bytes| {
+            spans.with_bytes(&self.runtime, range, file, buf, |bytes| {
                 if let Some(r) = reply.take() {
                     r.data(bytes);
                 }

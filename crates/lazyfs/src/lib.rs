@@ -39,5 +39,5 @@ pub use fs::{CacheTtls, LayerFs, MountConfig};
 pub use fuser::BackgroundSession;
 pub use metrics::{prometheus_text, LayerMetrics, MetricsSnapshot};
 pub use source::{Fetched, FileSource, RegistrySource, SpanSource};
-pub use spans::{CacheBudget, DemandActivity, SpanConfig, SpanManager};
+pub use spans::{CacheBudget, DemandActivity, SpanConfig, SpanManager, WHOLE_FILE_BYTES};
 pub use tree::Tree;

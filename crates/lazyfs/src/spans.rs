@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
-use ztoc::{CompressionAlgorithm, SpanId, Ztoc};
+use ztoc::{SpanId, Ztoc};
 
 /// Error shared by every reader waiting on the same fetch.
 pub type SharedError = Arc<Error>;
@@ -33,6 +33,11 @@ const OPEN_SPAN_FILES: usize = 8;
 /// Compressed bytes per prefetch request: small enough that an on-demand read arriving while
 /// one is in flight waits a few tens of milliseconds at 200 Mbit/s, not a whole run.
 pub const PREFETCH_REQUEST_BYTES: u64 = 2 << 20;
+
+/// Default [`SpanConfig::whole_file_bytes`]: Python modules, shared objects of libraries and
+/// configuration files are mostly below it and read whole once opened, while a large file
+/// (a model, an archive) is read only where the process looks.
+pub const WHOLE_FILE_BYTES: u64 = 1 << 20;
 
 /// Name of the whole blob kept when a registry ignores Range requests.
 const WHOLE_BLOB: &str = "blob";
@@ -49,6 +54,9 @@ pub struct SpanConfig {
     /// The background fetcher starts a request only after this long without on-demand reads
     /// in any layer sharing `activity`.
     pub background_silence: Duration,
+    /// A read of a file at most this large (uncompressed) fetches the file's other missing
+    /// spans too, in the same requests: its next reads find them local.
+    pub whole_file_bytes: u64,
 }
 
 impl Default for SpanConfig {
@@ -58,6 +66,7 @@ impl Default for SpanConfig {
             max_request_bytes: 16 << 20,
             activity: Arc::new(DemandActivity::default()),
             background_silence: Duration::from_secs(1),
+            whole_file_bytes: WHOLE_FILE_BYTES,
         }
     }
 }
@@ -120,12 +129,82 @@ impl Drop for ActivityGuard<'_> {
     }
 }
 
-type FetchOutcome = Option<std::result::Result<(), SharedError>>;
+/// Inflated bytes of a span from its first byte, in the pieces inflate produced them.
+#[derive(Clone, Default)]
+struct Inflated {
+    chunks: Vec<Bytes>,
+    len: u64,
+}
+
+impl Inflated {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len() as u64;
+        self.chunks.push(chunk);
+    }
+
+    /// Copies the bytes at `from` (span offset) into all of `dest`; false when they are not
+    /// all here.
+    fn copy_to(&self, from: u64, dest: &mut [u8]) -> bool {
+        if from.saturating_add(dest.len() as u64) > self.len {
+            return false;
+        }
+        let (mut at, mut done) = (0u64, 0usize);
+        for chunk in &self.chunks {
+            let end = at + chunk.len() as u64;
+            let want = from + done as u64;
+            if done < dest.len() && want < end {
+                let a = (want - at) as usize;
+                let n = (chunk.len() - a).min(dest.len() - done);
+                dest[done..done + n].copy_from_slice(&chunk[a..a + n]);
+                done += n;
+            }
+            at = end;
+        }
+        done == dest.len()
+    }
+
+    /// Bytes `a..b` (span offsets) when they lie inside one piece: no copy needed.
+    fn slice(&self, a: u64, b: u64) -> Option<&[u8]> {
+        let mut at = 0u64;
+        for chunk in &self.chunks {
+            let end = at + chunk.len() as u64;
+            if a >= at && b <= end {
+                return chunk.get((a - at) as usize..(b - at) as usize);
+            }
+            at = end;
+        }
+        None
+    }
+}
+
+/// What a span's readers see of its fetch: the bytes inflated so far (verified before any
+/// was inflated), and once it ends, whether it worked. A reader is answered as soon as the
+/// bytes it asked for are inflated, while the rest of the span still inflates; and the bytes
+/// come with the news, so it is answered even if the span leaves memory (its cache write
+/// failed, or it was evicted) before it looks.
+#[derive(Clone, Default)]
+struct Progress {
+    inflated: Inflated,
+    outcome: Option<std::result::Result<(), SharedError>>,
+}
+
+/// Spans a read waited for, with the bytes their fetches delivered.
+type Delivered = Vec<(SpanId, Arc<Inflated>)>;
+
+/// Pieces a span is inflated and handed to its readers in (a kernel read is 128 KiB).
+const INFLATE_PIECE: usize = 128 << 10;
 
 enum SpanState {
     Missing,
     /// A fetch is running; its outcome will be published here.
-    Fetching(watch::Receiver<FetchOutcome>),
+    Fetching(watch::Receiver<Progress>),
+    /// Verified and inflated, served from memory while its cache file is written: a reader
+    /// never waits for the disk. `pins` and `last_used` as for `Cached`, which it becomes.
+    Fresh {
+        data: Arc<Inflated>,
+        last_used: u64,
+        pins: u32,
+    },
     /// On disk. `pins` counts reads copying from it right now (eviction skips it);
     /// `last_used` orders eviction.
     Cached {
@@ -139,8 +218,9 @@ impl SpanState {
         SpanState::Cached { last_used, pins: 0 }
     }
 
-    fn is_cached(&self) -> bool {
-        matches!(self, SpanState::Cached { .. })
+    /// True when a read can be answered without a fetch (from memory or from disk).
+    fn is_available(&self) -> bool {
+        matches!(self, SpanState::Fresh { .. } | SpanState::Cached { .. })
     }
 }
 
@@ -245,6 +325,9 @@ struct Inner {
     open_files: Mutex<VecDeque<(SpanId, Arc<SpanFile>)>>,
     metrics: Arc<LayerMetrics>,
     budget: Arc<CacheBudget>,
+    /// Spans served from memory whose cache file is still being written.
+    writes_pending: AtomicUsize,
+    writes_done: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -252,20 +335,103 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Spans pinned against eviction while a read copies from them.
+/// Spans pinned against eviction while a read copies from them, with the in-memory bytes of
+/// those still being written to the cache.
 struct Pins<'a> {
     inner: &'a Inner,
     first: SpanId,
-    last: SpanId,
+    /// Per span from `first`: its bytes when they are in memory (`None`: on disk).
+    memory: Vec<Option<Arc<Inflated>>>,
+    /// Per span from `first`: whether its state's pin count was raised (and is lowered on
+    /// drop); a span read only from delivered bytes holds no pin.
+    pinned: Vec<bool>,
+}
+
+impl Pins<'_> {
+    /// The last span pinned.
+    fn last(&self) -> SpanId {
+        self.first + (self.memory.len() as u64).saturating_sub(1)
+    }
+
+    /// The in-memory bytes of `span`, if it was not on disk yet when pinned.
+    fn memory(&self, span: SpanId) -> Option<&Arc<Inflated>> {
+        let i = span.checked_sub(self.first)? as usize;
+        self.memory.get(i).and_then(Option::as_ref)
+    }
 }
 
 impl Drop for Pins<'_> {
     fn drop(&mut self) {
         let mut states = lock(&self.inner.states);
-        for s in self.first..=self.last {
-            if let Some(SpanState::Cached { pins, .. }) = states.get_mut(s as usize) {
+        for (s, pinned) in (self.first..).zip(&self.pinned) {
+            if !pinned {
+                continue;
+            }
+            if let Some(SpanState::Cached { pins, .. } | SpanState::Fresh { pins, .. }) =
+                states.get_mut(s as usize)
+            {
                 *pins = pins.saturating_sub(1);
             }
+        }
+    }
+}
+
+/// The fetch of one span, owned by whoever is producing it: hands inflated pieces to the
+/// waiting readers and publishes the outcome exactly once. Dropped unpublished (a task that
+/// panicked or was cancelled), it marks the span missing again and tells the waiters, so no
+/// reader waits forever.
+struct SpanFetch {
+    inner: Arc<Inner>,
+    span: SpanId,
+    tx: Option<watch::Sender<Progress>>,
+}
+
+impl SpanFetch {
+    /// Hands the next inflated piece of the span to its readers.
+    fn piece(&self, chunk: Bytes) {
+        if let Some(tx) = &self.tx {
+            tx.send_modify(|p| p.inflated.push(chunk));
+        }
+    }
+
+    /// Ends the fetch: on success the span becomes `Fresh` from the pieces handed over (and
+    /// they are returned, to be written to the cache), on error missing again; either way
+    /// its readers are woken.
+    fn publish(mut self, outcome: std::result::Result<(), SharedError>) -> Option<Arc<Inflated>> {
+        let tx = self.tx.take()?;
+        let data = outcome
+            .is_ok()
+            .then(|| Arc::new(tx.borrow().inflated.clone()));
+        {
+            let mut states = lock(&self.inner.states);
+            if let Some(slot) = states.get_mut(self.span as usize) {
+                *slot = match &data {
+                    Some(data) => SpanState::Fresh {
+                        data: data.clone(),
+                        last_used: self.inner.budget.tick(),
+                        pins: 0,
+                    },
+                    None => SpanState::Missing,
+                };
+            }
+        }
+        tx.send_modify(|p| p.outcome = Some(outcome));
+        data
+    }
+}
+
+impl Drop for SpanFetch {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let abandoned = Error::Abandoned {
+                layer: self.inner.layer.clone(),
+                first: self.span,
+                last: self.span,
+            };
+            if let Some(slot) = lock(&self.inner.states).get_mut(self.span as usize) {
+                *slot = SpanState::Missing;
+            }
+            tx.send_modify(|p| p.outcome = Some(Err(Arc::new(abandoned))));
         }
     }
 }
@@ -339,6 +505,8 @@ impl SpanManager {
             open_files: Mutex::new(VecDeque::new()),
             metrics,
             budget: budget.clone(),
+            writes_pending: AtomicUsize::new(0),
+            writes_done: tokio::sync::Notify::new(),
         });
         lock(&budget.layers).push(Arc::downgrade(&inner));
         budget.add(found_bytes);
@@ -363,7 +531,7 @@ impl SpanManager {
     /// Number of spans in the layer, and how many are on local disk.
     pub fn progress(&self) -> (u64, u64) {
         let states = lock(&self.inner.states);
-        let cached = states.iter().filter(|s| s.is_cached()).count();
+        let cached = states.iter().filter(|s| s.is_available()).count();
         (states.len() as u64, cached as u64)
     }
 
@@ -376,17 +544,40 @@ impl SpanManager {
     /// Reads uncompressed bytes `range` of the layer (clipped to its size), fetching what is
     /// missing. Meant for async callers; FUSE threads use [`SpanManager::read_blocking`].
     pub async fn read(&self, range: Range<u64>) -> std::result::Result<Vec<u8>, SharedError> {
+        self.read_claiming(range.clone(), range).await
+    }
+
+    /// Like [`SpanManager::read`] for a read of a file whose data is `file` (uncompressed
+    /// offsets of the layer): when the file is at most [`SpanConfig::whole_file_bytes`], its
+    /// missing spans are fetched along with the read's, in the same requests, so its later
+    /// reads do not wait on the network. The read is answered as soon as its own spans are in.
+    pub async fn read_file_range(
+        &self,
+        range: Range<u64>,
+        file: Range<u64>,
+    ) -> std::result::Result<Vec<u8>, SharedError> {
+        self.read_claiming(range, file).await
+    }
+
+    async fn read_claiming(
+        &self,
+        range: Range<u64>,
+        file: Range<u64>,
+    ) -> std::result::Result<Vec<u8>, SharedError> {
         let Some((range, first, last)) = self.clip(range)? else {
             return Ok(Vec::new());
         };
+        let claim = self.claim_for(first, last, file)?;
         let _demand = self.inner.config.activity.begin();
         let mut hit = true;
         // Eviction may remove a span between the fetch and the copy; fetch it again then.
         for _ in 0..3 {
-            hit &= self.ensure(first, last).await?;
-            if let Some(_pins) = self.pin(first, last) {
+            let (was_local, delivered) =
+                self.ensure_claiming(first, last, range.end, claim).await?;
+            hit &= was_local;
+            if let Some(pins) = self.pin(first, last, &delivered) {
                 self.inner.metrics.record_span_read(hit);
-                return self.copy_out(range, first, last).map_err(Arc::new);
+                return self.copy_out(range, &pins).map_err(Arc::new);
             }
         }
         Err(Arc::new(Error::Abandoned {
@@ -396,25 +587,79 @@ impl SpanManager {
         }))
     }
 
-    /// Pins spans `first..=last` if all are cached: eviction leaves them alone until the
-    /// returned guard is dropped.
-    fn pin(&self, first: SpanId, last: SpanId) -> Option<Pins<'_>> {
+    /// Pins spans `first..=last` if each is available or was `delivered` to this read:
+    /// eviction leaves them alone until the returned guard is dropped.
+    fn pin(&self, first: SpanId, last: SpanId, delivered: &Delivered) -> Option<Pins<'_>> {
+        let given = |s: SpanId| delivered.iter().find(|(d, _)| *d == s).map(|(_, b)| b);
         let mut states = lock(&self.inner.states);
-        if !(first..=last).all(|s| states.get(s as usize).is_some_and(SpanState::is_cached)) {
+        let usable = |s: SpanId| {
+            given(s).is_some() || states.get(s as usize).is_some_and(SpanState::is_available)
+        };
+        if !(first..=last).all(usable) {
             return None;
         }
         let now = self.inner.budget.tick();
+        let mut memory = Vec::with_capacity((last - first + 1) as usize);
+        let mut pinned = Vec::with_capacity((last - first + 1) as usize);
         for s in first..=last {
-            if let Some(SpanState::Cached { last_used, pins }) = states.get_mut(s as usize) {
-                *last_used = now;
-                *pins += 1;
-            }
+            let (bytes, pin) = match states.get_mut(s as usize) {
+                Some(SpanState::Cached { last_used, pins }) => {
+                    *last_used = now;
+                    *pins += 1;
+                    (None, true)
+                }
+                Some(SpanState::Fresh {
+                    data,
+                    last_used,
+                    pins,
+                }) => {
+                    *last_used = now;
+                    *pins += 1;
+                    (Some(data.clone()), true)
+                }
+                _ => (None, false),
+            };
+            // Bytes delivered to this read are used before any copy on disk.
+            memory.push(given(s).cloned().or(bytes));
+            pinned.push(pin);
         }
         Some(Pins {
             inner: &self.inner,
             first,
-            last,
+            memory,
+            pinned,
         })
+    }
+
+    /// The spans whose missing ones a read of spans `first..=last` of a file with data
+    /// `file` fetches: the whole file's when it is small, else just the read's.
+    fn claim_for(
+        &self,
+        first: SpanId,
+        last: SpanId,
+        file: Range<u64>,
+    ) -> std::result::Result<(SpanId, SpanId), SharedError> {
+        if file.end.saturating_sub(file.start) > self.inner.config.whole_file_bytes {
+            return Ok((first, last));
+        }
+        Ok(match self.clip(file)? {
+            Some((_, a, b)) => (a.min(first), b.max(last)),
+            None => (first, last),
+        })
+    }
+
+    /// Waits until every span served from memory so far is also in the cache on disk (reads
+    /// never wait for this; a restart finds those spans there afterwards).
+    pub async fn cache_writes_done(&self) {
+        loop {
+            let done = self.inner.writes_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.inner.writes_pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// Like [`SpanManager::read`], from a thread outside the runtime, into `buf` (grown when
@@ -427,6 +672,18 @@ impl SpanManager {
         range: Range<u64>,
         buf: &mut Vec<u8>,
     ) -> std::result::Result<usize, SharedError> {
+        self.read_blocking_claiming(runtime, range.clone(), range, buf)
+    }
+
+    /// [`SpanManager::read_blocking`] of a read of a file with data `file` (see
+    /// [`SpanManager::read_file_range`]).
+    fn read_blocking_claiming(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        range: Range<u64>,
+        file: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<usize, SharedError> {
         let Some((clipped, first, last)) = self.clip(range.clone())? else {
             return Ok(0);
         };
@@ -434,13 +691,13 @@ impl SpanManager {
         if buf.len() < n {
             buf.resize(n, 0);
         }
-        if let Some(_pins) = self.pin(first, last) {
-            if self.copy_into(clipped, first, last, &mut buf[..n]).is_ok() {
+        if let Some(pins) = self.pin(first, last, &Vec::new()) {
+            if self.copy_into(clipped, &pins, &mut buf[..n]).is_ok() {
                 self.inner.metrics.record_span_read(true);
                 return Ok(n);
             }
         }
-        let bytes = runtime.block_on(self.read(range))?;
+        let bytes = runtime.block_on(self.read_claiming(range, file))?;
         buf[..bytes.len()].copy_from_slice(&bytes);
         Ok(bytes.len())
     }
@@ -456,9 +713,10 @@ impl SpanManager {
         self.prefetch_spans(spans).await
     }
 
-    /// Fetches spans by id (ids past the last span are ignored), `fetch_concurrency - 1`
-    /// requests at a time (at least one), consecutive ids merged into requests of up to
-    /// [`PREFETCH_REQUEST_BYTES`]. Each request waits until no on-demand read is running: a
+    /// Fetches spans by id in the order given (a prefetch artifact's priority order: what the
+    /// workload reads first comes first; ids past the last span and repeats are ignored),
+    /// `fetch_concurrency - 1` requests at a time (at least one), ids that follow each other
+    /// merged into requests of up to [`PREFETCH_REQUEST_BYTES`]. Each request waits until no on-demand read is running: a
     /// container that starts while its prefetch runs is never queued behind it, so a
     /// prefetch costs a start no more time than reading lazily would.
     pub async fn prefetch_spans(
@@ -469,9 +727,8 @@ impl SpanManager {
         let activity = &self.inner.config.activity;
         let _prefetching = activity.begin_prefetch();
         let count = self.inner.ztoc.span_count();
-        spans.retain(|s| *s < count);
-        spans.sort_unstable();
-        spans.dedup();
+        let mut seen = std::collections::HashSet::new();
+        spans.retain(|s| *s < count && seen.insert(*s));
         let requests = self.prefetch_requests(&spans);
         let results: Vec<_> = futures_util::stream::iter(requests)
             .map(|(a, b)| async move {
@@ -485,8 +742,8 @@ impl SpanManager {
         results.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
-    /// Runs of consecutive spans (sorted ids) of at most [`PREFETCH_REQUEST_BYTES`] each
-    /// (a longer span is a run of its own).
+    /// Runs of consecutive spans (ids in fetch order) of at most [`PREFETCH_REQUEST_BYTES`]
+    /// each (a longer span is a run of its own).
     fn prefetch_requests(&self, spans: &[SpanId]) -> Vec<(SpanId, SpanId)> {
         let size = |s: SpanId| {
             self.inner
@@ -597,92 +854,124 @@ impl SpanManager {
 
     fn all_cached(&self, first: SpanId, last: SpanId) -> bool {
         let states = lock(&self.inner.states);
-        (first..=last).all(|s| states.get(s as usize).is_some_and(SpanState::is_cached))
+        (first..=last).all(|s| states.get(s as usize).is_some_and(SpanState::is_available))
     }
 
-    /// Makes spans `first..=last` available on disk. Returns true when they already were.
+    /// Makes spans `first..=last` available. Returns true when they already were.
     async fn ensure(&self, first: SpanId, last: SpanId) -> std::result::Result<bool, SharedError> {
+        let (hit, _) = self
+            .ensure_claiming(first, last, u64::MAX, (first, last))
+            .await?;
+        Ok(hit)
+    }
+
+    /// Makes the bytes of spans `first..=last` up to uncompressed offset `until` available,
+    /// starting fetches for the missing spans of `claim` as well (adjacent missing spans share
+    /// a request, up to `max_request_bytes`), but waiting only for those bytes: a span being
+    /// inflated is waited for only until it has reached `until`. Returns whether the spans
+    /// already were available, and the bytes of those it waited for.
+    async fn ensure_claiming(
+        &self,
+        first: SpanId,
+        last: SpanId,
+        until: u64,
+        claim: (SpanId, SpanId),
+    ) -> std::result::Result<(bool, Delivered), SharedError> {
+        let (claim_first, claim_last) = (claim.0.min(first), claim.1.max(last));
+        let count = self.inner.ztoc.span_count();
+        if claim_last >= count {
+            return Err(Arc::new(self.inner.ztoc_error(ztoc::Error::NoSuchSpan {
+                span: claim_last,
+                count,
+            })));
+        }
         let mut waits = Vec::new();
-        let mut runs: Vec<(SpanId, SpanId, watch::Sender<FetchOutcome>)> = Vec::new();
+        // Runs of adjacent missing spans: first span, and one sender per span.
+        let mut runs: Vec<(SpanId, Vec<watch::Sender<Progress>>)> = Vec::new();
         {
             let mut states = lock(&self.inner.states);
             let mut open_run = false;
-            for span in first..=last {
-                let state = states.get_mut(span as usize).ok_or_else(|| {
-                    Arc::new(self.inner.ztoc_error(ztoc::Error::NoSuchSpan {
-                        span,
-                        count: self.inner.ztoc.span_count(),
-                    }))
-                })?;
+            for span in claim_first..=claim_last {
+                let wanted = (first..=last).contains(&span);
+                let Some(state) = states.get_mut(span as usize) else {
+                    break;
+                };
                 match state {
-                    SpanState::Cached { .. } => open_run = false,
+                    SpanState::Fresh { .. } | SpanState::Cached { .. } => open_run = false,
                     SpanState::Fetching(rx) => {
-                        waits.push(rx.clone());
+                        if wanted {
+                            waits.push((span, rx.clone()));
+                        }
                         open_run = false;
                     }
                     SpanState::Missing => {
-                        let extend = open_run
-                            && runs.last().is_some_and(|(start, _, _)| {
-                                self.inner.compressed_len(*start, span)
-                                    <= self.inner.config.max_request_bytes
-                            });
-                        if extend {
-                            let run = runs.last_mut().expect("open run");
-                            run.1 = span;
-                            *state = SpanState::Fetching(run.2.subscribe());
-                        } else {
-                            let (tx, rx) = watch::channel(None);
-                            *state = SpanState::Fetching(rx);
-                            runs.push((span, span, tx));
-                            open_run = true;
+                        let (tx, rx) = watch::channel(Progress::default());
+                        if wanted {
+                            waits.push((span, rx.clone()));
+                        }
+                        *state = SpanState::Fetching(rx);
+                        let max = self.inner.config.max_request_bytes;
+                        match runs.last_mut() {
+                            Some((start, senders))
+                                if open_run && self.inner.compressed_len(*start, span) <= max =>
+                            {
+                                senders.push(tx)
+                            }
+                            _ => {
+                                runs.push((span, vec![tx]));
+                                open_run = true;
+                            }
                         }
                     }
                 }
             }
         }
-        if runs.is_empty() && waits.is_empty() {
-            return Ok(true);
-        }
-        for (a, b, tx) in runs {
-            waits.push(tx.subscribe());
-            let inner = self.inner.clone();
+        for (start, senders) in runs {
+            let fetches = (start..)
+                .zip(senders)
+                .map(|(span, tx)| SpanFetch {
+                    inner: self.inner.clone(),
+                    span,
+                    tx: Some(tx),
+                })
+                .collect();
             // A task of its own, so the fetch completes (and its waiters hear about it) even
             // if the reader that started it goes away.
-            tokio::spawn(async move {
-                let outcome = inner.clone().fetch_run(a, b).await;
-                {
-                    let mut states = lock(&inner.states);
-                    for s in a..=b {
-                        states[s as usize] = if outcome.is_ok() {
-                            SpanState::cached(inner.budget.tick())
-                        } else {
-                            SpanState::Missing
-                        };
-                    }
-                }
-                let _ = tx.send(Some(outcome.map_err(Arc::new)));
+            tokio::spawn(self.inner.clone().fetch_run(start, fetches));
+        }
+        let hit = waits.is_empty();
+        let mut delivered = Vec::with_capacity(waits.len());
+        let abandoned = || {
+            Arc::new(Error::Abandoned {
+                layer: self.inner.layer.clone(),
+                first,
+                last,
+            })
+        };
+        for (span, mut rx) in waits {
+            let (need, whole) = self
+                .inner
+                .ztoc
+                .span_uncompressed_range(span)
+                .map_or((0, true), |r| {
+                    (until.min(r.end).saturating_sub(r.start), until >= r.end)
+                });
+            // A reader of the whole span waits for its end, so the span is available after.
+            let progress = rx
+                .wait_for(|p| p.outcome.is_some() || (!whole && p.inflated.len >= need))
+                .await
+                .map_err(|_| abandoned())?;
+            let worked = progress.outcome.as_ref().is_none_or(|o| o.is_ok());
+            if progress.inflated.len >= need && (worked || !whole) {
+                delivered.push((span, Arc::new(progress.inflated.clone())));
+                continue;
+            }
+            return Err(match &progress.outcome {
+                Some(Err(e)) => e.clone(),
+                _ => Arc::new(self.inner.short_span(span, progress.inflated.len as usize)),
             });
         }
-        for mut rx in waits {
-            let outcome = rx
-                .wait_for(Option::is_some)
-                .await
-                .map(|v| v.clone())
-                .ok()
-                .flatten();
-            match outcome {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return Err(e),
-                None => {
-                    return Err(Arc::new(Error::Abandoned {
-                        layer: self.inner.layer.clone(),
-                        first,
-                        last,
-                    }))
-                }
-            }
-        }
-        Ok(false)
+        Ok((hit, delivered))
     }
 
     /// The open file of `span` if it is cached (no fetch).
@@ -693,22 +982,17 @@ impl SpanManager {
         self.inner.open_span(span).ok()
     }
 
-    /// Copies `range` out of the cached span files.
-    fn copy_out(&self, range: Range<u64>, first: SpanId, last: SpanId) -> Result<Vec<u8>> {
+    /// Copies `range` out of the pinned spans.
+    fn copy_out(&self, range: Range<u64>, pins: &Pins<'_>) -> Result<Vec<u8>> {
         let mut out = vec![0u8; (range.end - range.start) as usize];
-        self.copy_into(range, first, last, &mut out)?;
+        self.copy_into(range, pins, &mut out)?;
         Ok(out)
     }
 
-    /// Copies `range` into `out` (exactly its length) from the cached span files.
-    fn copy_into(
-        &self,
-        range: Range<u64>,
-        first: SpanId,
-        last: SpanId,
-        out: &mut [u8],
-    ) -> Result<()> {
-        for span in first..=last {
+    /// Copies `range` into `out` (exactly its length) from the pinned spans: from memory for
+    /// those still being written to the cache, else from their cache files.
+    fn copy_into(&self, range: Range<u64>, pins: &Pins<'_>, out: &mut [u8]) -> Result<()> {
+        for span in pins.first..=pins.last() {
             let sr = self
                 .inner
                 .ztoc
@@ -719,8 +1003,14 @@ impl SpanManager {
             if a >= b {
                 continue;
             }
-            let file = self.inner.open_span(span)?;
             let dest = &mut out[(a - range.start) as usize..(b - range.start) as usize];
+            if let Some(data) = pins.memory(span) {
+                if !data.copy_to(a - sr.start, dest) {
+                    return Err(self.inner.short_span(span, data.len as usize));
+                }
+                continue;
+            }
+            let file = self.inner.open_span(span)?;
             // pread, not the mapping: a page fault on a cold mapping reads ahead around it,
             // which small random reads pay for in latency.
             std::os::unix::fs::FileExt::read_exact_at(&file.file, dest, a - sr.start)
@@ -749,10 +1039,13 @@ impl SpanManager {
     /// missing. A large range inside one cached span is handed over straight from the span
     /// file's memory mapping, without a copy (the FUSE read path); otherwise the bytes are
     /// gathered in `buf` as [`SpanManager::read_blocking`] does.
+    ///
+    /// `file` is the data of the file being read (see [`SpanManager::read_file_range`]).
     pub fn with_bytes<R>(
         &self,
         runtime: &tokio::runtime::Handle,
         range: Range<u64>,
+        file: Range<u64>,
         buf: &mut Vec<u8>,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, SharedError> {
@@ -761,14 +1054,19 @@ impl SpanManager {
         };
         // Only large (readahead-driven, sequential) reads use the mapping; see `copy_into`.
         if first == last && clipped.end - clipped.start >= SEQUENTIAL_READ as u64 {
-            if let Some(_pins) = self.pin(first, last) {
+            if let Some(pins) = self.pin(first, last, &Vec::new()) {
                 let sr = self
                     .inner
                     .ztoc
                     .span_uncompressed_range(first)
                     .map_err(|e| Arc::new(self.inner.ztoc_error(e)))?;
+                let (a, b) = (clipped.start - sr.start, clipped.end - sr.start);
+                if let Some(bytes) = pins.memory(first).and_then(|data| data.slice(a, b)) {
+                    self.inner.metrics.record_span_read(true);
+                    self.inner.metrics.record_served(bytes.len() as u64);
+                    return Ok(f(bytes));
+                }
                 if let Ok(file) = self.inner.open_span(first) {
-                    let (a, b) = (clipped.start - sr.start, clipped.end - sr.start);
                     if let Some(bytes) = file.map.get(a as usize..b as usize) {
                         self.read_ahead(first, &file, b, sr.end - clipped.end);
                         self.inner.metrics.record_span_read(true);
@@ -778,7 +1076,7 @@ impl SpanManager {
                 }
             }
         }
-        let n = self.read_blocking(runtime, range, buf)?;
+        let n = self.read_blocking_claiming(runtime, range, file, buf)?;
         Ok(f(&buf[..n]))
     }
 }
@@ -834,8 +1132,31 @@ impl Inner {
         Ok(file)
     }
 
-    /// Fetches, verifies, inflates and caches spans `first..=last` with one request.
-    async fn fetch_run(self: Arc<Self>, first: SpanId, last: SpanId) -> Result<()> {
+    /// Fetches the spans of `fetches` (consecutive, from `first`) with one request, then
+    /// verifies and inflates each on a blocking thread of its own, so independent spans
+    /// inflate on all cores and each span's readers are answered as soon as it is ready.
+    async fn fetch_run(self: Arc<Self>, first: SpanId, fetches: Vec<SpanFetch>) {
+        let last = first + (fetches.len() as u64).saturating_sub(1);
+        match self.fetch_compressed(first, last).await {
+            Err(e) => {
+                let e = Arc::new(e);
+                for fetch in fetches {
+                    fetch.publish(Err(e.clone()));
+                }
+            }
+            Ok((base, bytes)) => {
+                for fetch in fetches {
+                    let this = self.clone();
+                    let bytes = bytes.clone();
+                    tokio::task::spawn_blocking(move || this.store_span(fetch, base, &bytes));
+                }
+            }
+        }
+    }
+
+    /// The compressed bytes of spans `first..=last` (one request, within a fetch slot), and
+    /// the blob offset they start at.
+    async fn fetch_compressed(&self, first: SpanId, last: SpanId) -> Result<(u64, Bytes)> {
         let _slot = self
             .fetch_slots
             .acquire()
@@ -872,6 +1193,7 @@ impl Inner {
                 return Err(err);
             }
         };
+        tracing::debug!(layer = %self.layer, first, last, bytes = bytes.len(), elapsed = ?started.elapsed(), "fetched");
         if from_network {
             self.metrics
                 .record_fetch(bytes.len() as u64, last - first + 1, started.elapsed());
@@ -879,14 +1201,7 @@ impl Inner {
             // Read from the whole blob already on disk: no request, no bytes fetched.
             self.metrics.record_local_spans(last - first + 1);
         }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.store_run(first, last, start, &bytes))
-            .await
-            .map_err(|_| Error::Abandoned {
-                layer: self.layer.clone(),
-                first,
-                last,
-            })?
+        Ok((start, bytes))
     }
 
     /// Compressed bytes `range`, from the local whole blob if there is one, else the source.
@@ -959,73 +1274,141 @@ impl Inner {
         Ok(local)
     }
 
-    /// Verifies, inflates and writes each span of a fetched run.
-    fn store_run(&self, first: SpanId, last: SpanId, base: u64, bytes: &[u8]) -> Result<()> {
-        for span in first..=last {
-            let r = self
-                .ztoc
-                .span_compressed_range(span)
-                .map_err(|e| self.ztoc_error(e))?;
-            let slice = r
-                .start
-                .checked_sub(base)
-                .and_then(|a| bytes.get(a as usize..(r.end - base) as usize))
-                .ok_or_else(|| Error::Verification {
-                    layer: self.layer.clone(),
-                    span,
-                    message: format!("the fetched bytes do not cover {}-{}", r.start, r.end),
-                })?;
-            if let Err(e) = self.ztoc.verify_span(span, slice) {
-                self.metrics.record_verification_failure();
-                let err = Error::Verification {
-                    layer: self.layer.clone(),
-                    span,
-                    message: e.to_string(),
-                };
-                tracing::error!(layer = %self.layer, span, source = %self.source.describe(), "{err}");
-                return Err(err);
+    /// Verifies one span of a fetched run (`bytes` start at blob offset `base`), inflates it
+    /// piece by piece to its readers (each answered once its bytes are in), then writes it to
+    /// the cache, off their path.
+    fn store_span(&self, fetch: SpanFetch, base: u64, bytes: &[u8]) {
+        let span = fetch.span;
+        // Counted from before the first reader can be answered until the cache file is
+        // written (or not), so `cache_writes_done` never returns between the two.
+        self.writes_pending.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        let inflated = self.verified_slice(span, base, bytes).and_then(|slice| {
+            let verified = started.elapsed();
+            let inflated = self.inflate_pieces(&fetch, slice);
+            tracing::debug!(layer = %self.layer, span, ?verified, elapsed = ?started.elapsed(), "verified and inflated");
+            inflated
+        });
+        match inflated {
+            Err(e) => {
+                fetch.publish(Err(Arc::new(e)));
             }
-            let ur = self
-                .ztoc
-                .span_uncompressed_range(span)
-                .map_err(|e| self.ztoc_error(e))?;
-            let data = match self.ztoc.compression.algorithm() {
-                CompressionAlgorithm::Gzip => {
-                    ztoc::extract_range(&self.ztoc, span, slice, ur.clone()).map_err(|e| {
-                        Error::Inflate {
-                            layer: self.layer.clone(),
-                            span,
-                            message: e.to_string(),
-                        }
-                    })?
+            Ok(()) => {
+                if let Some(data) = fetch.publish(Ok(())) {
+                    self.persist(span, &data);
                 }
-                CompressionAlgorithm::Uncompressed => slice.to_vec(),
-            };
-            if data.len() as u64 != ur.end - ur.start {
-                return Err(Error::Inflate {
-                    layer: self.layer.clone(),
-                    span,
-                    message: format!(
-                        "inflated to {} bytes, expected {}",
-                        data.len(),
-                        ur.end - ur.start
-                    ),
-                });
             }
-            self.write_span(span, &data)?;
+        }
+        self.writes_pending.fetch_sub(1, Ordering::SeqCst);
+        self.writes_done.notify_waiters();
+    }
+
+    /// Writes a span served from memory to the cache; it is `Cached` after, or missing again
+    /// if the write failed (readers holding its bytes keep them; later ones fetch again).
+    fn persist(&self, span: SpanId, data: &Inflated) {
+        let written = self.write_span(span, data);
+        {
+            let mut states = lock(&self.states);
+            if let Some(state) = states.get_mut(span as usize) {
+                if let SpanState::Fresh {
+                    last_used, pins, ..
+                } = *state
+                {
+                    *state = match &written {
+                        Ok(()) => SpanState::Cached { last_used, pins },
+                        Err(_) => SpanState::Missing,
+                    };
+                }
+            }
+        }
+        match written {
+            // Not under the states lock: making room locks every layer's states.
+            Ok(()) => self.budget.add(data.len),
+            Err(e) => {
+                tracing::warn!(layer = %self.layer, span, "span served from memory, not cached: {e}")
+            }
+        }
+    }
+
+    /// The compressed bytes of `span` within a fetched run, checked against its digest.
+    fn verified_slice<'b>(&self, span: SpanId, base: u64, bytes: &'b [u8]) -> Result<&'b [u8]> {
+        let r = self
+            .ztoc
+            .span_compressed_range(span)
+            .map_err(|e| self.ztoc_error(e))?;
+        let slice = r
+            .start
+            .checked_sub(base)
+            .and_then(|a| bytes.get(a as usize..(r.end - base) as usize))
+            .ok_or_else(|| Error::Verification {
+                layer: self.layer.clone(),
+                span,
+                message: format!("the fetched bytes do not cover {}-{}", r.start, r.end),
+            })?;
+        if let Err(e) = self.ztoc.verify_span(span, slice) {
+            self.metrics.record_verification_failure();
+            let err = Error::Verification {
+                layer: self.layer.clone(),
+                span,
+                message: e.to_string(),
+            };
+            tracing::error!(layer = %self.layer, span, source = %self.source.describe(), "{err}");
+            return Err(err);
+        }
+        Ok(slice)
+    }
+
+    /// Inflates a verified span, handing each piece to the fetch's readers as it comes.
+    fn inflate_pieces(&self, fetch: &SpanFetch, slice: &[u8]) -> Result<()> {
+        let span = fetch.span;
+        let mut len = 0u64;
+        ztoc::inflate_span(&self.ztoc, span, slice, INFLATE_PIECE, |piece| {
+            len += piece.len() as u64;
+            fetch.piece(Bytes::from(piece));
+        })
+        .map_err(|e| Error::Inflate {
+            layer: self.layer.clone(),
+            span,
+            message: e.to_string(),
+        })?;
+        let expected = self
+            .ztoc
+            .span_uncompressed_range(span)
+            .map_or(0, |r| r.end - r.start);
+        if len != expected {
+            return Err(self.short_span(span, len as usize));
         }
         Ok(())
     }
 
+    /// A span whose inflated bytes do not fill its uncompressed range.
+    fn short_span(&self, span: SpanId, len: usize) -> Error {
+        let expected = self
+            .ztoc
+            .span_uncompressed_range(span)
+            .map_or(0, |r| r.end - r.start);
+        Error::Inflate {
+            layer: self.layer.clone(),
+            span,
+            message: format!("inflated to {len} bytes, expected {expected}"),
+        }
+    }
+
     /// Writes a span file atomically: a reader sees the whole span or none.
-    fn write_span(&self, span: SpanId, data: &[u8]) -> Result<()> {
+    fn write_span(&self, span: SpanId, data: &Inflated) -> Result<()> {
         let tmp = self
             .cache_dir
             .join(format!(".tmp.{span}.{}", std::process::id()));
         let path = self.span_path(span);
-        std::fs::write(&tmp, data).map_err(|e| self.cache_error(&tmp, e))?;
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            for chunk in &data.chunks {
+                file.write_all(chunk)?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| self.cache_error(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| self.cache_error(&path, e))?;
-        self.budget.add(data.len() as u64);
         Ok(())
     }
 

@@ -103,6 +103,17 @@ fn manager(
     budget: Arc<CacheBudget>,
     ignore_ranges: bool,
 ) -> Setup {
+    manager_with(l, blob, cache, budget, ignore_ranges, SpanConfig::default())
+}
+
+fn manager_with(
+    l: &Layer,
+    blob: &Path,
+    cache: &Path,
+    budget: Arc<CacheBudget>,
+    ignore_ranges: bool,
+    config: SpanConfig,
+) -> Setup {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let whole_sent = Arc::new(AtomicUsize::new(0));
     let metrics = Arc::new(LayerMetrics::default());
@@ -118,7 +129,7 @@ fn manager(
         l.ztoc.clone(),
         Box::new(source),
         cache.to_owned(),
-        SpanConfig::default(),
+        config,
         metrics.clone(),
         budget,
     )
@@ -185,6 +196,8 @@ async fn coalesces_shares_and_caches_fetches() {
     assert_eq!(m.spans_fetched, 5);
     assert_eq!(m.fetch_requests, 3);
 
+    // Reads are answered from memory; the cache files follow off the read path.
+    s.spans.cache_writes_done().await;
     // A new manager over the same cache directory (a restart) reuses what is there.
     let again = manager(&l, &l.blob, cache.path(), CacheBudget::new(None), false);
     assert_eq!(again.spans.progress().1, 5);
@@ -238,6 +251,7 @@ async fn corrupted_bytes_fail_verification_and_are_never_served() {
         l.tar[ok as usize..ok as usize + 100]
     );
     // Nothing of span 4 was cached.
+    s.spans.cache_writes_done().await;
     assert_eq!(s.spans.progress().1, 1);
     // The background fill skips the bad span instead of retrying it forever.
     s.spans.background_fetch(None).await;
@@ -262,6 +276,7 @@ async fn a_small_budget_evicts_least_recently_used_spans() {
             budget.used()
         );
     }
+    s.spans.cache_writes_done().await;
     let (_, cached) = s.spans.progress();
     assert!(cached <= 3, "{cached} spans cached");
     let files = std::fs::read_dir(cache.path()).unwrap().count();
@@ -434,4 +449,91 @@ async fn on_demand_reads_go_ahead_of_a_running_prefetch() {
         );
     }
     assert!(s.requests.lock().unwrap().len() as u64 >= total / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_small_file_fetches_the_whole_file_in_one_request() {
+    let l = layer();
+    let cache = tempfile::tempdir().unwrap();
+    let s = manager(&l, &l.blob, cache.path(), CacheBudget::new(None), false);
+    // A "file" of 2000 bytes across the boundary of spans 2 and 3.
+    let boundary = span_start(&l.ztoc, 3);
+    let file = boundary - 1000..boundary + 1000;
+    let head = file.start..file.start + 100;
+    let got = s
+        .spans
+        .read_file_range(head.clone(), file.clone())
+        .await
+        .unwrap();
+    assert_eq!(got, l.tar[head.start as usize..head.end as usize]);
+    let whole = l.ztoc.span_compressed_range(2).unwrap().start
+        ..l.ztoc.span_compressed_range(3).unwrap().end;
+    assert_eq!(s.requests.lock().unwrap().clone(), [whole]);
+    // Its tail, in the other span, needs no request of its own.
+    let tail = boundary + 500..file.end;
+    let got = s.spans.read_file_range(tail.clone(), file).await.unwrap();
+    assert_eq!(got, l.tar[tail.start as usize..tail.end as usize]);
+    assert_eq!(s.requests.lock().unwrap().len(), 1);
+
+    // A file larger than the limit is fetched only where it is read.
+    let boundary = span_start(&l.ztoc, 6);
+    let big = boundary - lazyfs::WHOLE_FILE_BYTES..boundary + 10;
+    let head = big.start..big.start + 100;
+    let got = s.spans.read_file_range(head.clone(), big).await.unwrap();
+    assert_eq!(got, l.tar[head.start as usize..head.end as usize]);
+    let reqs = s.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1], l.ztoc.span_compressed_range(5).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_answered_from_memory_when_the_cache_cannot_be_written() {
+    let l = layer();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("layer");
+    let s = manager(&l, &l.blob, &dir, CacheBudget::new(None), false);
+    // The cache directory disappears under the manager: no span file can be written.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let a = span_start(&l.ztoc, 2) + 10..span_start(&l.ztoc, 4) + 10;
+    let got = s.spans.read(a.clone()).await.unwrap();
+    assert_eq!(got, l.tar[a.start as usize..a.end as usize]);
+    s.spans.cache_writes_done().await;
+    // Nothing was cached, so the next read fetches again, and is still right.
+    assert_eq!(s.spans.progress().1, 0);
+    let got = s.spans.read(a.clone()).await.unwrap();
+    assert_eq!(got, l.tar[a.start as usize..a.end as usize]);
+    assert_eq!(s.requests.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetch_fetches_in_the_order_given() {
+    let l = layer();
+    let cache = tempfile::tempdir().unwrap();
+    // One request at a time (one slot stays free for on-demand reads), so the order is exact.
+    let config = SpanConfig {
+        fetch_concurrency: 2,
+        ..SpanConfig::default()
+    };
+    let s = manager_with(
+        &l,
+        &l.blob,
+        cache.path(),
+        CacheBudget::new(None),
+        false,
+        config,
+    );
+    // What a workload read first, first: 6, then 2-3 (one request: under
+    // PREFETCH_REQUEST_BYTES), then 0; 3 repeats.
+    s.spans.prefetch_spans(vec![6, 2, 3, 3, 0]).await.unwrap();
+    let c = |a: u64, b: u64| {
+        l.ztoc.span_compressed_range(a).unwrap().start..l.ztoc.span_compressed_range(b).unwrap().end
+    };
+    assert_eq!(
+        s.requests.lock().unwrap().clone(),
+        [c(6, 6), c(2, 3), c(0, 0)]
+    );
+    // Spans that follow each other only in offset, not in the order given, are not merged.
+    s.spans.prefetch_spans(vec![8, 7]).await.unwrap();
+    let reqs = s.requests.lock().unwrap().clone();
+    assert_eq!(reqs[3..], [c(8, 8), c(7, 7)]);
 }

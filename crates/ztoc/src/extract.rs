@@ -78,6 +78,36 @@ fn inflate_from_checkpoint(
     compressed: &[u8],
     range: Range<u64>,
 ) -> std::result::Result<Vec<u8>, String> {
+    // Bytes before `range.start` must be decoded to get past them; they are dropped after.
+    let skip = (range.start - start_offset) as usize;
+    let mut out = Vec::with_capacity((range.end - start_offset) as usize);
+    inflate_chunks(
+        bits,
+        window,
+        compressed,
+        range.end - start_offset,
+        INFLATE_CHUNK,
+        |chunk| out.extend_from_slice(&chunk),
+    )?;
+    out.drain(..skip.min(out.len()));
+    Ok(out)
+}
+
+/// Output of one inflate call when the caller does not choose (kernel reads are 128 KiB).
+const INFLATE_CHUNK: usize = 128 * 1024;
+
+/// Inflates `wanted` bytes from a checkpoint (its `bits` to prime and its 32 KiB `window`)
+/// over `compressed`, which starts at the checkpoint, following gzip member boundaries.
+/// Hands the output to `emit` in buffers of `chunk` bytes (the last may be shorter), each
+/// decoded straight into the buffer it is handed over in.
+fn inflate_chunks(
+    bits: u8,
+    window: &[u8],
+    compressed: &[u8],
+    wanted: u64,
+    chunk: usize,
+    mut emit: impl FnMut(Vec<u8>),
+) -> std::result::Result<(), String> {
     let mut inflater = Inflater::new(RAW_DEFLATE).map_err(|e| e.to_string())?;
     let mut input = compressed;
     if bits > 7 {
@@ -93,31 +123,32 @@ fn inflate_from_checkpoint(
         input = rest;
     }
     inflater.set_dictionary(window).map_err(|e| e.to_string())?;
+    let chunk = chunk.max(1);
     let mut raw = true;
-    let mut position = start_offset;
-    let mut out = Vec::with_capacity((range.end - range.start) as usize);
-    let mut scratch = vec![0u8; 128 * 1024];
-    while position < range.end {
+    let mut produced_total = 0u64;
+    let mut buf = Vec::new();
+    let mut filled = 0usize;
+    while produced_total < wanted {
+        if buf.is_empty() {
+            let size = (wanted - produced_total).min(chunk as u64) as usize;
+            buf = vec![0u8; size];
+            filled = 0;
+        }
         if input.is_empty() {
             return Err(format!(
-                "the compressed bytes end at uncompressed offset {position}, before {}",
-                range.end
+                "the compressed bytes end {produced_total} bytes after the checkpoint, before {wanted}"
             ));
         }
         let (consumed, produced, status) = inflater
-            .inflate(input, &mut scratch, libz_rs_sys::Z_NO_FLUSH)
+            .inflate(input, &mut buf[filled..], libz_rs_sys::Z_NO_FLUSH)
             .map_err(|e| format!("corrupt span data: {e}"))?;
         input = &input[consumed..];
-        let chunk = position..position + produced as u64;
-        let keep_start = chunk.start.max(range.start);
-        let keep_end = chunk.end.min(range.end);
-        if keep_start < keep_end {
-            let a = (keep_start - chunk.start) as usize;
-            let b = (keep_end - chunk.start) as usize;
-            out.extend_from_slice(&scratch[a..b]);
+        filled += produced;
+        produced_total += produced as u64;
+        if filled == buf.len() {
+            emit(std::mem::take(&mut buf));
         }
-        position = chunk.end;
-        if status == Status::StreamEnd && position < range.end {
+        if status == Status::StreamEnd && produced_total < wanted {
             // The member ended; the next gzip member follows its trailer (a raw stream
             // leaves the trailer unread, a gzip-mode one has consumed it).
             if raw {
@@ -127,11 +158,54 @@ fn inflate_from_checkpoint(
             raw = false;
         } else if consumed == 0 && produced == 0 {
             return Err(format!(
-                "inflate made no progress at uncompressed offset {position}"
+                "inflate made no progress {produced_total} bytes after the checkpoint"
             ));
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Inflates all of span `span` from the compressed bytes of the span (`compressed`, from the
+/// span's first compressed byte), handing the output to `emit` in order, `chunk` bytes at a
+/// time (the last may be shorter): a reader of the span's first bytes need not wait for the
+/// rest. The bytes are not verified here; check the span with [`Ztoc::verify_span`] first.
+pub fn inflate_span(
+    ztoc: &Ztoc,
+    span: SpanId,
+    compressed: &[u8],
+    chunk: usize,
+    mut emit: impl FnMut(Vec<u8>),
+) -> Result<()> {
+    let range = ztoc.span_uncompressed_range(span)?;
+    let len = range.end - range.start;
+    let fail = |message: String| Error::Extract {
+        first: span,
+        last: span,
+        message,
+    };
+    match &ztoc.compression.checkpoints {
+        Checkpoints::Uncompressed { .. } => {
+            let bytes = compressed
+                .get(..len as usize)
+                .ok_or_else(|| fail(format!("{} bytes given, {len} needed", compressed.len())))?;
+            for piece in bytes.chunks(chunk.max(1)) {
+                emit(piece.to_vec());
+            }
+            Ok(())
+        }
+        Checkpoints::Gzip(zinfo) => {
+            let checkpoint = crate::model::checkpoint(zinfo, span)?;
+            inflate_chunks(
+                checkpoint.bits,
+                &checkpoint.window,
+                compressed,
+                len,
+                chunk,
+                emit,
+            )
+            .map_err(fail)
+        }
+    }
 }
 
 /// Reads uncompressed `range` from a seekable layer blob, fetching only the compressed bytes

@@ -42,7 +42,7 @@ pub mod zinfo;
 pub use build::{build_ztoc, BuildOptions, DEFAULT_BUILD_TOOL};
 pub use codec::{decode, encode};
 pub use error::{Error, Result};
-pub use extract::{extract_range, read_file, read_range, verify_spans};
+pub use extract::{extract_range, inflate_span, read_file, read_range, verify_spans};
 pub use gzip::{GzipCheckpointer, GzipLayerIndex};
 pub use inflate::WINDOW_SIZE;
 pub use model::{

@@ -78,6 +78,51 @@ fn concatenated_gzip_members_are_indexed_whole() {
     }
 }
 
+/// Every span of `z` inflated piece by piece (`chunk` bytes at a time) is the span's bytes of
+/// `tarball`, in pieces of exactly `chunk` bytes but the last.
+fn spans_inflate_in_pieces(z: &Ztoc, blob: &[u8], tarball: &[u8], chunk: usize) {
+    for span in 0..z.span_count() {
+        let c = z.span_compressed_range(span).unwrap();
+        let u = z.span_uncompressed_range(span).unwrap();
+        let mut pieces = Vec::new();
+        inflate_span(
+            z,
+            span,
+            &blob[c.start as usize..c.end as usize],
+            chunk,
+            |p| pieces.push(p),
+        )
+        .unwrap();
+        let (last, full) = pieces.split_last().unwrap();
+        assert!(full.iter().all(|p| p.len() == chunk), "span {span}");
+        assert!(!last.is_empty() && last.len() <= chunk, "span {span}");
+        assert!(
+            pieces.concat() == tarball[u.start as usize..u.end as usize],
+            "span {span} with pieces of {chunk}"
+        );
+    }
+}
+
+#[test]
+fn spans_inflate_piece_by_piece_across_members_and_in_plain_tars() {
+    let files = vec![("one", text(300_000, 7)), ("two", text(500_000, 13))];
+    let tarball = tar_of(&files);
+    let cut = 400_123;
+    let mut blob = gzip(&tarball[..cut], 6);
+    blob.extend(gzip(&tarball[cut..], 1));
+    let z = build_gzip(&blob, 64 * 1024).unwrap();
+    for chunk in [1, 4096, 100_003, 1 << 20] {
+        spans_inflate_in_pieces(&z, &blob, &tarball, chunk);
+    }
+    let z = build_tar(&tarball, 64 * 1024).unwrap();
+    spans_inflate_in_pieces(&z, &tarball, &tarball, 10_000);
+    // Too few compressed bytes is an error, not a short span.
+    let c = build_gzip(&blob, 64 * 1024).unwrap();
+    let r = c.span_compressed_range(1).unwrap();
+    let short = &blob[r.start as usize..(r.end as usize - 100).max(r.start as usize + 1)];
+    assert!(inflate_span(&c, 1, short, 4096, |_| {}).is_err());
+}
+
 #[test]
 fn trailing_zero_padding_is_accepted_and_garbage_is_not() {
     let files = vec![("f", text(100_000, 3))];
