@@ -147,13 +147,7 @@ async fn stop_on_signal(interrupt: Arc<Interrupt>) {
 
 /// The learned ranges as `soci mount --record-read-ranges` writes them.
 fn write_ranges(file: &Path, optimized: &Optimized) -> Result<()> {
-    let by_path: serde_json::Map<String, serde_json::Value> = optimized
-        .learned
-        .reads
-        .iter()
-        .map(|(p, r)| (p.clone(), serde_json::json!(r)))
-        .collect();
-    let json = serde_json::to_vec_pretty(&by_path)?;
+    let json = serde_json::to_vec_pretty(&lazyfs::readlog::RangesByPath(&optimized.learned.reads))?;
     std::fs::write(file, json).with_context(|| format!("writing {}", file.display()))
 }
 

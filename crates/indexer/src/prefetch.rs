@@ -23,8 +23,35 @@ pub struct PrefetchPath {
 enum ListFile {
     /// `["/path", ...]`.
     Paths(Vec<String>),
-    /// `{"/path": [[start, end], ...], ...}`.
-    Ranges(BTreeMap<String, Vec<(u64, u64)>>),
+    /// `{"/path": [[start, end], ...], ...}`, in the file's order (first read first).
+    Ranges(OrderedRanges),
+}
+
+/// The byte ranges of a ranges file, per path, in the order the file lists them: the order
+/// of first reads, which the prefetch artifact keeps as its priorities.
+struct OrderedRanges(Vec<(String, Vec<(u64, u64)>)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedRanges {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = OrderedRanges;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of path -> [[start, end], ...]")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> std::result::Result<OrderedRanges, M::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(OrderedRanges(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// A prefetch list and what was dropped from it.
@@ -52,7 +79,7 @@ impl PrefetchList {
             })?;
             match listed {
                 ListFile::Paths(p) => raw.extend(p.into_iter().map(whole)),
-                ListFile::Ranges(by_path) => {
+                ListFile::Ranges(OrderedRanges(by_path)) => {
                     raw.extend(by_path.into_iter().map(|(name, r)| PrefetchPath {
                         name,
                         ranges: Some(r),
@@ -160,9 +187,10 @@ pub fn prefetch_ranges(
     (ranges, missing)
 }
 
-/// The artifact of one layer's ranges and its JSON bytes.
+/// The artifact of one layer's ranges (in the order of the list: first read first) and its
+/// JSON bytes.
 pub fn artifact(ranges: Vec<(u64, u64)>) -> (PrefetchArtifact, Vec<u8>) {
-    let artifact = PrefetchArtifact::from_ranges(ranges);
+    let artifact = PrefetchArtifact::in_order(ranges);
     let json = artifact.to_json();
     (artifact, json)
 }
@@ -255,6 +283,20 @@ mod tests {
     }
 
     #[test]
+    fn a_ranges_file_keeps_its_order_into_the_artifact() {
+        // "z" was read first, then "a": the artifact fetches z's spans first.
+        let file = br#"{"/z": [[0, 10]], "/a": [[0, 150]]}"#;
+        let list = PrefetchList::parse(&[], Some((file, "ranges.json"))).unwrap();
+        let names: Vec<_> = list.paths.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["z", "a"]);
+        let z = ztoc_with(1000, &[("a", 100, 200), ("z", 700, 50)]);
+        let (ranges, missing) = prefetch_ranges(&[&z], &list.paths);
+        assert!(missing.is_empty());
+        let (artifact, _) = artifact(ranges[&0].clone());
+        assert_eq!(artifact.spans(), [7, 1, 2]);
+    }
+
+    #[test]
     fn byte_ranges_cover_only_the_spans_read() {
         // Spans of 100 bytes; "model" is 150..950 (spans 1-9).
         let mut z = ztoc_with(1000, &[("model", 150, 800), ("link", 0, 0)]);
@@ -295,8 +337,9 @@ mod tests {
             BTreeMap::from([(0, vec![(5, 7)]), (1, vec![(1, 2), (0, 0)])])
         );
         assert_eq!(missing, ["nope"]);
+        // In list order: etc/x's spans before etc/z's.
         let (artifact, _) = artifact(ranges[&1].clone());
-        assert_eq!(artifact.spans(), [0, 1, 2]);
+        assert_eq!(artifact.spans(), [1, 2, 0]);
     }
 
     #[test]

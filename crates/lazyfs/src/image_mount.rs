@@ -619,12 +619,7 @@ impl MountedImage {
         };
         write_json(&self.state_dir.path.join(READS_FILE), &summary)?;
         if let Some(file) = &self.record_read_ranges {
-            let by_path: serde_json::Map<String, serde_json::Value> = log
-                .ranges()
-                .into_iter()
-                .map(|(p, r)| (p, serde_json::json!(r)))
-                .collect();
-            write_json(file, &by_path)?;
+            write_json(file, &crate::readlog::RangesByPath(&log.ranges()))?;
         }
         Ok(())
     }

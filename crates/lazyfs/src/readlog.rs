@@ -9,9 +9,24 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Sorted, disjoint, non-touching `[start, end)` ranges of one file.
 /// `[start, end)` byte ranges of a file, sorted and merged.
 pub type Ranges = Vec<(u64, u64)>;
+
+/// The ranges file of `--record-read-ranges`: `{"/path": [[start, end], ...], ...}` with the
+/// files in the order of their first read (a JSON object keeps its order on disk; the
+/// prefetch list read from it keeps it as the artifact's priorities).
+pub struct RangesByPath<'a>(pub &'a [(String, Ranges)]);
+
+impl serde::Serialize for RangesByPath<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (path, ranges) in self.0 {
+            map.serialize_entry(path, ranges)?;
+        }
+        map.end()
+    }
+}
 
 /// First reads of files, in order, shared by the layers of one mount.
 #[derive(Default)]

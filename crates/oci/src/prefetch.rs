@@ -38,29 +38,37 @@ pub struct PrefetchArtifact {
 }
 
 impl PrefetchArtifact {
-    /// An artifact for `ranges` (inclusive span ids), sorted and with overlapping or adjacent
-    /// ranges merged, as AWS's builder writes them.
-    pub fn from_ranges(mut ranges: Vec<(u64, u64)>) -> Self {
-        ranges
-            .iter_mut()
-            .for_each(|r| *r = (r.0.min(r.1), r.0.max(r.1)));
-        ranges.sort_unstable();
-        let mut merged: Vec<PrefetchSpan> = Vec::new();
-        for (start, end) in ranges {
-            match merged.last_mut() {
-                Some(last) if start <= last.end_span.saturating_add(1) => {
-                    last.end_span = last.end_span.max(end)
+    /// An artifact for `ranges` (inclusive span ids) in the order they are wanted (a
+    /// workload's first reads, first-read first): each range carries its rank as `priority`,
+    /// so a snapshotter fetching in priority order fetches what the workload needs next,
+    /// not what lies at the lowest offset. Spans already listed earlier are dropped, and a
+    /// range that continues the one before it joins it.
+    pub fn in_order(ranges: Vec<(u64, u64)>) -> Self {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut listed: Vec<PrefetchSpan> = Vec::new();
+        for (a, b) in ranges {
+            for span in a.min(b)..=a.max(b) {
+                if !seen.insert(span) {
+                    continue;
                 }
-                _ => merged.push(PrefetchSpan {
-                    start_span: start,
-                    end_span: end,
-                    priority: 0,
-                }),
+                match listed.last_mut() {
+                    Some(last) if last.end_span.checked_add(1) == Some(span) => {
+                        last.end_span = span
+                    }
+                    _ => {
+                        let priority = listed.len() as i64;
+                        listed.push(PrefetchSpan {
+                            start_span: span,
+                            end_span: span,
+                            priority,
+                        })
+                    }
+                }
             }
         }
         PrefetchArtifact {
             version: PREFETCH_VERSION.into(),
-            prefetch_spans: merged,
+            prefetch_spans: listed,
         }
     }
 
@@ -127,15 +135,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merges_sorts_and_round_trips_in_aws_form() {
-        let a = PrefetchArtifact::from_ranges(vec![(5, 6), (0, 1), (2, 2), (9, 9), (6, 7)]);
+    fn merges_and_round_trips_in_aws_form() {
+        let a = PrefetchArtifact::in_order(vec![(0, 1), (2, 2), (5, 6), (6, 7), (9, 9)]);
         assert_eq!(
             String::from_utf8(a.to_json()).unwrap(),
-            r#"{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":2},{"start_span":5,"end_span":7},{"start_span":9,"end_span":9}]}"#
+            r#"{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":2},{"start_span":5,"end_span":7,"priority":1},{"start_span":9,"end_span":9,"priority":2}]}"#
         );
         let back = PrefetchArtifact::parse(&a.to_json(), "t").unwrap();
         assert_eq!(back, a);
         assert_eq!(back.spans(), [0, 1, 2, 5, 6, 7, 9]);
+        // AWS's form without priorities reads as ascending spans.
+        let aws = r#"{"version":"1.0","prefetch_spans":[{"start_span":5,"end_span":6},{"start_span":0,"end_span":1}]}"#;
+        let a = PrefetchArtifact::parse(aws.as_bytes(), "t").unwrap();
+        assert_eq!(a.spans(), [0, 1, 5, 6]);
+    }
+
+    #[test]
+    fn in_order_ranks_ranges_by_first_appearance() {
+        let a = PrefetchArtifact::in_order(vec![(7, 8), (2, 2), (3, 4), (8, 9), (0, 0), (2, 3)]);
+        let listed: Vec<_> = a
+            .prefetch_spans
+            .iter()
+            .map(|s| (s.start_span, s.end_span, s.priority))
+            .collect();
+        // 8 repeats, so (8, 9) adds only 9, after 2-4 (not joined to 7-8: it comes later);
+        // (2, 3) adds nothing.
+        assert_eq!(listed, [(7, 8, 0), (2, 4, 1), (9, 9, 2), (0, 0, 3)]);
+        let back = PrefetchArtifact::parse(&a.to_json(), "t").unwrap();
+        assert_eq!(back.spans(), [7, 8, 2, 3, 4, 9, 0]);
     }
 
     #[test]
