@@ -433,8 +433,8 @@ fn resolve_blocking(
     })
 }
 
-/// The `rootfs.diff_ids` of an image config.
-fn config_diff_ids(
+/// The `rootfs.diff_ids` of image config `config` (its `bytes`) of image `image` (for errors).
+pub fn config_diff_ids(
     image: &str,
     config: &Descriptor,
     bytes: &[u8],

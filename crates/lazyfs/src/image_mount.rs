@@ -560,7 +560,7 @@ fn mount_layer(
             let blob = serve
                 .runtime
                 .block_on(registry::blocking::blob_reader(what.repo, layer))?;
-            unpack_layer_blob(blob, layer, &path)?;
+            unpack_layer_blob(blob, layer, None, &path)?;
             None
         }
     };

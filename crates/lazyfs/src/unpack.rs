@@ -270,8 +270,8 @@ pub fn unpack_gzip_layer<R: Read>(gzip: R, dest: &Path) -> Result<UnpackStats, U
 /// Why a layer blob could not be unpacked by [`unpack_layer_blob`].
 #[derive(Debug, thiserror::Error)]
 pub enum LayerBlobError {
-    /// The layer's compression is one this unpacker does not read (zstd, or not a tar layer).
-    #[error("layer {layer} {}: only gzip and uncompressed tar layers can be unpacked; push the image with gzip layers (e.g. `skopeo copy --dest-compress-format gzip`)", compression_words(.compression))]
+    /// The layer's media type is not one of a tar layer (gzip, zstd or uncompressed).
+    #[error("layer {layer} {}: only gzip, zstd and uncompressed tar layers can be unpacked", compression_words(.compression))]
     Unsupported {
         /// Layer digest.
         layer: String,
@@ -296,6 +296,17 @@ pub enum LayerBlobError {
         #[source]
         source: io::Error,
     },
+    /// The uncompressed tar is not the one the image config names (its diff ID): what was
+    /// unpacked must be discarded.
+    #[error("layer {layer} unpacked to {digest}, but the image config says its diff ID is {diff_id}: the image is corrupt; discard what was unpacked")]
+    DiffIdMismatch {
+        /// Layer digest.
+        layer: String,
+        /// Digest of the uncompressed tar read.
+        digest: String,
+        /// The diff ID the config gives.
+        diff_id: String,
+    },
     /// The blob is not the one its descriptor names: what was unpacked must be discarded.
     #[error("layer {layer} ({expected_size} bytes) arrived as {digest} ({size} bytes): the source sent other bytes; discard what was unpacked")]
     Mismatch {
@@ -313,40 +324,62 @@ pub enum LayerBlobError {
 /// How an [`LayerBlobError::Unsupported`] message names the compression.
 fn compression_words(compression: &LayerCompression) -> String {
     match compression {
-        LayerCompression::Zstd => "is zstd-compressed".into(),
         LayerCompression::Unknown(media_type) => format!("has media type {media_type}"),
         other => format!("is {other:?}"),
     }
 }
 
 /// Unpacks the layer blob `blob` described by `layer` into `dest` (see [`unpack_layer`]),
-/// choosing gzip or plain tar from the layer's media type, and verifies that the bytes read
-/// are the layer: its digest and size, padding after the archive included. Reads at most one
-/// byte past the descriptor's size, so a source that never stops is refused too.
+/// decompressing gzip or zstd (or reading plain tar) by the layer's media type as the bytes
+/// arrive, and verifies that the bytes read are the layer: its digest and size, padding after
+/// the archive included, and when `diff_id` is given, the digest of the uncompressed tar.
+/// Reads at most one byte past the descriptor's size, so a source that never stops is refused
+/// too.
 ///
 /// On any error `dest` holds partial or untrusted content and must be discarded.
 pub fn unpack_layer_blob<R: Read>(
     blob: R,
     layer: &Descriptor,
+    diff_id: Option<&oci::Digest>,
     dest: &Path,
 ) -> Result<UnpackStats, LayerBlobError> {
     let name = layer.digest().to_string();
     let compression = LayerCompression::of(layer.media_type());
     let mut reader = DigestingReader::new(blob.take(layer.size().saturating_add(1)));
-    let unpacked = match &compression {
-        LayerCompression::Gzip => unpack_gzip_layer(&mut reader, dest),
-        LayerCompression::Uncompressed => unpack_layer(&mut reader, dest),
-        LayerCompression::Zstd | LayerCompression::Unknown(_) => {
+    let unpack_error = |source| LayerBlobError::Unpack {
+        layer: name.clone(),
+        source,
+    };
+    let tar: Box<dyn Read + '_> = match &compression {
+        // Several gzip members (pigz, concatenated layers) all belong to the tar stream.
+        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
+        LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut reader).map_err(
+            |source| {
+                unpack_error(UnpackError::Stream {
+                    after: None,
+                    source,
+                })
+            },
+        )?),
+        LayerCompression::Uncompressed => Box::new(&mut reader),
+        LayerCompression::Unknown(_) => {
             return Err(LayerBlobError::Unsupported {
                 layer: name,
                 compression,
             })
         }
     };
-    let stats = unpacked.map_err(|source| LayerBlobError::Unpack {
-        layer: name.clone(),
-        source,
-    })?;
+    // unpack_layer reads the tar stream to its end, so this is the digest of all of it.
+    let mut tar = DigestingReader::new(tar);
+    let stats = unpack_layer(&mut tar, dest).map_err(unpack_error)?;
+    let (tar_digest, _) = tar.finish();
+    if let Some(diff_id) = diff_id.filter(|d| **d != tar_digest) {
+        return Err(LayerBlobError::DiffIdMismatch {
+            layer: name,
+            digest: tar_digest.to_string(),
+            diff_id: diff_id.to_string(),
+        });
+    }
     io::copy(&mut reader, &mut io::sink()).map_err(|source| LayerBlobError::Read {
         layer: name.clone(),
         source,

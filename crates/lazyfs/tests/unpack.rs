@@ -860,18 +860,42 @@ fn layer_blobs_are_unpacked_by_media_type_and_verified_against_their_descriptor(
     require_root();
     let tar = hostname_layer();
     let blob = gzip(&tar);
+    let zstd = zstd::encode_all(&tar[..], 3).unwrap();
+    let diff_id = oci::digest::sha256(&tar);
     for (media_type, bytes) in [
         (oci::MediaType::ImageLayerGzip, &blob),
+        (oci::MediaType::ImageLayerZstd, &zstd),
         (oci::MediaType::ImageLayer, &tar),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let desc = descriptor(media_type, bytes);
-        unpack_layer_blob(&bytes[..], &desc, dir.path()).unwrap();
+        unpack_layer_blob(&bytes[..], &desc, Some(&diff_id), dir.path()).unwrap();
         assert_eq!(
             fs::read(dir.path().join("etc/hostname")).unwrap(),
             b"soci\n"
         );
     }
+}
+
+#[test]
+fn a_layer_whose_tar_is_not_its_diff_id_is_refused() {
+    require_root();
+    let tar = hostname_layer();
+    let blob = gzip(&tar);
+    let desc = descriptor(oci::MediaType::ImageLayerGzip, &blob);
+    // The blob is what the manifest names, but the config names another tar.
+    let wrong = oci::digest::sha256(b"another tar");
+    let dir = tempfile::tempdir().unwrap();
+    let err = unpack_layer_blob(&blob[..], &desc, Some(&wrong), dir.path()).unwrap_err();
+    let LayerBlobError::DiffIdMismatch {
+        digest, diff_id, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(digest, &oci::digest::sha256(&tar).to_string());
+    assert_eq!(diff_id, &wrong.to_string());
+    assert!(err.to_string().contains("diff ID"), "{err}");
 }
 
 #[test]
@@ -885,7 +909,7 @@ fn a_layer_blob_with_the_wrong_digest_is_refused() {
         oci::digest::sha256(b"another layer"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let err = unpack_layer_blob(&blob[..], &desc, dir.path()).unwrap_err();
+    let err = unpack_layer_blob(&blob[..], &desc, None, dir.path()).unwrap_err();
     let LayerBlobError::Mismatch { layer, digest, .. } = &err else {
         panic!("{err:?}");
     };
@@ -900,7 +924,7 @@ fn a_layer_blob_with_the_wrong_digest_is_refused() {
     let mut longer = tar.clone();
     longer.extend_from_slice(&[0; 4096]);
     let dir = tempfile::tempdir().unwrap();
-    let err = unpack_layer_blob(&longer[..], &desc, dir.path()).unwrap_err();
+    let err = unpack_layer_blob(&longer[..], &desc, None, dir.path()).unwrap_err();
     assert!(
         matches!(err, LayerBlobError::Mismatch { size, .. } if size == tar.len() as u64 + 1),
         "{err:?}"
@@ -908,32 +932,26 @@ fn a_layer_blob_with_the_wrong_digest_is_refused() {
 }
 
 #[test]
-fn zstd_and_unknown_layers_get_a_typed_error_before_anything_is_read() {
+fn unknown_layers_get_a_typed_error_before_anything_is_read() {
     require_root();
     let blob = hostname_layer();
-    for (media_type, expected) in [
-        (oci::MediaType::ImageLayerZstd, LayerCompression::Zstd),
-        (
-            oci::MediaType::Other("application/x-squashfs".into()),
-            LayerCompression::Unknown("application/x-squashfs".into()),
-        ),
-    ] {
-        let desc = descriptor(media_type, &blob);
-        let dir = tempfile::tempdir().unwrap();
-        let mut reader = &blob[..];
-        let err = unpack_layer_blob(&mut reader, &desc, dir.path()).unwrap_err();
-        let LayerBlobError::Unsupported { compression, .. } = &err else {
-            panic!("{err:?}");
-        };
-        assert_eq!(compression, &expected);
-        assert_eq!(reader.len(), blob.len(), "nothing was read");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert!(
-            err.to_string().contains("only gzip and uncompressed tar"),
-            "{err}"
-        );
-    }
-    let zstd = descriptor(oci::MediaType::ImageLayerZstd, &blob);
-    let err = unpack_layer_blob(&blob[..], &zstd, Path::new("/nonexistent")).unwrap_err();
-    assert!(err.to_string().contains("is zstd-compressed"), "{err}");
+    let media_type = oci::MediaType::Other("application/x-squashfs".into());
+    let desc = descriptor(media_type, &blob);
+    let dir = tempfile::tempdir().unwrap();
+    let mut reader = &blob[..];
+    let err = unpack_layer_blob(&mut reader, &desc, None, dir.path()).unwrap_err();
+    let LayerBlobError::Unsupported { compression, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        compression,
+        &LayerCompression::Unknown("application/x-squashfs".into())
+    );
+    assert_eq!(reader.len(), blob.len(), "nothing was read");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(
+        err.to_string()
+            .contains("only gzip, zstd and uncompressed tar"),
+        "{err}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Blocking bridges over async byte sources, for synchronous code (the zTOC builder, the
 //! layer unpacker, `soci ztoc get-file`) that runs off a tokio runtime's worker threads:
 //! [`ChannelReader`] reads a stream that a task on the runtime pulls into a bounded channel,
-//! [`RangeReader`] is a `Read + Seek` view of a registry blob fetched with Range requests.
+//! [`RangeReader`] is a `Read + Seek` view of a registry blob fetched with Range requests,
+//! [`chunked_blob_reader`] downloads a blob in pieces over several connections at once and
+//! reads it in order.
 
 use crate::client::Repository;
 use crate::error::Result;
@@ -45,6 +47,131 @@ where
 pub async fn blob_reader(repo: &Repository, desc: &Descriptor) -> Result<ChannelReader> {
     let blob = repo.get_blob(desc.digest()).await?;
     Ok(spawn_reader(&Handle::current(), blob.stream))
+}
+
+/// How [`chunked_blob_reader`] splits a download.
+#[derive(Debug, Clone)]
+pub struct ChunkedDownload {
+    /// Bytes per Range request.
+    pub chunk_size: u64,
+    /// Requests of this blob in flight at once.
+    pub concurrency: usize,
+    /// Limits shared with other downloads (all images, one image): each request holds one
+    /// permit of each while it runs.
+    pub permits: Vec<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
+/// Tries per piece of a chunked download: a connection that breaks mid-piece is resumed by
+/// asking for that piece's range again (on another connection), after a short pause that
+/// grows with each try.
+const PIECE_ATTEMPTS: u32 = 5;
+/// Pause before the second try of a piece; doubled for each further one.
+const PIECE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Starts downloading blob `desc` from `repo` in pieces of `how.chunk_size` bytes, up to
+/// `how.concurrency` Range requests at once, and returns a blocking reader that sees the
+/// blob's bytes in order (pieces that arrive early wait, at most `concurrency` of them). A
+/// piece whose transfer fails is asked for again (its range only), up to five times. A blob
+/// of one piece, one connection, or a registry that ignores Range requests is streamed as
+/// one download. The bytes are not checked here: the reader's consumer checks the digest.
+/// Call it on the runtime; read it off the runtime's threads.
+pub async fn chunked_blob_reader(
+    repo: &Repository,
+    desc: &Descriptor,
+    how: ChunkedDownload,
+) -> Result<ChannelReader> {
+    let size = desc.size();
+    let chunk = how.chunk_size.max(1);
+    let held = hold_permits(&how.permits).await;
+    if size <= chunk || how.concurrency <= 1 {
+        // One download: it holds its permits until the stream ends.
+        let blob = repo.get_blob(desc.digest()).await?;
+        let stream = blob.stream.map(move |chunk| {
+            let _ = &held;
+            chunk
+        });
+        return Ok(spawn_reader(&Handle::current(), stream));
+    }
+    let first = match first_piece(repo, desc.digest(), chunk).await? {
+        crate::client::RangeReply::Partial(bytes) => bytes,
+        crate::client::RangeReply::Whole(whole) => {
+            return Ok(spawn_reader(&Handle::current(), whole.stream))
+        }
+    };
+    drop(held);
+    let (repo, digest) = (repo.clone(), desc.digest().clone());
+    let permits = how.permits.clone();
+    let rest = futures_util::stream::iter((1..size.div_ceil(chunk)).map(move |i| {
+        let (repo, digest, permits) = (repo.clone(), digest.clone(), permits.clone());
+        let range = (i * chunk, ((i + 1) * chunk).min(size));
+        async move {
+            let _held = hold_permits(&permits).await;
+            fetch_piece(&repo, &digest, range).await
+        }
+    }))
+    .buffered(how.concurrency);
+    let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    Ok(spawn_reader(&Handle::current(), stream))
+}
+
+/// One permit of each limit, held until the returned permits are dropped (a closed limit
+/// is skipped).
+pub async fn hold_permits(
+    limits: &[std::sync::Arc<tokio::sync::Semaphore>],
+) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let mut held = Vec::with_capacity(limits.len());
+    for limit in limits {
+        if let Ok(permit) = limit.clone().acquire_owned().await {
+            held.push(permit);
+        }
+    }
+    held
+}
+
+/// The first piece of a chunked download (which also tells whether the registry answers
+/// Range requests), asked for again when its transfer fails.
+async fn first_piece(
+    repo: &Repository,
+    digest: &Digest,
+    chunk: u64,
+) -> Result<crate::client::RangeReply> {
+    with_retries(digest, (0, chunk), || {
+        repo.get_blob_range(digest, (0, chunk))
+    })
+    .await
+}
+
+/// One piece of a chunked download, asked for again when its transfer fails.
+async fn fetch_piece(
+    repo: &Repository,
+    digest: &Digest,
+    range: (u64, u64),
+) -> std::io::Result<Bytes> {
+    with_retries(digest, range, || repo.read_blob_range(digest, range))
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// Runs `get` up to [`PIECE_ATTEMPTS`] times, pausing between tries, until it succeeds.
+async fn with_retries<T, F, Fut>(digest: &Digest, range: (u64, u64), mut get: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    let mut pause = PIECE_RETRY_PAUSE;
+    loop {
+        match get().await {
+            Ok(value) => return Ok(value),
+            Err(e) if attempt < PIECE_ATTEMPTS => {
+                tracing::warn!(%digest, start = range.0, end = range.1, attempt, "piece of a download failed, asking for it again: {e}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A blocking reader over chunks sent by a task on a runtime (a registry body, a containerd

@@ -117,6 +117,83 @@ pub struct PullModes {
     pub soci_v1: Switch,
     /// `[pull_modes.soci_v2]`: v2 indexes bound to the image by `soci convert`.
     pub soci_v2: SwitchOn,
+    /// `[pull_modes.parallel_pull_unpack]`: layers not served lazily are pulled by the
+    /// snapshotter, several connections and layers at once.
+    pub parallel_pull_unpack: ParallelPullConfig,
+}
+
+/// `[pull_modes.parallel_pull_unpack]`, with AWS's keys, meanings and defaults (negative
+/// limits mean none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ParallelPullConfig {
+    /// Whether the mode is on.
+    pub enable: bool,
+    /// Range requests in flight at once over all images.
+    pub max_concurrent_downloads: i64,
+    /// Range requests in flight at once per image.
+    pub max_concurrent_downloads_per_image: i64,
+    /// Bytes per Range request, as `"8mb"`, `"512kb"` or a number of bytes; empty: one
+    /// request per layer.
+    pub concurrent_download_chunk_size: String,
+    /// Layers unpacked at once over all images.
+    pub max_concurrent_unpacks: i64,
+    /// Layers unpacked at once per image.
+    pub max_concurrent_unpacks_per_image: i64,
+    /// Keep no copy of a layer's blob once it is unpacked (the snapshot is all there is).
+    pub discard_unpacked_layers: bool,
+}
+
+impl Default for ParallelPullConfig {
+    fn default() -> Self {
+        ParallelPullConfig {
+            enable: false,
+            max_concurrent_downloads: -1,
+            max_concurrent_downloads_per_image: 3,
+            concurrent_download_chunk_size: String::new(),
+            max_concurrent_unpacks: -1,
+            max_concurrent_unpacks_per_image: 1,
+            discard_unpacked_layers: false,
+        }
+    }
+}
+
+impl ParallelPullConfig {
+    /// The chunk size in bytes (`None`: whole layers); validated by [`Config::check`].
+    pub fn chunk_size(&self) -> Option<u64> {
+        parse_size(&self.concurrent_download_chunk_size)
+            .ok()
+            .flatten()
+    }
+}
+
+/// Parses a size like AWS's config does (`"8mb"`, `"16MiB"`, `"512k"`, `"1048576"`; units
+/// are powers of 1024); empty is `None`.
+pub fn parse_size(text: &str) -> Result<Option<u64>, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use b, kb, mb or gb)"
+            ))
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like \"8mb\")"))?;
+    n.checked_mul(1 << shift)
+        .filter(|n| *n > 0)
+        .map(Some)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// A switch that is off by default.
@@ -284,6 +361,18 @@ impl Config {
         Ok((config, unknown))
     }
 
+    /// Settings that parse but cannot work, as a message naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        let parallel = &self.pull_modes.parallel_pull_unpack;
+        parse_size(&parallel.concurrent_download_chunk_size).map_err(|e| {
+            format!("pull_modes.parallel_pull_unpack.concurrent_download_chunk_size: {e}")
+        })?;
+        if parallel.enable && !parallel.discard_unpacked_layers {
+            return Err("pull_modes.parallel_pull_unpack: keeping layer blobs in containerd's content store (discard_unpacked_layers = false, AWS's default) is not supported yet; set discard_unpacked_layers = true".into());
+        }
+        Ok(())
+    }
+
     /// The mount timeout.
     pub fn mount_timeout(&self) -> Duration {
         Duration::from_secs(self.mount_timeout_sec.max(1))
@@ -371,5 +460,48 @@ fetch_period_msec = 500
         let missing = dir.path().join("none.toml");
         assert!(Config::load(&missing, true).is_err());
         assert_eq!(Config::load(&missing, false).unwrap().0, Config::default());
+    }
+
+    #[test]
+    fn parallel_pull_keys_are_aws_s_and_checked() {
+        let text = r#"
+[pull_modes.parallel_pull_unpack]
+enable = true
+max_concurrent_downloads_per_image = 10
+concurrent_download_chunk_size = "8mb"
+discard_unpacked_layers = true
+[pull_modes.parallel_pull_unpack.decompress_streams."gzip"]
+path = "/usr/bin/unpigz"
+"#;
+        let (c, unknown) = Config::parse(text, Path::new("c.toml")).unwrap();
+        let p = &c.pull_modes.parallel_pull_unpack;
+        assert!(p.enable);
+        assert_eq!(p.max_concurrent_downloads_per_image, 10);
+        assert_eq!(p.max_concurrent_unpacks_per_image, 1);
+        assert_eq!(p.chunk_size(), Some(8 << 20));
+        assert_eq!(
+            unknown,
+            ["pull_modes.parallel_pull_unpack.decompress_streams"]
+        );
+        assert!(c.check().is_ok());
+        // AWS's default keeps blobs in the content store, which is not supported yet.
+        let (c, _) = Config::parse(
+            "[pull_modes.parallel_pull_unpack]\nenable = true\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.check().unwrap_err().contains("discard_unpacked_layers"));
+        for (text, want) in [
+            ("", Ok(None)),
+            ("1048576", Ok(Some(1 << 20))),
+            ("512kb", Ok(Some(512 << 10))),
+            ("16MiB", Ok(Some(16 << 20))),
+            (" 2 GB ", Ok(Some(2 << 30))),
+        ] {
+            assert_eq!(parse_size(text), want, "{text:?}");
+        }
+        for bad in ["8 parsecs", "mb", "0", "-1mb", "99999999999gb"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -119,6 +119,36 @@ impl Resolver {
         plan_layer(image_ref, manifest_digest, layer_digest, found)
     }
 
+    /// The layers of the image that have a zTOC in its SOCI index, as [`Resolver::plan`]
+    /// found it (none when it found no usable index): the layers Prepare mounts lazily.
+    pub async fn lazy_layers(
+        &self,
+        image_ref: &str,
+        manifest_digest: &str,
+        given_index: Option<&str>,
+    ) -> std::collections::HashSet<Digest> {
+        let key = (
+            image_ref.to_owned(),
+            manifest_digest.to_owned(),
+            given_index.map(str::to_owned),
+        );
+        let cell = {
+            let Ok(cache) = self.cache.lock() else {
+                return Default::default();
+            };
+            cache.get(&key).cloned()
+        };
+        match cell.as_deref().and_then(OnceCell::get) {
+            Some((_, Ok(found))) => found
+                .index
+                .ztocs
+                .iter()
+                .map(|z| z.layer_digest.clone())
+                .collect(),
+            _ => Default::default(),
+        }
+    }
+
     async fn find(
         &self,
         image_ref: &str,

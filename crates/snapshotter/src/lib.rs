@@ -7,6 +7,7 @@
 //!   while containers keep running;
 //! - [`index_lookup`]: finding (and caching) an image's SOCI index and the zTOC of a layer
 //!   for Prepare;
+//! - [`parallel_pull`]: parallel pull and unpack of layers not served lazily;
 //! - [`config`]: the TOML configuration;
 //! - [`filter`]: containerd's filter syntax for `List`;
 //! - [`serve`]: running it all;
@@ -18,6 +19,7 @@ pub mod filter;
 pub mod index_lookup;
 pub mod manager;
 pub mod metadata;
+pub mod parallel_pull;
 pub mod serve;
 pub mod service;
 

@@ -76,6 +76,9 @@ fn run(cli: Cli) -> Result<()> {
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
     let (config, unknown) = Config::load(&config_path, required)?;
+    config
+        .check()
+        .map_err(|e| anyhow::anyhow!("config {}: {e}", config_path.display()))?;
     for key in &unknown {
         tracing::warn!(file = %config_path.display(), "config key {key} is not used by soci-rs; ignored");
     }

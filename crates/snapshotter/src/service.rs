@@ -9,6 +9,7 @@ use crate::filter::Filters;
 use crate::index_lookup::{LayerPlan, Resolver};
 use crate::manager::{self, ManagerError, MountSpec, Reply, Request as ManagerRequest};
 use crate::metadata::{Kind, Metadata, MetadataError, RemoteLayerInfo, Snapshot, UpdateError};
+use crate::parallel_pull::{ParallelPuller, PullRequest};
 use crate::proto::snapshots_server::Snapshots;
 use containerd_client::services::v1::snapshots as pb;
 use containerd_client::types::Mount;
@@ -33,6 +34,10 @@ pub struct DaemonCounters {
     pub layers_pulled: AtomicU64,
     /// Lazy mounts that failed or timed out (and were pulled instead).
     pub mount_failures: AtomicU64,
+    /// Layers pulled and unpacked by the snapshotter (parallel pull mode).
+    pub layers_parallel: AtomicU64,
+    /// Parallel pulls that failed (the Prepare failed with the reason).
+    pub parallel_failures: AtomicU64,
 }
 
 /// The snapshotter.
@@ -44,6 +49,8 @@ pub struct Snapshotter {
     exe: PathBuf,
     meta: Mutex<Metadata>,
     resolver: Resolver,
+    /// Pulls layers itself when `[pull_modes.parallel_pull_unpack]` is on.
+    parallel: Option<ParallelPuller>,
     /// Serializes starting the FUSE manager and restoring its mounts.
     manager_start: Mutex<()>,
     /// Counters for `/metrics`.
@@ -115,10 +122,19 @@ impl Snapshotter {
             v1: config.pull_modes.soci_v1.enable,
             v2: config.pull_modes.soci_v2.enable,
         };
+        let parallel_config = &config.pull_modes.parallel_pull_unpack;
+        let parallel = parallel_config.enable.then(|| {
+            ParallelPuller::new(
+                client.clone(),
+                parallel_config.clone(),
+                dir.join("parallel-staging"),
+            )
+        });
         Ok(Snapshotter {
+            resolver: Resolver::new(client, modes),
+            parallel,
             dir,
             root: root.to_owned(),
-            resolver: Resolver::new(client, modes),
             config,
             config_path,
             exe,
@@ -341,6 +357,10 @@ impl Snapshotter {
         let info = match plan {
             Ok(LayerPlan::Lazy(info)) => info,
             Ok(LayerPlan::Pull(why)) => {
+                if self.parallel.is_some() {
+                    tracing::debug!(layer = %layer, image = %image_ref, "pulling in parallel mode: {why}");
+                    return self.pull_in_parallel(parent, image_labels, labels).await;
+                }
                 tracing::info!(layer = %layer, image = %image_ref, "pulling normally: {why}");
                 self.counters.layers_pulled.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -352,13 +372,7 @@ impl Snapshotter {
                 return None;
             }
         };
-        let name = format!(
-            "soci-remote/{target}/{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        );
+        let name = format!("soci-remote/{target}/{}", unique_suffix());
         let mut snapshot_labels = labels.clone();
         snapshot_labels.insert(LABEL_REMOTE.into(), info.index_digest.clone());
         let id = {
@@ -397,9 +411,14 @@ impl Snapshotter {
             let _ = self
                 .manager_call(&ManagerRequest::Unmount { mountpoint })
                 .await;
-            let mut meta = self.meta.lock().await;
-            let _ = meta.remove(&name);
-            let _ = std::fs::remove_dir_all(self.snapshot_dir(id));
+            {
+                let mut meta = self.meta.lock().await;
+                let _ = meta.remove(&name);
+                let _ = std::fs::remove_dir_all(self.snapshot_dir(id));
+            }
+            if self.parallel.is_some() {
+                return self.pull_in_parallel(parent, image_labels, labels).await;
+            }
             return None;
         }
         self.counters.layers_lazy.fetch_add(1, Ordering::Relaxed);
@@ -407,6 +426,87 @@ impl Snapshotter {
         Some(Status::already_exists(format!(
             "target snapshot {target:?} already exists (mounted lazily)"
         )))
+    }
+
+    /// Satisfies a Prepare by pulling the layer in parallel mode: a committed snapshot is
+    /// made from the unpacked, verified layer, and containerd told it exists. A failed pull
+    /// fails the Prepare with the reason (no snapshot is left); `None` means containerd pulls
+    /// the layer itself (a layer this image's job does not pull).
+    async fn pull_in_parallel(
+        &self,
+        parent: &str,
+        image_labels: &LayerLabels,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<Status> {
+        let puller = self.parallel.as_ref()?;
+        let target = image_labels.chain_id.as_str();
+        let image = image_labels.image_ref.as_str();
+        let manifest: &str = image_labels.manifest_digest.as_ref();
+        let given_index = image_labels
+            .soci_index_digest
+            .as_ref()
+            .map(AsRef::<str>::as_ref);
+        let Ok(layer) = oci::digest::parse(image_labels.layer_digest.as_ref()) else {
+            return None;
+        };
+        let lazy = self
+            .resolver
+            .lazy_layers(image, manifest, given_index)
+            .await;
+        let name = format!("soci-parallel/{target}/{}", unique_suffix());
+        let (id, existing) = {
+            let mut meta = self.meta.lock().await;
+            let existing = meta
+                .all()
+                .filter(|(_, s)| s.kind == Kind::Committed)
+                .filter_map(|(_, s)| s.labels.get(LABEL_SNAPSHOT_REF).cloned())
+                .collect();
+            match meta.create(Kind::Committed, &name, parent, labels.clone(), None) {
+                Ok(id) => (id, existing),
+                Err(e) => {
+                    tracing::warn!(image, "recording the layer: {e}; pulling normally");
+                    return None;
+                }
+            }
+        };
+        let request = PullRequest {
+            image,
+            manifest,
+            layer: &layer,
+            lazy: &lazy,
+            existing: &existing,
+        };
+        let dest = self.fs_dir(id);
+        match puller.pull_layer(&request, &dest).await {
+            Ok(true) => {
+                self.counters
+                    .layers_parallel
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(layer = %layer, image, snapshot = %name, "layer pulled in parallel mode");
+                Some(Status::already_exists(format!(
+                    "target snapshot {target:?} already exists (pulled in parallel mode)"
+                )))
+            }
+            outcome => {
+                let mut meta = self.meta.lock().await;
+                let _ = meta.remove(&name);
+                let _ = std::fs::remove_dir_all(self.snapshot_dir(id));
+                match outcome {
+                    Err(e) => {
+                        self.counters
+                            .parallel_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        Some(Status::data_loss(format!(
+                            "parallel pull of layer {layer}: {e}"
+                        )))
+                    }
+                    _ => {
+                        self.counters.layers_pulled.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
+        }
     }
 
     /// Removes a snapshot's directory, unmounting its lazy layer first.
@@ -500,6 +600,16 @@ impl Snapshotter {
                 "Lazy mounts that failed or timed out.",
                 c.mount_failures.load(Ordering::Relaxed),
             ),
+            (
+                "soci_snapshotter_layers_parallel_pulled_total",
+                "Layers pulled and unpacked by the snapshotter in parallel pull mode.",
+                c.layers_parallel.load(Ordering::Relaxed),
+            ),
+            (
+                "soci_snapshotter_parallel_pull_failures_total",
+                "Parallel pulls that failed (their Prepare failed).",
+                c.parallel_failures.load(Ordering::Relaxed),
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -527,6 +637,14 @@ impl Snapshotter {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A suffix that makes the name of a snapshot this daemon commits itself unique.
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
 }
 
 /// Whether a FUSE mountpoint is mounted and answered by a live server. The mount of a dead

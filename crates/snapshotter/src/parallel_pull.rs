@@ -1,0 +1,406 @@
+//! Parallel pull and unpack (`[pull_modes.parallel_pull_unpack]`): layers the snapshotter
+//! does not serve lazily are downloaded by the snapshotter itself, with several Range
+//! requests at once, decompressed and unpacked into the snapshot directory as the bytes
+//! arrive, and checked (layer digest and size, and the diff ID of the tar) before the
+//! snapshot is committed. containerd is then told the snapshot exists, so it never downloads
+//! the layer.
+//!
+//! containerd prepares the layers of an image one after another (each is the parent of the
+//! next), so on the first such Prepare of an image every layer of it that is to be pulled is
+//! started at once, within the configured limits, each into a staging directory of its own;
+//! each Prepare then waits for its layer and moves the result into its snapshot. Staging
+//! directories that no Prepare claims are removed after a while.
+
+use crate::config::ParallelPullConfig;
+use lazyfs::unpack::{unpack_layer_blob, LayerBlobError};
+use oci::manifest::ParsedManifest;
+use oci::reference::ImageRef;
+use oci::{Descriptor, Digest};
+use registry::blocking::{chunked_blob_reader, ChunkedDownload};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// How long an unpacked layer waits in staging for its Prepare before it is removed.
+const UNCLAIMED_AFTER: Duration = Duration::from_secs(600);
+/// Largest image config read.
+const MAX_CONFIG_SIZE: u64 = 8 << 20;
+/// Largest manifest read.
+const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// Why a layer could not be pulled in parallel mode.
+#[derive(Debug, thiserror::Error)]
+pub enum ParallelPullError {
+    /// The image or its layer could not be found or read from the registry.
+    #[error("image {image}: {message}")]
+    Image {
+        /// The image reference.
+        image: String,
+        /// What went wrong, with its cause chain.
+        message: String,
+    },
+    /// The layer's bytes did not unpack or are not the layer the image names.
+    #[error("image {image}: {source}")]
+    Layer {
+        /// The image reference.
+        image: String,
+        /// The unpack or verification failure.
+        #[source]
+        source: LayerBlobError,
+    },
+    /// The staging or snapshot directory could not be written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A layer's pull outcome, shared by the job and the Prepare that waits for it.
+type Outcome = Result<PathBuf, Arc<ParallelPullError>>;
+
+/// One layer of an image job: its outcome once done.
+struct LayerJob {
+    done: Arc<OnceCell<Outcome>>,
+    finished: Arc<tokio::sync::Notify>,
+}
+
+/// The pulls of one image's layers (by manifest digest).
+struct ImageJob {
+    layers: HashMap<Digest, LayerJob>,
+}
+
+/// A Prepare's layer, and what the snapshotter knows of the rest of its image.
+pub struct PullRequest<'a> {
+    /// The image reference.
+    pub image: &'a str,
+    /// Its manifest digest.
+    pub manifest: &'a str,
+    /// The layer to pull.
+    pub layer: &'a Digest,
+    /// Layers of the image served lazily (not pulled unless asked for).
+    pub lazy: &'a std::collections::HashSet<Digest>,
+    /// Chain IDs of committed snapshots that exist already (their layers are not pulled).
+    pub existing: &'a std::collections::HashSet<String>,
+}
+
+/// Runs parallel pulls for the snapshotter.
+pub struct ParallelPuller {
+    client: registry::Client,
+    config: ParallelPullConfig,
+    staging_root: PathBuf,
+    downloads: Option<Arc<Semaphore>>,
+    unpacks: Option<Arc<Semaphore>>,
+    jobs: Mutex<HashMap<String, Arc<StartedJob>>>,
+}
+
+/// An image's job once started, or why it could not start (shared by its Prepares).
+type StartedJob = OnceCell<Result<Arc<ImageJob>, String>>;
+
+/// The limit as a semaphore; a negative or zero limit means none (AWS's -1).
+fn limit(n: i64) -> Option<Arc<Semaphore>> {
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| Arc::new(Semaphore::new(n)))
+}
+
+impl ParallelPuller {
+    /// A puller fetching with `client`, staging under `staging_root` (emptied now: what an
+    /// earlier run left there was never claimed).
+    pub fn new(
+        client: registry::Client,
+        config: ParallelPullConfig,
+        staging_root: PathBuf,
+    ) -> Self {
+        let _ = std::fs::remove_dir_all(&staging_root);
+        ParallelPuller {
+            client,
+            downloads: limit(config.max_concurrent_downloads),
+            unpacks: limit(config.max_concurrent_unpacks),
+            config,
+            staging_root,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Pulls the layer `request` names into `dest` (an empty snapshot directory), starting
+    /// every layer of the image that is to be pulled on the image's first request. Returns
+    /// `Ok(false)` when the layer is not one this image's job pulls (it was to be served
+    /// lazily): pull it normally then. Returns once the layer is unpacked and verified.
+    pub async fn pull_layer(
+        &self,
+        request: &PullRequest<'_>,
+        dest: &Path,
+    ) -> Result<bool, Arc<ParallelPullError>> {
+        let job = self.image_job(request).await?;
+        let Some(layer_job) = job.layers.get(request.layer) else {
+            return Ok(false);
+        };
+        let staging = loop {
+            let finished = layer_job.finished.notified();
+            if let Some(outcome) = layer_job.done.get() {
+                break outcome.clone()?;
+            }
+            finished.await;
+        };
+        // The staging directory holds the unpacked layer: it becomes the snapshot's.
+        let _ = std::fs::remove_dir(dest);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| {
+                Arc::new(ParallelPullError::Io {
+                    what: "creating",
+                    path: parent.to_owned(),
+                    source,
+                })
+            })?;
+        }
+        std::fs::rename(&staging, dest).map_err(|source| {
+            Arc::new(ParallelPullError::Io {
+                what: "moving the unpacked layer to",
+                path: dest.to_owned(),
+                source,
+            })
+        })?;
+        Ok(true)
+    }
+
+    /// The job of an image, started on first use.
+    async fn image_job(
+        &self,
+        request: &PullRequest<'_>,
+    ) -> Result<Arc<ImageJob>, Arc<ParallelPullError>> {
+        let (image, manifest) = (request.image, request.manifest);
+        let cell = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.entry(manifest.to_owned()).or_default().clone()
+        };
+        let started = cell
+            .get_or_init(|| async {
+                self.start_image(request)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .clone();
+        if started.is_err() {
+            // A failed lookup (registry down) is tried again by the next Prepare.
+            self.jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(manifest);
+        }
+        started.map_err(|message| {
+            Arc::new(ParallelPullError::Image {
+                image: image.to_owned(),
+                message,
+            })
+        })
+    }
+
+    /// Reads the image's manifest and config and starts a task per layer to pull.
+    async fn start_image(&self, request: &PullRequest<'_>) -> Result<ImageJob, ParallelPullError> {
+        let (image, manifest_digest) = (request.image, request.manifest);
+        let fail = |message: String| ParallelPullError::Image {
+            image: image.to_owned(),
+            message,
+        };
+        let repo = repository(&self.client, image).map_err(fail)?;
+        let digest = oci::digest::parse(manifest_digest)
+            .map_err(|e| fail(format!("manifest digest: {e}")))?;
+        let fetched = repo
+            .get_manifest(digest.as_ref())
+            .await
+            .map_err(|e| fail(registry::error_chain(&e)))?;
+        if fetched.bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(fail(format!("manifest {digest} is too large")));
+        }
+        let manifest = match oci::manifest::parse(&fetched.bytes, &format!("manifest {digest}"))
+            .map_err(|e| fail(e.to_string()))?
+        {
+            ParsedManifest::Image(m) => *m,
+            ParsedManifest::Index(_) => {
+                return Err(fail(format!("{digest} is not an image manifest")))
+            }
+        };
+        let config = manifest.config();
+        let config_bytes = repo
+            .get_blob_bytes(config.digest(), MAX_CONFIG_SIZE)
+            .await
+            .map_err(|e| fail(registry::error_chain(&e)))?;
+        if &oci::digest::sha256(&config_bytes) != config.digest() {
+            return Err(fail(format!(
+                "config {} does not match its digest",
+                config.digest()
+            )));
+        }
+        let diff_ids = containerd::pull::config_diff_ids(image, config, &config_bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(fail(format!(
+                "the manifest lists {} layers but the config {} diff IDs",
+                manifest.layers().len(),
+                diff_ids.len()
+            )));
+        }
+        // Layers of one image share its per-image limits.
+        let image_downloads = limit(self.config.max_concurrent_downloads_per_image);
+        let image_unpacks = limit(self.config.max_concurrent_unpacks_per_image);
+        let chain_ids = containerd::chain_ids(&diff_ids);
+        let mut layers = HashMap::new();
+        for ((desc, diff_id), chain_id) in manifest.layers().iter().zip(diff_ids).zip(chain_ids) {
+            let wanted = desc.digest() == request.layer
+                || !(request.lazy.contains(desc.digest()) || request.existing.contains(&chain_id));
+            if !wanted || layers.contains_key(desc.digest()) {
+                continue;
+            }
+            let staging =
+                self.staging_root
+                    .join(format!("{}-{}", desc.digest().digest(), unique()));
+            let job = LayerJob {
+                done: Arc::new(OnceCell::new()),
+                finished: Arc::new(tokio::sync::Notify::new()),
+            };
+            let task = LayerTask {
+                repo: repo.clone(),
+                image: image.to_owned(),
+                desc: desc.clone(),
+                diff_id,
+                staging,
+                download: self.download_limits(image_downloads.clone()),
+                unpacks: [self.unpacks.clone(), image_unpacks.clone()],
+                done: job.done.clone(),
+                finished: job.finished.clone(),
+            };
+            tokio::spawn(task.run());
+            layers.insert(desc.digest().clone(), job);
+        }
+        tracing::info!(image, layers = layers.len(), "parallel pull started");
+        Ok(ImageJob { layers })
+    }
+
+    fn download_limits(&self, image: Option<Arc<Semaphore>>) -> DownloadLimits {
+        DownloadLimits {
+            chunk_size: self.config.chunk_size(),
+            per_image: self
+                .config
+                .max_concurrent_downloads_per_image
+                .try_into()
+                .ok()
+                .filter(|n: &usize| *n > 0),
+            permits: [self.downloads.clone(), image],
+        }
+    }
+}
+
+/// A process-unique suffix for staging directories.
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}.{n}", std::process::id())
+}
+
+/// The repository of registry reference `image`.
+fn repository(client: &registry::Client, image: &str) -> Result<registry::Repository, String> {
+    match ImageRef::parse(image).map_err(|e| e.to_string())? {
+        ImageRef::Registry {
+            registry,
+            repository,
+            ..
+        } => client
+            .repository(&registry, &repository)
+            .map_err(|e| registry::error_chain(&e)),
+        _ => Err(format!("{image} is not a registry reference")),
+    }
+}
+
+/// Download limits of one layer: its chunk size, Range requests of the layer at once, and
+/// the shared permits (all images, this image) each request holds.
+struct DownloadLimits {
+    chunk_size: Option<u64>,
+    per_image: Option<usize>,
+    permits: [Option<Arc<Semaphore>>; 2],
+}
+
+/// The pull of one layer into its staging directory.
+struct LayerTask {
+    repo: registry::Repository,
+    image: String,
+    desc: Descriptor,
+    diff_id: Digest,
+    staging: PathBuf,
+    download: DownloadLimits,
+    unpacks: [Option<Arc<Semaphore>>; 2],
+    done: Arc<OnceCell<Outcome>>,
+    finished: Arc<tokio::sync::Notify>,
+}
+
+impl LayerTask {
+    async fn run(self) {
+        let outcome = self.pull().await.map_err(Arc::new);
+        match &outcome {
+            Ok(_) => {
+                tracing::info!(image = %self.image, layer = %self.desc.digest(), "layer pulled and unpacked in parallel mode");
+                let staging = self.staging.clone();
+                // Nobody claimed it (the image was removed, or the pull was abandoned).
+                tokio::spawn(async move {
+                    tokio::time::sleep(UNCLAIMED_AFTER).await;
+                    let _ = tokio::fs::remove_dir_all(&staging).await;
+                });
+            }
+            Err(e) => {
+                tracing::error!(image = %self.image, layer = %self.desc.digest(), "parallel pull failed: {e}");
+                let _ = std::fs::remove_dir_all(&self.staging);
+            }
+        }
+        let _ = self.done.set(outcome);
+        self.finished.notify_waiters();
+    }
+
+    async fn pull(&self) -> Result<PathBuf, ParallelPullError> {
+        let unpacks: Vec<_> = self.unpacks.iter().flatten().cloned().collect();
+        let _unpack = registry::blocking::hold_permits(&unpacks).await;
+        std::fs::create_dir_all(&self.staging).map_err(|source| ParallelPullError::Io {
+            what: "creating",
+            path: self.staging.clone(),
+            source,
+        })?;
+        let how = ChunkedDownload {
+            chunk_size: self.download.chunk_size.unwrap_or(u64::MAX),
+            concurrency: self.download.per_image.unwrap_or(8),
+            permits: self.download.permits.iter().flatten().cloned().collect(),
+        };
+        let blob = chunked_blob_reader(&self.repo, &self.desc, how)
+            .await
+            .map_err(|e| ParallelPullError::Image {
+                image: self.image.clone(),
+                message: registry::error_chain(&e),
+            })?;
+        let (desc, diff_id, staging) = (
+            self.desc.clone(),
+            self.diff_id.clone(),
+            self.staging.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            unpack_layer_blob(blob, &desc, Some(&diff_id), &staging)
+        })
+        .await
+        .map_err(|e| ParallelPullError::Image {
+            image: self.image.clone(),
+            message: format!("unpack task: {e}"),
+        })?
+        .map_err(|source| ParallelPullError::Layer {
+            image: self.image.clone(),
+            source,
+        })?;
+        Ok(self.staging.clone())
+    }
+}

@@ -1,0 +1,260 @@
+//! Parallel pull and unpack through real containerd 1.6 + runc: `soci image rpull` of images
+//! without a SOCI index, the snapshotter downloading each layer in 1 MiB Range requests, 4
+//! at a time, unpacking as the bytes arrive and checking digest and diff ID; containers run
+//! from the result, nothing of the layers lands in containerd's content store, GC removes
+//! the snapshots, a corrupted layer is refused with no snapshot left, and connections cut in
+//! the middle of a layer are resumed.
+
+mod common;
+use common::{ok, soci, Daemon};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testutil::containerd_daemon::Containerd;
+
+const PARALLEL: &str = r#"
+[pull_modes.parallel_pull_unpack]
+enable = true
+discard_unpacked_layers = true
+concurrent_download_chunk_size = "1mb"
+max_concurrent_downloads_per_image = 4
+max_concurrent_unpacks_per_image = 2
+"#;
+
+fn busybox_variant(seed: u32) -> testutil::ImageSpec {
+    let mut spec = testutil::busybox_image();
+    for entry in &mut spec.layers[0].entries {
+        if let testutil::EntrySpec::File(f) = entry {
+            if f.path == "data/big.txt" {
+                f.data = testutil::noisy(16_000_000, seed);
+            }
+        }
+    }
+    spec
+}
+
+/// Pushes a busybox variant as `<registry>/<name>:latest`; returns the reference.
+fn push(reg: &testutil::Registry, dir: &Path, name: &str, seed: u32) -> String {
+    let layout = dir.join(name);
+    testutil::write_oci_layout(&layout, "latest", &[busybox_variant(seed)]);
+    let r = format!("{}/{name}:latest", reg.addr());
+    testutil::skopeo_push(&layout, "latest", &r, None);
+    r
+}
+
+fn rpull(ctd: &Containerd, cli_root: &Path, image: &str) -> std::process::Output {
+    let address = ctd.address();
+    soci(
+        cli_root,
+        &[
+            "--address",
+            address.to_str().unwrap(),
+            "image",
+            "rpull",
+            image,
+        ],
+    )
+}
+
+/// Snapshots the soci snapshotter has, and its snapshot directories.
+fn snapshots(ctd: &Containerd, daemon: &Daemon) -> (usize, usize) {
+    let ls = ctd.ctr_ok(&["snapshots", "--snapshotter", "soci", "ls"]);
+    let dirs = std::fs::read_dir(daemon.root.join("snapshotter/snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (ls.lines().count().saturating_sub(1), dirs)
+}
+
+fn wait_until_collected(ctd: &Containerd, daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snapshots(ctd, daemon) != (0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "left after removal: {:?}\n{}",
+            snapshots(ctd, daemon),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The layer digests of image `reference`.
+fn layer_digests(reference: &str) -> Vec<String> {
+    let digest = common::platform_manifest_digest(reference);
+    let repo = reference.rsplit_once(':').unwrap().0;
+    let raw = testutil::skopeo_inspect_raw(&format!("{repo}@{digest}"), None).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn images_without_an_index_are_pulled_in_parallel_checked_and_collected() {
+    let reg = testutil::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli_root = tmp.path().join("cli");
+    let plain = push(&reg, tmp.path(), "plain", 1);
+    let corrupt = push(&reg, tmp.path(), "corrupt", 2);
+    let metrics = common::free_addr();
+    let daemon = Daemon::start(
+        &tmp.path().join("d"),
+        &format!("metrics_address = \"{metrics}\"\n{PARALLEL}"),
+    );
+    let ctd = daemon.containerd();
+
+    let out = ok(rpull(&ctd, &cli_root, &plain));
+    let run = ctd.run_ok(
+        None,
+        "soci",
+        &plain,
+        "parallel-1",
+        &["sh", "-c", "cat /etc/msg; md5sum < /data/big.txt"],
+    );
+    let want_md5 = {
+        let data = testutil::noisy(16_000_000, 1);
+        let mut child = std::process::Command::new("md5sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        run.split_whitespace().take(4).collect::<Vec<_>>(),
+        [
+            "from",
+            "layer",
+            "2",
+            want_md5.split_whitespace().next().unwrap()
+        ],
+        "{out}\n{run}\n{}",
+        daemon.log()
+    );
+    let text = common::http_get(&metrics, "/metrics");
+    assert_eq!(
+        common::metric_sum(&text, "soci_snapshotter_layers_parallel_pulled_total"),
+        2,
+        "{text}\n{}",
+        daemon.log()
+    );
+    // discard_unpacked_layers: the layers exist only as snapshots.
+    let content = ctd.ctr_ok(&["content", "ls"]);
+    let blobs: Vec<&str> = content
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for layer in layer_digests(&plain) {
+        assert!(!blobs.contains(&layer.as_str()), "{layer} in\n{content}");
+    }
+    assert!(
+        blobs.len() >= 2,
+        "manifest and config are stored: {content}"
+    );
+    ctd.ctr_ok(&["images", "rm", "--sync", &plain]);
+    wait_until_collected(&ctd, &daemon);
+
+    // A layer blob damaged in the registry's storage: the Prepare fails with the reason and
+    // leaves no snapshot.
+    let big = layer_digests(&corrupt)[0].clone();
+    let path = reg.blob_data_path(&big);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() * 2 / 3;
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let failed = rpull(&ctd, &cli_root, &corrupt);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("parallel pull of layer") && stderr.contains(&big),
+        "{stderr}"
+    );
+    let text = common::http_get(&metrics, "/metrics");
+    assert!(
+        common::metric_sum(&text, "soci_snapshotter_parallel_pull_failures_total") >= 1,
+        "{text}"
+    );
+    let _ = ctd.ctr(&["images", "rm", "--sync", &corrupt]);
+    wait_until_collected(&ctd, &daemon);
+}
+
+/// A TCP proxy to `upstream` that cuts each of its first `cuts` connections once it has
+/// passed `after` bytes of answers: a registry link breaking in the middle of a layer.
+fn cutting_proxy(upstream: String, cuts: usize, after: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let left = Arc::new(AtomicUsize::new(cuts));
+    let cut = left.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { return };
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                return;
+            };
+            let (mut client_in, mut server_out) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut server_out);
+            });
+            let cut = cut.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut sent = 0usize;
+                loop {
+                    let n = match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let take = cut.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                        (sent + n > after && l > 0).then(|| l - 1)
+                    });
+                    if take.is_ok() {
+                        let _ = client.write_all(&buf[..after.saturating_sub(sent).min(n)]);
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (addr, left)
+}
+
+#[test]
+fn a_connection_cut_in_the_middle_of_a_layer_is_resumed() {
+    let reg = testutil::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli_root = tmp.path().join("cli");
+    push(&reg, tmp.path(), "cut", 3);
+    let (proxy, left) = cutting_proxy(reg.addr().to_string(), 3, 1_500_000);
+    let image = format!("{proxy}/cut:latest");
+    let daemon = Daemon::start(&tmp.path().join("d"), PARALLEL);
+    let ctd = daemon.containerd();
+    let out = ok(rpull(&ctd, &cli_root, &image));
+    assert_eq!(left.load(Ordering::SeqCst), 0, "the proxy cut nothing");
+    let run = ctd.run_ok(
+        None,
+        "soci",
+        &image,
+        "cut-1",
+        &["sh", "-c", "wc -c < /data/big.txt"],
+    );
+    assert_eq!(run.trim(), "16000000", "{out}\n{}", daemon.log());
+    assert!(daemon.log().contains("layer pulled in parallel mode"));
+    ctd.ctr_ok(&["images", "rm", "--sync", &image]);
+    wait_until_collected(&ctd, &daemon);
+}
