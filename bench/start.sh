@@ -7,6 +7,9 @@
 # recorded run), then for every workload runs N rounds, each mode from nothing local (fresh
 # containerd root, fresh snapshotter root and span cache), in rotating order:
 #   full      ctr images pull --plain-http + ctr run            (containerd's overlayfs)
+#   parallel  soci image rpull of the image without an index, the snapshotter in parallel
+#             pull mode (PARALLEL_CONFIG below: 8 MiB Range pieces, 4 at once per image,
+#             2 layers unpacked at once per image) + ctr run --snapshotter soci
 #   lazy      soci image rpull + ctr run --snapshotter soci     (soci-rs)
 #   prefetch  the same with the image whose index has a prefetch artifact
 #   optimized the same with the image `soci optimize --convert` made: one lazy run of the
@@ -15,19 +18,24 @@
 #             lists them
 #   floor     ctr run of the image already pulled (ctr images pull before the clock starts):
 #             what a start costs with nothing to fetch
+# Every run's containerd root, snapshotter root and span cache are on a fresh ext4 filesystem
+# (a loop file, SOCI_ENV_FS_SIZE in scripts/lib-containerd.sh says why).
 # The clock runs from the start of the pull to the workload's ready line. Bytes are counted
 # on the link (the host side of the veth) from pull start to the ready line. Also measured:
-# `soci create` of each image from its local layout against `gzip -dc` of the same layers.
+# `soci create` of each image from its local layout against `gzip -dc` of the same layers,
+# and the snapshotter daemon's peak RSS (VmHWM) in each soci mode.
 # Writes bench/results/time-to-ready.{md,json,png}.
 #
 #   bench/start.sh [--rate MBIT[,MBIT...]] [--rtt MS] [--runs N] [--workloads a,b,c] [--span-size BYTES]
-#                  [--optimized-span-size BYTES]  (cold spans of the optimized index, default
+#                  [--optimized-span-size BYTES] [--modes full,parallel,...]
+#                  (--optimized-span-size: cold spans of the optimized index, default
 #                  8 MiB: bench/span-sizes.sh's "around reads" rows fall as cold spans grow)
 #   (--rate: every timed round runs at each rate in turn, 0 meaning no cap; default 200,0;
 #   --rtt adds round-trip latency with a delaying proxy in front of the registry, default 0;
 #   --span-size is the SOCI index's span size, default 2 MiB: bench/results/span-sizes.md
 #   shows it moving the fewest bytes, or within 10% of the fewest, for every workload;
-#   `soci create`'s own default stays AWS's 4 MiB)
+#   `soci create`'s own default stays AWS's 4 MiB; --modes: a subset of the modes above,
+#   default all)
 #   BENCH_WORK=DIR   scratch space (default: bench/work/start); workload images are cached there
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +45,16 @@ runs=3
 workloads="python-hello,datascience,model-header"
 span_size=2097152
 optimized_span_size=8388608
+mode_arg=full,parallel,lazy,prefetch,optimized,floor
+# The parallel mode's snapshotter settings: pieces big enough that a request's round trip
+# is small beside its transfer, enough connections to fill a link, and one layer unpacked
+# per core while the next downloads.
+PARALLEL_CONFIG='[pull_modes.parallel_pull_unpack]
+enable = true
+discard_unpacked_layers = true
+concurrent_download_chunk_size = "8mb"
+max_concurrent_downloads_per_image = 4
+max_concurrent_unpacks_per_image = 2'
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate) rates="$2"; shift 2 ;;
@@ -45,10 +63,18 @@ while [ $# -gt 0 ]; do
         --workloads) workloads="$2"; shift 2 ;;
         --span-size) span_size="$2"; shift 2 ;;
         --optimized-span-size) optimized_span_size="$2"; shift 2 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        --modes) mode_arg="$2"; shift 2 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+IFS=',' read -r -a mode_list <<<"$mode_arg"
+for m in "${mode_list[@]}"; do
+    case "$m" in full | parallel | lazy | prefetch | optimized | floor) ;;
+        *) echo "unknown mode $m (modes: full,parallel,lazy,prefetch,optimized,floor)" >&2; exit 2 ;;
+    esac
+done
+wants() { [[ ",$mode_arg," == *",$1,"* ]]; }
 [ "$(id -u)" -eq 0 ] || { echo "bench/start.sh needs root (network namespaces, FUSE, containerd)" >&2; exit 1; }
 work="${BENCH_WORK:-$PWD/bench/work/start}"
 mkdir -p "$work" bench/results
@@ -105,6 +131,7 @@ for name in "${names[@]}"; do
     # v2 image (soci convert) in the registry, built inside the namespace (no cap).
     link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:soci" >/dev/null
 
+    if wants prefetch || wants optimized; then
     # Learn the read set: `soci optimize` runs the image's own cmd once lazily (inside the
     # namespace, no cap), records the byte ranges read, and writes the optimized image.
     link_exec "$soci" --root "$work/cli" optimize --span-size "$optimized_span_size" \
@@ -114,19 +141,23 @@ for name in "${names[@]}"; do
     # The same reads as a prefetch artifact of an index with uniform checkpoints.
     link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" --prefetch-files-json "$work/$name.ranges.json" \
         "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:prefetch" >/dev/null
+    fi
 
   for rate in "${rate_list[@]}"; do
     link_set_rate "$rate"
     for r in $(seq "$runs"); do
-        modes=(full lazy prefetch optimized floor)
+        modes=("${mode_list[@]}")
         # Rotate the order so no mode always runs first (or right after another's writeback).
         for k in $(seq 0 $(( ${#modes[@]} - 1 ))); do
             mode=${modes[$(( (k + r) % ${#modes[@]} ))]}
-            start_soci_containerd "$work/env" "$snap" "[registry]
-config_path = \"$work/link/certs.d\""
+            extra=""
+            [ "$mode" = parallel ] && extra="$PARALLEL_CONFIG"
+            SOCI_ENV_FS_SIZE=24G start_soci_containerd "$work/env" "$snap" "[registry]
+config_path = \"$work/link/certs.d\"
+$extra"
             sync
             case "$mode" in
-                full | floor) ref="$LINK_REGISTRY/$name:latest" ;;
+                full | floor | parallel) ref="$LINK_REGISTRY/$name:latest" ;;
                 lazy) ref="$LINK_REGISTRY/$name:soci" ;;
                 prefetch) ref="$LINK_REGISTRY/$name:prefetch" ;;
                 optimized) ref="$LINK_REGISTRY/$name:optimized" ;;
@@ -164,8 +195,10 @@ PY
 )
             secs=${out% *}
             bytes=$(( ${out#* } - before ))
+            # The daemon's peak resident memory over the whole pull and start, in KiB.
+            rss=$(awk '/^VmHWM/ {print $2}' "/proc/$(cat "$work/env/soci/daemon.pid")/status" 2>/dev/null || echo 0)
             stop_soci_containerd "$work/env"
-            record "{\"workload\":\"$name\",\"mode\":\"$mode\",\"rate\":$rate,\"run\":$r,\"seconds\":$secs,\"bytes\":$bytes}"
+            record "{\"workload\":\"$name\",\"mode\":\"$mode\",\"rate\":$rate,\"run\":$r,\"seconds\":$secs,\"bytes\":$bytes,\"daemon_rss_kib\":${rss:-0}}"
             printf '%s at %s Mbit/s %s run %s: %.2f s, %.1f MB over the link\n' "$name" "$rate" "$mode" "$r" "$secs" "$(python3 -c "print($bytes/1e6)")" >&2
         done
     done
@@ -183,8 +216,10 @@ rates_arg, runs, span, rtt = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys
 rates = [int(x) for x in rates_arg.split(",")]
 cold = int(sys.argv[6])
 names = list(dict.fromkeys(r["workload"] for r in rows))
-modes = ["full", "lazy", "prefetch", "optimized", "floor"]
-labels = {"full": "overlayfs full pull", "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch",
+modes = [m for m in ["full", "parallel", "lazy", "prefetch", "optimized", "floor"]
+         if any(r.get("mode") == m for r in rows)]
+labels = {"full": "overlayfs full pull", "parallel": "soci-rs parallel pull (no index)",
+          "lazy": "soci-rs lazy", "prefetch": "soci-rs lazy + prefetch",
           "optimized": "soci-rs optimized (`soci optimize`)",
           "floor": "run of the pulled image (floor)"}
 link = lambda r: "uncapped" if r == 0 else f"{r} Mbit/s"
@@ -198,8 +233,13 @@ out = [f"# Time to ready over a {', then '.join(link(r) for r in rates)} link\n"
        f"kernel {platform.release()}. Link: veth pair into a network namespace, `tbf` at each rate each way "
        f"(none when uncapped), {'no added latency' if rtt == 0 else f'{rtt} ms added round trip (delay-proxy)'}. "
        "containerd 1.6 + runc; registry: Debian's docker-registry 2.8.\n",
-       "| workload | link | mode | time to ready, median (min–max) | vs full | vs floor | bytes over the link before ready (median) |",
-       "|---|---|---|---|---|---|---|"]
+       "| workload | link | mode | time to ready, median (min–max) | vs full | vs floor | bytes over the link before ready (median) | snapshotter peak RSS (max) |",
+       "|---|---|---|---|---|---|---|---|"]
+def peak_rss(sel, mode):
+    # full and floor do not use the snapshotter; older rows have no figure.
+    kib = [r.get("daemon_rss_kib", 0) for r in sel]
+    return "–" if mode in ("full", "floor") or not any(kib) else f"{max(kib) / 1024:.0f} MiB"
+
 medians = {}
 for n in names:
     for rate in rates:
@@ -217,8 +257,8 @@ for n in names:
             if fl:
                 floor_ = statistics.median(fl)
             out.append(f"| {n} | {link(rate)} | {labels[m]} | {med:.2f} s ({min(xs):.2f}–{max(xs):.2f}) "
-                       f"| {med / full if full else float('nan'):.2f}× | {med / floor_ if floor_ else float('nan'):.1f}× "
-                       f"| {statistics.median(bs) / 1e6:.1f} MB |")
+                       f"| {f'{med / full:.2f}×' if full else '–'} | {f'{med / floor_:.1f}×' if floor_ else '–'} "
+                       f"| {statistics.median(bs) / 1e6:.1f} MB | {peak_rss(sel, m)} |")
 out.append("\n| workload | files read at start | bytes of them read (distinct ranges) | lazy bytes / read bytes | `soci create` (local layout) | `gzip -dc` of the same layers |")
 out.append("|---|---|---|---|---|---|")
 for n in names:
@@ -236,7 +276,7 @@ json.dump(rows, open("bench/results/time-to-ready.json", "w"), indent=1)
 print(text)
 
 fig, axes = plt.subplots(1, len(rates), figsize=(8 * len(rates), 4.5), squeeze=False)
-width = 0.16
+width = 0.8 / max(len(modes), 1)
 for ax, rate in zip(axes[0], rates):
     for i, m in enumerate(modes):
         xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(names))]

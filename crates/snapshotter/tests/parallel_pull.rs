@@ -258,3 +258,54 @@ fn a_connection_cut_in_the_middle_of_a_layer_is_resumed() {
     ctd.ctr_ok(&["images", "rm", "--sync", &image]);
     wait_until_collected(&ctd, &daemon);
 }
+
+/// Unpack is the security boundary: a layer whose symlink points outside the snapshot and
+/// which then writes through it is refused by the parallel pull (the Prepare fails naming
+/// the entry), nothing is written outside, and no snapshot is left.
+#[test]
+fn a_layer_writing_through_an_escaping_symlink_is_refused() {
+    let reg = testutil::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli_root = tmp.path().join("cli");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let mut spec = testutil::busybox_image();
+    spec.layers.push(testutil::LayerSpec {
+        entries: vec![
+            testutil::EntrySpec::Symlink {
+                path: "up".into(),
+                target: outside.to_str().unwrap().into(),
+            },
+            testutil::EntrySpec::File(testutil::FileSpec {
+                path: "up/evil".into(),
+                data: b"escaped".to_vec(),
+                mode: 0o644,
+            }),
+        ],
+        compression: testutil::Compression::Uncompressed,
+    });
+    let layout = tmp.path().join("hostile");
+    testutil::write_oci_layout(&layout, "latest", &[spec]);
+    let image = format!("{}/hostile:latest", reg.addr());
+    testutil::skopeo_push(&layout, "latest", &image, None);
+    let daemon = Daemon::start(&tmp.path().join("d"), PARALLEL);
+    let ctd = daemon.containerd();
+
+    let failed = rpull(&ctd, &cli_root, &image);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("parallel pull of layer") && stderr.contains("up/evil"),
+        "{stderr}\n{}",
+        daemon.log()
+    );
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "written outside the snapshot"
+    );
+    let _ = ctd.ctr(&["images", "rm", "--sync", &image]);
+    wait_until_collected(&ctd, &daemon);
+    let staging = daemon.root.join("snapshotter/parallel-staging");
+    let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "staging directories left in {}", staging.display());
+}
