@@ -336,8 +336,12 @@ fn compression_words(compression: &LayerCompression) -> String {
 /// Reads at most one byte past the descriptor's size, so a source that never stops is refused
 /// too.
 ///
+/// Decompressing and hashing run on a thread of their own, handing the tar to the unpacker
+/// through a bounded pipe ([`PIPE_CHUNKS`] pieces of [`PIPE_CHUNK`] bytes), so a layer
+/// unpacks at the speed of the slower of the two rather than of their sum.
+///
 /// On any error `dest` holds partial or untrusted content and must be discarded.
-pub fn unpack_layer_blob<R: Read>(
+pub fn unpack_layer_blob<R: Read + Send>(
     blob: R,
     layer: &Descriptor,
     diff_id: Option<&oci::Digest>,
@@ -345,55 +349,175 @@ pub fn unpack_layer_blob<R: Read>(
 ) -> Result<UnpackStats, LayerBlobError> {
     let name = layer.digest().to_string();
     let compression = LayerCompression::of(layer.media_type());
-    let mut reader = DigestingReader::new(blob.take(layer.size().saturating_add(1)));
-    let unpack_error = |source| LayerBlobError::Unpack {
-        layer: name.clone(),
-        source,
-    };
-    let tar: Box<dyn Read + '_> = match &compression {
-        // Several gzip members (pigz, concatenated layers) all belong to the tar stream.
-        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
-        LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut reader).map_err(
-            |source| {
-                unpack_error(UnpackError::Stream {
-                    after: None,
-                    source,
-                })
-            },
-        )?),
-        LayerCompression::Uncompressed => Box::new(&mut reader),
-        LayerCompression::Unknown(_) => {
-            return Err(LayerBlobError::Unsupported {
-                layer: name,
-                compression,
-            })
-        }
-    };
-    // unpack_layer reads the tar stream to its end, so this is the digest of all of it.
-    let mut tar = DigestingReader::new(tar);
-    let stats = unpack_layer(&mut tar, dest).map_err(unpack_error)?;
-    let (tar_digest, _) = tar.finish();
-    if let Some(diff_id) = diff_id.filter(|d| **d != tar_digest) {
-        return Err(LayerBlobError::DiffIdMismatch {
+    if let LayerCompression::Unknown(_) = compression {
+        return Err(LayerBlobError::Unsupported {
             layer: name,
-            digest: tar_digest.to_string(),
-            diff_id: diff_id.to_string(),
+            compression,
         });
     }
-    io::copy(&mut reader, &mut io::sink()).map_err(|source| LayerBlobError::Read {
+    let (tx, rx) = std::sync::mpsc::sync_channel(PIPE_CHUNKS);
+    let (unpacked, decoded) = std::thread::scope(|scope| {
+        let decoder = scope.spawn(|| decode_layer(blob, layer, &compression, tx));
+        // The pipe ends when the decoder finishes or fails (its error is the pipe's last
+        // piece); when the unpacker stops early, dropping the pipe stops the decoder.
+        let unpacked = unpack_layer(PipeReader::new(rx), dest);
+        let decoded = decoder.join().unwrap_or_else(|_| {
+            Err(LayerBlobError::Read {
+                layer: name.clone(),
+                source: io::Error::other("the decompressing thread panicked"),
+            })
+        });
+        (unpacked, decoded)
+    });
+    let stats = unpacked.map_err(|source| LayerBlobError::Unpack {
         layer: name.clone(),
         source,
     })?;
-    let (digest, size) = reader.finish();
-    if &digest != layer.digest() || size != layer.size() {
+    let decoded = decoded?;
+    if let Some(diff_id) = diff_id.filter(|d| **d != decoded.tar_digest) {
+        return Err(LayerBlobError::DiffIdMismatch {
+            layer: name,
+            digest: decoded.tar_digest.to_string(),
+            diff_id: diff_id.to_string(),
+        });
+    }
+    if &decoded.digest != layer.digest() || decoded.size != layer.size() {
         return Err(LayerBlobError::Mismatch {
             layer: name,
             expected_size: layer.size(),
-            digest: digest.to_string(),
-            size,
+            digest: decoded.digest.to_string(),
+            size: decoded.size,
         });
     }
     Ok(stats)
+}
+
+/// Bytes per piece of the pipe between the decompressing thread and the unpacker.
+pub const PIPE_CHUNK: usize = 256 << 10;
+/// Pieces the pipe holds: enough to ride out a burst of small files, little memory.
+pub const PIPE_CHUNKS: usize = 16;
+
+/// What the decompressing thread saw: the tar's digest and the blob's digest and size.
+struct Decoded {
+    tar_digest: oci::Digest,
+    digest: oci::Digest,
+    size: u64,
+}
+
+/// Reads blob `blob`, hashing it, decompresses it by `compression`, hashes the tar and sends
+/// it down `pipe`; after the tar, reads the blob to its end (padding), at most one byte past
+/// the descriptor's size. A read error is sent down the pipe too, for the unpacker to report.
+fn decode_layer<R: Read>(
+    blob: R,
+    layer: &Descriptor,
+    compression: &LayerCompression,
+    pipe: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Result<Decoded, LayerBlobError> {
+    let name = || layer.digest().to_string();
+    let mut reader = DigestingReader::new(blob.take(layer.size().saturating_add(1)));
+    let tar: Box<dyn Read + '_> = match compression {
+        // Several gzip members (pigz, concatenated layers) all belong to the tar stream.
+        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
+        LayerCompression::Zstd => match zstd::stream::read::Decoder::new(&mut reader) {
+            Ok(decoder) => Box::new(decoder),
+            Err(e) => {
+                let source = io::Error::new(e.kind(), e.to_string());
+                let _ = pipe.send(Err(e));
+                return Err(LayerBlobError::Read {
+                    layer: name(),
+                    source,
+                });
+            }
+        },
+        _ => Box::new(&mut reader),
+    };
+    let mut tar = DigestingReader::new(tar);
+    loop {
+        let mut piece = vec![0u8; PIPE_CHUNK];
+        let n = match read_full(&mut tar, &mut piece) {
+            Ok(n) => n,
+            Err(e) => {
+                let source = io::Error::new(e.kind(), e.to_string());
+                let _ = pipe.send(Err(e));
+                return Err(LayerBlobError::Read {
+                    layer: name(),
+                    source,
+                });
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        piece.truncate(n);
+        if pipe.send(Ok(piece)).is_err() {
+            // The unpacker stopped (and reports why); nothing more to check.
+            return Err(LayerBlobError::Read {
+                layer: name(),
+                source: io::Error::other("the unpacker stopped reading"),
+            });
+        }
+    }
+    drop(pipe);
+    let (tar_digest, _) = tar.finish();
+    io::copy(&mut reader, &mut io::sink()).map_err(|source| LayerBlobError::Read {
+        layer: name(),
+        source,
+    })?;
+    let (digest, size) = reader.finish();
+    Ok(Decoded {
+        tar_digest,
+        digest,
+        size,
+    })
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The unpacker's end of the pipe: the pieces in order, then the decoder's error if it
+/// failed, then the end of the stream.
+struct PipeReader {
+    pipe: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl PipeReader {
+    fn new(pipe: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        PipeReader {
+            pipe,
+            piece: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.piece.len() {
+            match self.pipe.recv() {
+                Ok(Ok(piece)) => (self.piece, self.at) = (piece, 0),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let rest = self.piece.get(self.at..).unwrap_or_default();
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// Largest PAX or GNU long-name header we read, as in Go's archive/tar: they hold names and

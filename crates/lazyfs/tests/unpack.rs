@@ -939,6 +939,8 @@ fn unknown_layers_get_a_typed_error_before_anything_is_read() {
     let desc = descriptor(media_type, &blob);
     let dir = tempfile::tempdir().unwrap();
     let mut reader = &blob[..];
+    // Borrowed so that what was read shows in `reader` afterwards (a copied slice would not).
+    #[allow(clippy::needless_borrows_for_generic_args)]
     let err = unpack_layer_blob(&mut reader, &desc, None, dir.path()).unwrap_err();
     let LayerBlobError::Unsupported { compression, .. } = &err else {
         panic!("{err:?}");
