@@ -28,7 +28,16 @@ pub fn spawn_reader<S>(handle: &Handle, stream: S) -> ChannelReader
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHANNEL_CHUNKS);
+    spawn_reader_with_slots(handle, stream, CHANNEL_CHUNKS)
+}
+
+/// [`spawn_reader`] with a channel of `slots` chunks: what it may hold ahead of the reader
+/// is `slots` times the stream's chunk size.
+fn spawn_reader_with_slots<S>(handle: &Handle, stream: S, slots: usize) -> ChannelReader
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(slots.max(1));
     handle.spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(chunk) = stream.next().await {
@@ -70,7 +79,8 @@ const PIECE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 
 /// Starts downloading blob `desc` from `repo` in pieces of `how.chunk_size` bytes, up to
 /// `how.concurrency` Range requests at once, and returns a blocking reader that sees the
-/// blob's bytes in order (pieces that arrive early wait, at most `concurrency` of them). A
+/// blob's bytes in order (pieces that arrive early wait, at most `concurrency` of them, so
+/// at most `concurrency + 2` pieces are in memory whatever the link's speed). A
 /// piece whose transfer fails is asked for again (its range only), up to five times. A blob
 /// of one piece, one connection, or a registry that ignores Range requests is streamed as
 /// one download. The bytes are not checked here: the reader's consumer checks the digest.
@@ -111,7 +121,10 @@ pub async fn chunked_blob_reader(
     }))
     .buffered(how.concurrency);
     let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
-    Ok(spawn_reader(&Handle::current(), stream))
+    // Pieces are big: one waiting for the reader is enough. A download that outruns its
+    // reader then holds at most `concurrency` pieces in flight, one queued and one being
+    // read, instead of a channel full of pieces.
+    Ok(spawn_reader_with_slots(&Handle::current(), stream, 1))
 }
 
 /// One permit of each limit, held until the returned permits are dropped (a closed limit
