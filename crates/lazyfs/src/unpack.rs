@@ -420,14 +420,7 @@ fn decode_layer<R: Read>(
         LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
         LayerCompression::Zstd => match zstd::stream::read::Decoder::new(&mut reader) {
             Ok(decoder) => Box::new(decoder),
-            Err(e) => {
-                let source = io::Error::new(e.kind(), e.to_string());
-                let _ = pipe.send(Err(e));
-                return Err(LayerBlobError::Read {
-                    layer: name(),
-                    source,
-                });
-            }
+            Err(e) => return Err(hand_over(e, &pipe, name())),
         },
         _ => Box::new(&mut reader),
     };
@@ -436,14 +429,7 @@ fn decode_layer<R: Read>(
         let mut piece = vec![0u8; PIPE_CHUNK];
         let n = match read_full(&mut tar, &mut piece) {
             Ok(n) => n,
-            Err(e) => {
-                let source = io::Error::new(e.kind(), e.to_string());
-                let _ = pipe.send(Err(e));
-                return Err(LayerBlobError::Read {
-                    layer: name(),
-                    source,
-                });
-            }
+            Err(e) => return Err(hand_over(e, &pipe, name())),
         };
         if n == 0 {
             break;
@@ -469,6 +455,18 @@ fn decode_layer<R: Read>(
         digest,
         size,
     })
+}
+
+/// Sends read error `e` down the pipe for the unpacker to report (it names the entry it was
+/// in), and returns the same error for the decoder's own result.
+fn hand_over(
+    e: io::Error,
+    pipe: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    layer: String,
+) -> LayerBlobError {
+    let source = io::Error::new(e.kind(), e.to_string());
+    let _ = pipe.send(Err(e));
+    LayerBlobError::Read { layer, source }
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.

@@ -178,19 +178,6 @@ fn python_starts_lazily_through_containerd_and_survives_restarts() {
     wait_until_collected(&ctd, &daemon);
 }
 
-/// The busybox test image with other file contents (so its layer and zTOC differ).
-fn busybox_variant(seed: u32) -> testutil::ImageSpec {
-    let mut spec = testutil::busybox_image();
-    for entry in &mut spec.layers[0].entries {
-        if let testutil::EntrySpec::File(f) = entry {
-            if f.path == "data/big.txt" {
-                f.data = testutil::noisy(16_000_000, seed);
-            }
-        }
-    }
-    spec
-}
-
 /// The digest of the SOCI index a v2 image (from `soci convert`) is bound to.
 fn bound_index(reference: &str) -> String {
     let raw = testutil::skopeo_inspect_raw(reference, None).unwrap();
@@ -217,15 +204,15 @@ fn unindexed_mismatched_and_corrupt_indexes_fall_back_to_a_normal_pull() {
         testutil::skopeo_push(&layout, "latest", &r, None);
         r
     };
-    let plain = push("plain", busybox_variant(1));
+    let plain = push("plain", testutil::busybox_variant(1));
     // Another image in the same repository, so its index is reachable from `plain`.
     let other_layout = tmp.path().join("other");
-    testutil::write_oci_layout(&other_layout, "latest", &[busybox_variant(2)]);
+    testutil::write_oci_layout(&other_layout, "latest", &[testutil::busybox_variant(2)]);
     let other = format!("{}/plain:other", reg.addr());
     testutil::skopeo_push(&other_layout, "latest", &other, None);
     let other_soci = format!("{}/plain:other-soci", reg.addr());
     ok(soci(&cli_root, &["convert", &other, &other_soci]));
-    let corrupt = push("corrupt", busybox_variant(3));
+    let corrupt = push("corrupt", testutil::busybox_variant(3));
     let corrupt_soci = format!("{}/corrupt:soci", reg.addr());
     ok(soci(&cli_root, &["convert", &corrupt, &corrupt_soci]));
     // Damage the zTOC in the registry's storage: the daemon must refuse it (digest check).

@@ -14,6 +14,40 @@ fn snapshot_dirs(daemon: &Daemon) -> usize {
         .unwrap_or(0)
 }
 
+/// containerd with its CRI plugin pulling through `daemon`, and `reg` as a plain-HTTP mirror.
+fn cri_containerd(reg: &testutil::Registry, daemon: &Daemon) -> Containerd {
+    Containerd::start(&ContainerdOptions {
+        proxy_snapshotter: Some(("soci".into(), daemon.socket.clone())),
+        cri_snapshotter: Some("soci".into()),
+        extra_toml: format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{0}\"]\n  endpoint = [\"http://{0}\"]\n",
+            reg.addr()
+        ),
+    })
+}
+
+/// Removes `images` through CRI and waits (30 s at most) until containerd's GC has removed
+/// every snapshot and FUSE mount.
+async fn remove_and_wait_until_collected(ctd: &Containerd, daemon: &Daemon, images: &[&str]) {
+    for image in images {
+        testutil::cri::remove_image(&ctd.address(), image)
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while snapshot_dirs(daemon) > 0 || !daemon.fuse_mounts().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left after the images were removed: {} snapshot dirs, mounts {:?}\n{}",
+            snapshot_dirs(daemon),
+            daemon.fuse_mounts(),
+            daemon.log()
+        );
+        // GC runs after removals with a short delay; a ctr call nudges nothing, so wait.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_pulls_indexed_images_lazily_and_others_normally() {
     let reg = testutil::Registry::start();
@@ -30,14 +64,7 @@ async fn cri_pulls_indexed_images_lazily_and_others_normally() {
         &tmp.path().join("d"),
         &format!("metrics_address = \"{metrics}\"\n[background_fetch]\ndisable = true\n"),
     );
-    let ctd = Containerd::start(&ContainerdOptions {
-        proxy_snapshotter: Some(("soci".into(), daemon.socket.clone())),
-        cri_snapshotter: Some("soci".into()),
-        extra_toml: format!(
-            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{0}\"]\n  endpoint = [\"http://{0}\"]\n",
-            reg.addr()
-        ),
-    });
+    let ctd = cri_containerd(&reg, &daemon);
 
     testutil::cri::pull_image(&ctd.address(), &lazy)
         .await
@@ -88,23 +115,7 @@ async fn cri_pulls_indexed_images_lazily_and_others_normally() {
     assert_eq!(out.trim(), "from layer 2");
 
     // Removing both images lets containerd's GC remove every snapshot, lazy ones included.
-    for image in [&lazy, &plain] {
-        testutil::cri::remove_image(&ctd.address(), image)
-            .await
-            .unwrap();
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while snapshot_dirs(&daemon) > 0 || !daemon.fuse_mounts().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "left after the images were removed: {} snapshot dirs, mounts {:?}\n{}",
-            snapshot_dirs(&daemon),
-            daemon.fuse_mounts(),
-            daemon.log()
-        );
-        // GC runs after removals with a short delay; a ctr call nudges nothing, so wait.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    remove_and_wait_until_collected(&ctd, &daemon, &[&lazy, &plain]).await;
 }
 
 /// The same path with parallel pull on: the small layer of the indexed image and both
@@ -143,14 +154,7 @@ async fn cri_pulls_layers_without_a_ztoc_in_parallel_mode() {
              concurrent_download_chunk_size = \"1mb\"\nmax_concurrent_downloads_per_image = 3\n"
         ),
     );
-    let ctd = Containerd::start(&ContainerdOptions {
-        proxy_snapshotter: Some(("soci".into(), daemon.socket.clone())),
-        cri_snapshotter: Some("soci".into()),
-        extra_toml: format!(
-            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{0}\"]\n  endpoint = [\"http://{0}\"]\n",
-            reg.addr()
-        ),
-    });
+    let ctd = cri_containerd(&reg, &daemon);
     let counts = || {
         let text = common::http_get(&metrics, "/metrics");
         [
@@ -192,19 +196,5 @@ async fn cri_pulls_layers_without_a_ztoc_in_parallel_mode() {
     );
     assert_eq!(out.trim(), "from layer 2");
 
-    for image in [&lazy, &plain] {
-        testutil::cri::remove_image(&ctd.address(), image)
-            .await
-            .unwrap();
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while snapshot_dirs(&daemon) > 0 || !daemon.fuse_mounts().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "left after the images were removed: {} snapshot dirs\n{}",
-            snapshot_dirs(&daemon),
-            daemon.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    remove_and_wait_until_collected(&ctd, &daemon, &[&lazy, &plain]).await;
 }

@@ -24,22 +24,10 @@ max_concurrent_downloads_per_image = 4
 max_concurrent_unpacks_per_image = 2
 "#;
 
-fn busybox_variant(seed: u32) -> testutil::ImageSpec {
-    let mut spec = testutil::busybox_image();
-    for entry in &mut spec.layers[0].entries {
-        if let testutil::EntrySpec::File(f) = entry {
-            if f.path == "data/big.txt" {
-                f.data = testutil::noisy(16_000_000, seed);
-            }
-        }
-    }
-    spec
-}
-
 /// Pushes a busybox variant as `<registry>/<name>:latest`; returns the reference.
 fn push(reg: &testutil::Registry, dir: &Path, name: &str, seed: u32) -> String {
     let layout = dir.join(name);
-    testutil::write_oci_layout(&layout, "latest", &[busybox_variant(seed)]);
+    testutil::write_oci_layout(&layout, "latest", &[testutil::busybox_variant(seed)]);
     let r = format!("{}/{name}:latest", reg.addr());
     testutil::skopeo_push(&layout, "latest", &r, None);
     r

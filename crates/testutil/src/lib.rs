@@ -1528,6 +1528,20 @@ pub const BUSYBOX_COMMANDS: &[&str] = &[
     "test",
 ];
 
+/// [`busybox_image`] with other contents in `data/big.txt` (16 MB of [`noisy`] text from
+/// `seed`), so its first layer, chain ID and zTOC differ from the plain image's.
+pub fn busybox_variant(seed: u32) -> ImageSpec {
+    let mut spec = busybox_image();
+    for entry in &mut spec.layers[0].entries {
+        if let EntrySpec::File(f) = entry {
+            if f.path == "data/big.txt" {
+                f.data = noisy(16_000_000, seed);
+            }
+        }
+    }
+    spec
+}
+
 /// A linux/amd64 image that containers can run (the host's static `/bin/busybox`, from
 /// Debian's `busybox-static`), with two gzip layers:
 ///
