@@ -131,45 +131,26 @@ impl ParallelPuller {
         }
     }
 
-    /// Pulls the layer `request` names into `dest` (an empty snapshot directory), starting
-    /// every layer of the image that is to be pulled on the image's first request. Returns
-    /// `Ok(false)` when the layer is not one this image's job pulls (it was to be served
-    /// lazily): pull it normally then. Returns once the layer is unpacked and verified.
+    /// Pulls the layer `request` names, starting every layer of the image that is to be
+    /// pulled on the image's first request, and returns the staging directory holding it,
+    /// unpacked and verified: move it into its snapshot with [`claim`]. Returns `Ok(None)`
+    /// when the layer is not one this image's job pulls (it was to be served lazily): pull
+    /// it normally then.
     pub async fn pull_layer(
         &self,
         request: &PullRequest<'_>,
-        dest: &Path,
-    ) -> Result<bool, Arc<ParallelPullError>> {
+    ) -> Result<Option<PathBuf>, Arc<ParallelPullError>> {
         let job = self.image_job(request).await?;
         let Some(layer_job) = job.layers.get(request.layer) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let staging = loop {
+        loop {
             let finished = layer_job.finished.notified();
             if let Some(outcome) = layer_job.done.get() {
-                break outcome.clone()?;
+                return outcome.clone().map(Some);
             }
             finished.await;
-        };
-        // The staging directory holds the unpacked layer: it becomes the snapshot's.
-        let _ = std::fs::remove_dir(dest);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| {
-                Arc::new(ParallelPullError::Io {
-                    what: "creating",
-                    path: parent.to_owned(),
-                    source,
-                })
-            })?;
         }
-        std::fs::rename(&staging, dest).map_err(|source| {
-            Arc::new(ParallelPullError::Io {
-                what: "moving the unpacked layer to",
-                path: dest.to_owned(),
-                source,
-            })
-        })?;
-        Ok(true)
     }
 
     /// The job of an image, started on first use.
@@ -299,6 +280,24 @@ impl ParallelPuller {
             permits: [self.downloads.clone(), image],
         }
     }
+}
+
+/// Moves the unpacked layer in `staging` to `dest`, a snapshot's content directory (which
+/// must not exist or be empty), creating its parent.
+pub fn claim(staging: &Path, dest: &Path) -> Result<(), ParallelPullError> {
+    let _ = std::fs::remove_dir(dest);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ParallelPullError::Io {
+            what: "creating",
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::rename(staging, dest).map_err(|source| ParallelPullError::Io {
+        what: "moving the unpacked layer to",
+        path: dest.to_owned(),
+        source,
+    })
 }
 
 /// A process-unique suffix for staging directories.

@@ -453,21 +453,12 @@ impl Snapshotter {
             .resolver
             .lazy_layers(image, manifest, given_index)
             .await;
-        let name = format!("soci-parallel/{target}/{}", unique_suffix());
-        let (id, existing) = {
-            let mut meta = self.meta.lock().await;
-            let existing = meta
-                .all()
+        let existing = {
+            let meta = self.meta.lock().await;
+            meta.all()
                 .filter(|(_, s)| s.kind == Kind::Committed)
                 .filter_map(|(_, s)| s.labels.get(LABEL_SNAPSHOT_REF).cloned())
-                .collect();
-            match meta.create(Kind::Committed, &name, parent, labels.clone(), None) {
-                Ok(id) => (id, existing),
-                Err(e) => {
-                    tracing::warn!(image, "recording the layer: {e}; pulling normally");
-                    return None;
-                }
-            }
+                .collect()
         };
         let request = PullRequest {
             image,
@@ -476,37 +467,51 @@ impl Snapshotter {
             lazy: &lazy,
             existing: &existing,
         };
-        let dest = self.fs_dir(id);
-        match puller.pull_layer(&request, &dest).await {
-            Ok(true) => {
+        let staging = match puller.pull_layer(&request).await {
+            Ok(Some(staging)) => staging,
+            Ok(None) => {
+                self.counters.layers_pulled.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Err(e) => {
                 self.counters
-                    .layers_parallel
+                    .parallel_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(layer = %layer, image, snapshot = %name, "layer pulled in parallel mode");
-                Some(Status::already_exists(format!(
-                    "target snapshot {target:?} already exists (pulled in parallel mode)"
-                )))
+                return Some(Status::data_loss(format!(
+                    "parallel pull of layer {layer}: {e}"
+                )));
             }
-            outcome => {
-                let mut meta = self.meta.lock().await;
-                let _ = meta.remove(&name);
-                let _ = std::fs::remove_dir_all(self.snapshot_dir(id));
-                match outcome {
-                    Err(e) => {
-                        self.counters
-                            .parallel_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        Some(Status::data_loss(format!(
-                            "parallel pull of layer {layer}: {e}"
-                        )))
-                    }
-                    _ => {
-                        self.counters.layers_pulled.fetch_add(1, Ordering::Relaxed);
-                        None
-                    }
-                }
+        };
+        // The snapshot is recorded only now, with its content verified, so a crash during
+        // the pull never leaves a committed snapshot without content.
+        let name = format!("soci-parallel/{target}/{}", unique_suffix());
+        let mut meta = self.meta.lock().await;
+        let id = match meta.create(Kind::Committed, &name, parent, labels.clone(), None) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(image, "recording the layer: {e}; pulling normally");
+                let _ = std::fs::remove_dir_all(&staging);
+                return None;
             }
+        };
+        if let Err(e) = crate::parallel_pull::claim(&staging, &self.fs_dir(id)) {
+            let _ = meta.remove(&name);
+            let _ = std::fs::remove_dir_all(self.snapshot_dir(id));
+            let _ = std::fs::remove_dir_all(&staging);
+            self.counters
+                .parallel_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Some(Status::internal(format!(
+                "parallel pull of layer {layer}: {e}"
+            )));
         }
+        self.counters
+            .layers_parallel
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(layer = %layer, image, snapshot = %name, "layer pulled in parallel mode");
+        Some(Status::already_exists(format!(
+            "target snapshot {target:?} already exists (pulled in parallel mode)"
+        )))
     }
 
     /// Removes a snapshot's directory, unmounting its lazy layer first.
