@@ -411,15 +411,8 @@ fn resolve_blocking(
     let manifest_bytes = fetcher.fetch(&manifest, MAX_MANIFEST_SIZE as u64)?;
     let config = image.manifest.config().clone();
     let config_bytes = fetcher.fetch(&config, MAX_CONFIG_SIZE)?;
-    let diff_ids = config_diff_ids(name, &config, &config_bytes)?;
     let layers = image.manifest.layers().to_vec();
-    if diff_ids.len() != layers.len() {
-        return Err(PullError::LayerCountMismatch {
-            image: name.to_owned(),
-            layers: layers.len(),
-            diff_ids: diff_ids.len(),
-        });
-    }
+    let diff_ids = layer_diff_ids(name, &config, &config_bytes, layers.len())?;
     Ok(ResolvedPull {
         top,
         index_path,
@@ -433,8 +426,27 @@ fn resolve_blocking(
     })
 }
 
+/// The diff IDs of image `image` (for errors) whose manifest lists `layers` layers, from its
+/// config `config` (its `bytes`): one per layer, or the image is corrupt.
+pub fn layer_diff_ids(
+    image: &str,
+    config: &Descriptor,
+    bytes: &[u8],
+    layers: usize,
+) -> Result<Vec<Digest>, PullError> {
+    let diff_ids = config_diff_ids(image, config, bytes)?;
+    if diff_ids.len() != layers {
+        return Err(PullError::LayerCountMismatch {
+            image: image.to_owned(),
+            layers,
+            diff_ids: diff_ids.len(),
+        });
+    }
+    Ok(diff_ids)
+}
+
 /// The `rootfs.diff_ids` of image config `config` (its `bytes`) of image `image` (for errors).
-pub fn config_diff_ids(
+fn config_diff_ids(
     image: &str,
     config: &Descriptor,
     bytes: &[u8],

@@ -27,8 +27,6 @@ use tokio::sync::{OnceCell, Semaphore};
 const UNCLAIMED_AFTER: Duration = Duration::from_secs(600);
 /// Largest image config read.
 const MAX_CONFIG_SIZE: u64 = 8 << 20;
-/// Largest manifest read.
-const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
 /// Why a layer could not be pulled in parallel mode.
 #[derive(Debug, thiserror::Error)]
@@ -201,9 +199,6 @@ impl ParallelPuller {
             .get_manifest(digest.as_ref())
             .await
             .map_err(|e| fail(registry::error_chain(&e)))?;
-        if fetched.bytes.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(fail(format!("manifest {digest} is too large")));
-        }
         let manifest = match oci::manifest::parse(&fetched.bytes, &format!("manifest {digest}"))
             .map_err(|e| fail(e.to_string()))?
         {
@@ -212,26 +207,15 @@ impl ParallelPuller {
                 return Err(fail(format!("{digest} is not an image manifest")))
             }
         };
+        // The registry client checks the manifest's and the config's digests and sizes.
         let config = manifest.config();
         let config_bytes = repo
             .get_blob_bytes(config.digest(), MAX_CONFIG_SIZE)
             .await
             .map_err(|e| fail(registry::error_chain(&e)))?;
-        if &oci::digest::sha256(&config_bytes) != config.digest() {
-            return Err(fail(format!(
-                "config {} does not match its digest",
-                config.digest()
-            )));
-        }
-        let diff_ids = containerd::pull::config_diff_ids(image, config, &config_bytes)
-            .map_err(|e| fail(e.to_string()))?;
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(fail(format!(
-                "the manifest lists {} layers but the config {} diff IDs",
-                manifest.layers().len(),
-                diff_ids.len()
-            )));
-        }
+        let diff_ids =
+            containerd::pull::layer_diff_ids(image, config, &config_bytes, manifest.layers().len())
+                .map_err(|e| fail(e.to_string()))?;
         // Layers of one image share its per-image limits.
         let image_downloads = limit(self.config.max_concurrent_downloads_per_image);
         let image_unpacks = limit(self.config.max_concurrent_unpacks_per_image);
