@@ -71,7 +71,9 @@ TOML
 stop_soci_containerd() {
     local dir="$1" pid
     [ -d "$dir" ] || return 0
-    for f in "$dir/ctd/containerd.pid" "$dir/soci/daemon.pid" "$dir/soci/root/snapshotter/fuse-manager.pid"; do
+    # The keeper before its manager: it would start a new manager for the one killed.
+    for f in "$dir/ctd/containerd.pid" "$dir/soci/daemon.pid" "$dir/soci/root/snapshotter/fuse-keeper.pid" \
+        "$dir/soci/root/snapshotter/fuse-manager.pid"; do
         if [ -f "$f" ]; then
             pid=$(cat "$f")
             kill -9 "$pid" 2>/dev/null || true

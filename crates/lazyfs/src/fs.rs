@@ -15,6 +15,7 @@ use fuser::{
     Request, SessionACL,
 };
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -104,14 +105,16 @@ impl LayerFs {
     }
 
     /// Mounts the filesystem read-only at `mountpoint`; it stays mounted until the returned
-    /// session is dropped or unmounted.
+    /// session is dropped or unmounted. The returned descriptor is a duplicate of the mount's
+    /// `/dev/fuse` connection: whoever holds it keeps the connection alive after this process
+    /// dies, and a new server can take the connection over with [`LayerFs::resume`].
     pub fn mount(
         mut self,
         mountpoint: &Path,
         config: &MountConfig,
-    ) -> std::io::Result<fuser::BackgroundSession> {
+    ) -> std::io::Result<MountedSession> {
         self.ttls = config.ttls;
-        let mut options = Config::default();
+        let mut options = session_config(config);
         options.mount_options = vec![
             MountOption::RO,
             MountOption::FSName(config.fs_name.clone()),
@@ -121,21 +124,93 @@ impl LayerFs {
             MountOption::Suid,
             MountOption::Exec,
         ];
-        // Containers run as any user; the kernel still checks modes (default_permissions).
-        options.acl = SessionACL::All;
-        options.n_threads = Some(config.threads.max(1));
-        options.clone_fd = config.threads > 1;
-        let session = fuser::Session::new(self, mountpoint, &options)?.spawn()?;
+        let session = fuser::Session::new(self, mountpoint, &options)?;
+        let device = session.as_fd().try_clone_to_owned()?;
+        let session = session.spawn()?;
         if let Err(e) = set_readahead(mountpoint, READAHEAD_KB) {
             tracing::debug!(mountpoint = %mountpoint.display(), "could not raise readahead: {e}");
         }
-        Ok(session)
+        Ok(MountedSession { session, device })
+    }
+
+    /// Serves a connection another process mounted and initialized (`device` is its
+    /// `/dev/fuse` descriptor): the kernel keeps the mount, its inode numbers and open files,
+    /// so the tree must be the one that process served (it is built from the same zTOC).
+    /// Dropping the session never unmounts.
+    pub fn resume(
+        mut self,
+        device: OwnedFd,
+        config: &MountConfig,
+    ) -> std::io::Result<fuser::BackgroundSession> {
+        self.ttls = config.ttls;
+        let options = session_config(config);
+        let acl = options.acl;
+        fuser::Session::from_initialized_fd(self, device, acl, options).spawn()
     }
 
     fn node(&self, ino: INodeNo) -> Result<&Node, Errno> {
         self.metrics.record_fuse_op();
         self.tree.get(ino.0).ok_or(Errno::ENOENT)
     }
+}
+
+/// A mounted layer: its FUSE session and a duplicate of its `/dev/fuse` descriptor.
+pub struct MountedSession {
+    /// The session; dropping it unmounts.
+    pub session: fuser::BackgroundSession,
+    /// The connection's device descriptor (the same open file the session reads).
+    pub device: OwnedFd,
+}
+
+/// Session settings shared by a new mount and a resumed one.
+fn session_config(config: &MountConfig) -> Config {
+    let mut options = Config::default();
+    // Containers run as any user; the kernel still checks modes (default_permissions).
+    options.acl = SessionACL::All;
+    options.n_threads = Some(config.threads.max(1));
+    // Every worker reads the one device descriptor, never a clone: the kernel ends the
+    // requests a clone has read when the clone is closed (its server died), but keeps those
+    // read through a descriptor still open elsewhere, and resends them on request
+    // ([`resend_interrupted`]). That is what lets a restarted server lose no request.
+    options.clone_fd = false;
+    options
+}
+
+/// FUSE_NOTIFY_RESEND (Linux 6.9): the kernel queues again every request a server read and
+/// did not answer, with bit 63 set in their unique ID (fuser echoes it in the reply).
+const FUSE_NOTIFY_RESEND: i32 = 7;
+
+/// Asks the kernel to send again the requests of `device`'s connection that a server read but
+/// never answered (it died): a server that took the connection over calls this once it
+/// serves. Fails with `EINVAL` on kernels before 6.9, where such requests stay unanswered
+/// until the reader gives up.
+pub fn resend_interrupted(device: BorrowedFd<'_>) -> std::io::Result<()> {
+    // struct fuse_out_header { len: u32, error: i32 (the notify code), unique: u64 (0) }
+    let mut header = [0u8; 16];
+    header[0..4].copy_from_slice(&16u32.to_ne_bytes());
+    header[4..8].copy_from_slice(&FUSE_NOTIFY_RESEND.to_ne_bytes());
+    // SAFETY: writes 16 initialized bytes from a live buffer to a descriptor we borrow.
+    let n = unsafe { libc::write(device.as_raw_fd(), header.as_ptr().cast(), header.len()) };
+    match n {
+        16 => Ok(()),
+        n if n < 0 => Err(std::io::Error::last_os_error()),
+        n => Err(std::io::Error::other(format!(
+            "short notify write ({n} bytes)"
+        ))),
+    }
+}
+
+/// Whether the FUSE connection of `device` is still up: the kernel reports POLLERR on the
+/// device once the connection ended (unmounted and its last user gone, or aborted).
+pub fn connection_live(device: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: device.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, no wait.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    r == 0 || fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0
 }
 
 /// Sets the readahead of the mount's backing device info (`/sys/class/bdi/MAJ:MIN`); the

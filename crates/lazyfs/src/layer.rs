@@ -1,7 +1,7 @@
 //! One remote layer ready to be served lazily: its zTOC fetched and checked, its inode tree
 //! built, and its span manager pointed at the registry.
 
-use crate::fs::{CacheTtls, LayerFs, MountConfig};
+use crate::fs::{CacheTtls, LayerFs, MountConfig, MountedSession};
 use crate::metrics::LayerMetrics;
 use crate::readlog::ReadLog;
 use crate::source::RegistrySource;
@@ -12,6 +12,7 @@ use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use oci::Descriptor;
 use registry::Repository;
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -94,15 +95,24 @@ impl RemoteLayer {
             layer: layer_digest.clone(),
             message,
         };
-        let bytes = fetch_metadata_blob(
-            (repo, local),
-            &what,
-            &layer_digest,
-            &ztoc_desc.digest,
-            ztoc_desc.size,
-            MAX_ZTOC_SIZE,
-        )
-        .await?;
+        let hex = ztoc_digest.trim_start_matches("sha256:");
+        let cache_dir = cache_root.join(hex);
+        let bytes = match read_kept_ztoc(&cache_dir, ztoc_desc) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = fetch_metadata_blob(
+                    (repo, local),
+                    &what,
+                    &layer_digest,
+                    &ztoc_desc.digest,
+                    ztoc_desc.size,
+                    MAX_ZTOC_SIZE,
+                )
+                .await?;
+                keep_ztoc(&cache_dir, &bytes);
+                bytes
+            }
+        };
         let ztoc = ztoc::decode(&bytes).map_err(|e| invalid(e.to_string()))?;
         if ztoc.compressed_archive_size != layer.size() {
             return Err(invalid(format!(
@@ -115,12 +125,11 @@ impl RemoteLayer {
         for skipped in &tree.skipped {
             tracing::warn!(layer = %layer_digest, "entry left out of the mount: {skipped}");
         }
-        let hex = ztoc_digest.trim_start_matches("sha256:");
         let spans = SpanManager::new(
             layer_digest.clone(),
             Arc::new(ztoc),
             Box::new(RegistrySource::new(repo.clone(), layer.digest().clone())),
-            cache_root.join(hex),
+            cache_dir,
             config,
             Arc::new(LayerMetrics::default()),
             budget,
@@ -175,24 +184,72 @@ impl RemoteLayer {
         threads: usize,
         ttls: CacheTtls,
         reads: Option<&Arc<ReadLog>>,
+    ) -> std::io::Result<MountedSession> {
+        let mut fs = self.filesystem(runtime);
+        if let Some(log) = reads {
+            fs = fs.record_reads(log);
+        }
+        fs.mount(mountpoint, &self.mount_config(threads, ttls))
+    }
+
+    /// Serves the live FUSE connection `device` of this layer, mounted by a process that is
+    /// gone (see [`LayerFs::resume`]).
+    pub fn resume(
+        &self,
+        device: OwnedFd,
+        runtime: tokio::runtime::Handle,
+        threads: usize,
+        ttls: CacheTtls,
     ) -> std::io::Result<fuser::BackgroundSession> {
-        let mut fs = LayerFs::new(
+        self.filesystem(runtime)
+            .resume(device, &self.mount_config(threads, ttls))
+    }
+
+    fn filesystem(&self, runtime: tokio::runtime::Handle) -> LayerFs {
+        LayerFs::new(
             self.tree.clone(),
             Some(self.spans.clone()),
             runtime,
             self.spans.metrics().clone(),
-        );
-        if let Some(log) = reads {
-            fs = fs.record_reads(log);
-        }
-        fs.mount(
-            mountpoint,
-            &MountConfig {
-                threads,
-                fs_name: format!("soci:{}", self.layer.digest()),
-                ttls,
-            },
         )
+    }
+
+    fn mount_config(&self, threads: usize, ttls: CacheTtls) -> MountConfig {
+        MountConfig {
+            threads,
+            fs_name: format!("soci:{}", self.layer.digest()),
+            ttls,
+        }
+    }
+}
+
+/// Name of the zTOC's copy in its layer's span cache directory.
+const KEPT_ZTOC: &str = "ztoc";
+
+/// The zTOC kept in `cache_dir` by an earlier open, if it is there and matches its
+/// descriptor: a restarted server resumes its mounts without asking the registry.
+fn read_kept_ztoc(cache_dir: &Path, desc: &ZtocDescriptor) -> Option<bytes::Bytes> {
+    let path = cache_dir.join(KEPT_ZTOC);
+    let len = std::fs::metadata(&path).ok()?.len();
+    if len != desc.size || len > MAX_ZTOC_SIZE {
+        return None;
+    }
+    let bytes = std::fs::read(&path).ok()?;
+    (oci::digest::sha256(&bytes) == desc.digest).then(|| bytes::Bytes::from(bytes))
+}
+
+/// Keeps a verified zTOC in `cache_dir` (written whole, then renamed into place). Best
+/// effort: without the copy a later open fetches it again.
+fn keep_ztoc(cache_dir: &Path, bytes: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(cache_dir)?;
+        // The span manager removes `.tmp.<name>.<pid>` files of dead writers.
+        let tmp = cache_dir.join(format!(".tmp.{KEPT_ZTOC}.{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, cache_dir.join(KEPT_ZTOC))
+    };
+    if let Err(e) = write() {
+        tracing::debug!(dir = %cache_dir.display(), "zTOC not kept on disk: {e}");
     }
 }
 

@@ -13,6 +13,7 @@ use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use oci::Descriptor;
 use registry::Repository;
 use serde::{Deserialize, Serialize};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -209,6 +210,8 @@ pub struct ServedLayer {
     prefetch: Option<JoinHandle<PrefetchOutcome>>,
     prefetched: PrefetchOutcome,
     background: Option<JoinHandle<()>>,
+    /// The connection's `/dev/fuse` descriptor, for handing to a keeper and for resends.
+    device: Option<OwnedFd>,
     /// Declared last: the session ends after the tasks were aborted.
     session: Option<BackgroundSession>,
 }
@@ -223,21 +226,13 @@ pub fn serve_layer(
     mountpoint: &Path,
     options: &ServeOptions,
 ) -> Result<ServedLayer, ServeError> {
-    let layer = options.runtime.block_on(RemoteLayer::open(
-        what.repo,
-        what.local,
-        what.layer,
-        what.ztoc,
-        &options.cache_root,
-        options.spans.clone(),
-        options.budget.clone(),
-    ))?;
+    let layer = open_layer(what, options)?;
     std::fs::create_dir_all(mountpoint).map_err(|source| ServeError::Mountpoint {
         path: mountpoint.to_owned(),
         source,
     })?;
     let fuse = &options.fuse;
-    let session = layer
+    let mounted = layer
         .mount(
             mountpoint,
             options.runtime.clone(),
@@ -245,14 +240,61 @@ pub fn serve_layer(
             fuse.ttls,
             fuse.read_log.as_ref(),
         )
-        .map_err(|source| ServeError::Mount {
-            layer: what.layer.digest().to_string(),
-            mountpoint: mountpoint.to_owned(),
-            source,
-        })?;
+        .map_err(|source| mount_error(what, mountpoint, source))?;
+    let mut served = ServedLayer::start(Arc::new(layer), mountpoint, what, options);
+    served.session = Some(mounted.session);
+    served.device = Some(mounted.device);
+    Ok(served)
+}
+
+/// Takes over the live FUSE connection `device` of the layer `what` mounted at `mountpoint`
+/// by a server that is gone: opens the layer as [`serve_layer`] does (the zTOC from the span
+/// cache directory when kept there), serves the connection, and restarts prefetch and
+/// background fetch. Call [`ServedLayer::resend_interrupted`] once every connection of the
+/// dead server is served again. Blocks like [`serve_layer`].
+pub fn resume_layer(
+    what: LayerToServe<'_>,
+    mountpoint: &Path,
+    device: OwnedFd,
+    options: &ServeOptions,
+) -> Result<ServedLayer, ServeError> {
+    let layer = open_layer(what, options)?;
+    let kept = device
+        .try_clone()
+        .map_err(|source| mount_error(what, mountpoint, source))?;
+    let fuse = &options.fuse;
+    let session = layer
+        .resume(
+            device,
+            options.runtime.clone(),
+            fuse.threads.max(1),
+            fuse.ttls,
+        )
+        .map_err(|source| mount_error(what, mountpoint, source))?;
     let mut served = ServedLayer::start(Arc::new(layer), mountpoint, what, options);
     served.session = Some(session);
+    served.device = Some(kept);
     Ok(served)
+}
+
+fn open_layer(what: LayerToServe<'_>, options: &ServeOptions) -> Result<RemoteLayer, ServeError> {
+    Ok(options.runtime.block_on(RemoteLayer::open(
+        what.repo,
+        what.local,
+        what.layer,
+        what.ztoc,
+        &options.cache_root,
+        options.spans.clone(),
+        options.budget.clone(),
+    ))?)
+}
+
+fn mount_error(what: LayerToServe<'_>, mountpoint: &Path, source: std::io::Error) -> ServeError {
+    ServeError::Mount {
+        layer: what.layer.digest().to_string(),
+        mountpoint: mountpoint.to_owned(),
+        source,
+    }
 }
 
 impl ServedLayer {
@@ -291,7 +333,23 @@ impl ServedLayer {
             prefetch,
             prefetched: PrefetchOutcome::NoArtifact,
             background,
+            device: None,
             session: None,
+        }
+    }
+
+    /// The mount's `/dev/fuse` descriptor: a duplicate held by another process keeps the
+    /// mount alive when this one dies.
+    pub fn device(&self) -> Option<BorrowedFd<'_>> {
+        self.device.as_ref().map(|d| d.as_fd())
+    }
+
+    /// Asks the kernel to resend the requests a dead server of this connection read and
+    /// never answered (see [`crate::fs::resend_interrupted`]).
+    pub fn resend_interrupted(&self) -> std::io::Result<()> {
+        match self.device() {
+            Some(device) => crate::fs::resend_interrupted(device),
+            None => Ok(()),
         }
     }
 

@@ -5,6 +5,9 @@
 //! - [`metadata`]: the persistent snapshot table;
 //! - [`manager`]: the FUSE manager process that serves lazy layers, so the daemon can restart
 //!   while containers keep running;
+//! - [`fuse_keeper`]: the process that runs the manager and holds its mounts' FUSE
+//!   connections, so the manager can crash or be upgraded while containers keep running;
+//!   [`keeper_link`]: the channel between the two;
 //! - [`index_lookup`]: finding (and caching) an image's SOCI index and the zTOC of a layer
 //!   for Prepare;
 //! - [`parallel_pull`]: parallel pull and unpack of layers not served lazily;
@@ -16,7 +19,9 @@
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod fuse_keeper;
 pub mod index_lookup;
+pub mod keeper_link;
 pub mod manager;
 pub mod metadata;
 pub mod parallel_pull;

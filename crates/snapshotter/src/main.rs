@@ -17,7 +17,8 @@ use std::path::PathBuf;
         with a SOCI index, pulled by CRI or `soci image rpull`, each indexed layer is mounted \
         through FUSE and only the parts containers read are fetched. Lazy layers are served \
         by a FUSE manager process that survives restarts of this daemon, so running containers \
-        keep working.\n\n\
+        keep working; a small keeper process holds each lazy mount's FUSE connection, so a \
+        crash or live upgrade of the manager does not break them either.\n\n\
         Wire-up (containerd config.toml, version 2):\n  \
         [proxy_plugins.soci]\n    type = \"snapshot\"\n    \
         address = \"/run/soci-snapshotter-grpc/soci-snapshotter-grpc.sock\""
@@ -47,12 +48,16 @@ struct Cli {
 enum Command {
     /// Print the configuration in effect (the defaults merged with --config) as TOML.
     Config,
-    /// Unmount every lazily mounted layer and stop the FUSE manager (for uninstalling:
-    /// containers still using lazy layers lose access to their files).
+    /// Unmount every lazily mounted layer and stop the FUSE manager and its keeper (for
+    /// uninstalling: containers still using lazy layers lose access to their files).
     Shutdown,
-    /// Serve lazy layers (started by the daemon; not meant to be run by hand).
+    /// Run the FUSE keeper, which runs the FUSE manager and keeps its mounts alive across
+    /// its crashes (started by the daemon; not meant to be run by hand).
     #[command(hide = true)]
     FuseManager,
+    /// Serve lazy layers (started by the FUSE keeper; not meant to be run by hand).
+    #[command(hide = true)]
+    FuseServer,
 }
 
 fn main() {
@@ -92,7 +97,16 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::FuseManager) => Ok(snapshotter::manager::run(&cli.root, &dir, config)?),
+        Some(Command::FuseManager) => {
+            let options = snapshotter::fuse_keeper::KeeperOptions {
+                exe: std::env::current_exe().context("finding this executable")?,
+                root: cli.root,
+                config_path: config_arg,
+                dir,
+            };
+            Ok(snapshotter::fuse_keeper::run(&options)?)
+        }
+        Some(Command::FuseServer) => Ok(snapshotter::manager::run(&cli.root, &dir, config)?),
         Some(Command::Shutdown) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -1,14 +1,17 @@
-//! The FUSE manager: a long-lived process, started by the daemon, that serves every lazily
-//! mounted layer. The kernel ends a FUSE mount when the process serving it exits, so keeping
-//! the mounts out of the gRPC daemon lets the daemon stop, crash or be upgraded while
-//! containers keep reading their files. The daemon talks to it over a unix socket with one
-//! JSON request and one JSON reply per connection.
+//! The FUSE manager: a long-lived process that serves every lazily mounted layer, run by the
+//! FUSE keeper ([`crate::fuse_keeper`]) the daemon starts. Keeping the mounts out of the gRPC
+//! daemon lets the daemon stop, crash or be upgraded while containers keep reading; handing
+//! each mount's `/dev/fuse` descriptor to the keeper lets this process crash or be upgraded
+//! too: its successor resumes every mount. The daemon talks to it over a unix socket with
+//! one JSON request and one JSON reply per connection.
 
 use crate::config::Config;
 use crate::error::ManagerRunError;
+use crate::keeper_link::{Link, LinkMessage};
 use crate::metadata::RemoteLayerInfo;
 use lazyfs::serve::{
-    serve_layer, BackgroundFetch, FuseOptions, LayerToServe, ServeOptions, ServedLayer,
+    resume_layer, serve_layer, BackgroundFetch, FuseOptions, LayerToServe, ServeOptions,
+    ServedLayer,
 };
 use lazyfs::{CacheBudget, CacheTtls, DemandActivity, SpanConfig};
 use oci::reference::ImageRef;
@@ -56,6 +59,9 @@ pub enum Request {
     Metrics,
     /// Liveness.
     Ping,
+    /// Replace this manager and its keeper by the executable now at the keeper's path,
+    /// keeping every mount (a live upgrade).
+    Upgrade,
     /// Unmount everything and exit.
     Shutdown,
 }
@@ -85,6 +91,12 @@ pub enum Reply {
     Pong {
         /// Its pid.
         pid: u32,
+        /// Pid of the keeper holding its mounts (none: a crash of this process ends them).
+        #[serde(default)]
+        keeper: Option<u32>,
+        /// Which executable it runs ([`exe_identity`]).
+        #[serde(default)]
+        exe: Option<String>,
     },
     /// The request failed.
     Error {
@@ -182,8 +194,9 @@ async fn call_once(socket: &Path, request: &Request) -> Result<Reply, ManagerErr
     }
 }
 
-/// Starts a manager process (this executable with `fuse-manager`), detached in its own
-/// session so it outlives the daemon, and waits until it answers.
+/// Starts a FUSE keeper (this executable with `fuse-manager`), detached in its own session
+/// so it outlives the daemon, and waits until its manager answers. When another keeper
+/// already runs for `dir` (its manager is restarting), waits for that one's manager instead.
 pub async fn spawn(
     exe: &Path,
     root: &Path,
@@ -230,28 +243,39 @@ pub async fn spawn(
         .spawn()
         .map_err(|e| start_error(format!("spawning: {e}")))?;
     let socket = dir.join(SOCKET_NAME);
-    for _ in 0..200 {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(start_error(format!("it exited with {status}")));
+    let mut other_keeper = false;
+    for _ in 0..300 {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => other_keeper = true,
+            Ok(Some(status)) => return Err(start_error(format!("it exited with {status}"))),
+            _ => {}
         }
-        // Only our child's answer counts: an old manager may still be exiting.
-        if let Ok(Reply::Pong { pid }) = call(&socket, &Request::Ping).await {
-            if pid != child.id() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        // Only our keeper's manager counts (an old manager may still be exiting), unless
+        // another keeper runs: then its manager, whichever pid it has.
+        if let Ok(Reply::Pong { pid, keeper, .. }) = call(&socket, &Request::Ping).await {
+            if other_keeper || keeper == Some(child.id()) {
+                // The keeper is reaped by init once we exit; a thread waits for it meanwhile
+                // so it never lingers as a zombie of the daemon.
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+                return Ok(pid);
             }
-            // The child is reaped by init once we exit; a thread waits for it meanwhile so
-            // it never lingers as a zombie of the daemon.
-            std::thread::spawn(move || {
-                let _ = child.wait();
-            });
-            return Ok(pid);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
-    Err(start_error("it did not answer within 10 s".into()))
+    Err(start_error("it did not answer within 15 s".into()))
+}
+
+/// Which executable this process runs: device and inode of `/proc/self/exe`. A package
+/// upgrade puts a new file (a new inode) at the path, so a daemon whose identity differs
+/// from its manager's knows the manager runs an old binary.
+pub fn exe_identity() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self/exe").ok()?;
+    Some(format!("{}:{}", m.dev(), m.ino()))
 }
 
 /// The manager's state.
@@ -264,6 +288,8 @@ struct Manager {
     activity: Arc<DemandActivity>,
     runtime: tokio::runtime::Handle,
     served: Mutex<HashMap<PathBuf, ServedLayer>>,
+    /// The link to the keeper that started this process, if one did.
+    keeper: Option<Link>,
 }
 
 /// Runs the manager until `Shutdown`, SIGTERM or SIGINT; `dir` holds its socket, pid file
@@ -288,7 +314,16 @@ pub fn run(root: &Path, dir: &Path, config: Config) -> Result<(), ManagerRunErro
         activity: Arc::new(DemandActivity::default()),
         runtime: runtime.handle().clone(),
         served: Mutex::new(HashMap::new()),
+        keeper: Link::inherited(),
     });
+    match &manager.keeper {
+        // Every mount a dead predecessor served is served again before the socket answers,
+        // so the daemon finds them all.
+        Some(link) => manager.resume_kept(link),
+        None => tracing::warn!(
+            "not started by a FUSE keeper: a crash of this process ends every lazy mount"
+        ),
+    }
     let socket = dir.join(SOCKET_NAME);
     runtime.block_on(accept_until_stopped(&manager, dir, &socket))?;
     tracing::info!("FUSE manager stopping: unmounting every layer");
@@ -422,7 +457,12 @@ impl Manager {
                     .ok()
                     .and_then(|mut s| s.remove(&mountpoint));
                 match served {
-                    Some(s) => s.unmount(),
+                    Some(s) => {
+                        s.unmount();
+                        self.tell_keeper(&LinkMessage::Release {
+                            mountpoint: mountpoint.clone(),
+                        });
+                    }
                     None if lazyfs::overlay::is_mounted(&mountpoint) => {
                         // Left by an earlier manager that died: the mount is dead anyway.
                         let _ = lazyfs::overlay::unmount(&mountpoint, true);
@@ -454,6 +494,22 @@ impl Manager {
             }
             Request::Ping => Reply::Pong {
                 pid: std::process::id(),
+                keeper: self
+                    .keeper
+                    .as_ref()
+                    .map(|_| std::os::unix::process::parent_id()),
+                exe: exe_identity(),
+            },
+            Request::Upgrade => match &self.keeper {
+                Some(link) => match link.send(&LinkMessage::Upgrade, None) {
+                    Ok(()) => Reply::Done,
+                    Err(e) => Reply::Error {
+                        message: e.to_string(),
+                    },
+                },
+                None => Reply::Error {
+                    message: "this FUSE manager has no keeper; it cannot be upgraded live".into(),
+                },
             },
             Request::Shutdown => Reply::Done,
         }
@@ -469,19 +525,7 @@ impl Manager {
         }
         let info = &spec.layer;
         let (layer, ztoc, prefetch) = descriptors(info)?;
-        let reference = ImageRef::parse(&info.image_ref).map_err(|e| e.to_string())?;
-        let ImageRef::Registry {
-            registry,
-            repository,
-            ..
-        } = &reference
-        else {
-            return Err(format!("{} is not a registry reference", info.image_ref));
-        };
-        let repo = self
-            .client
-            .repository(registry, repository)
-            .map_err(|e| e.to_string())?;
+        let repo = self.repository(info)?;
         if lazyfs::overlay::is_mounted(mountpoint) {
             // A dead mount left by a manager that exited: it answers ENOTCONN to everyone.
             let _ = lazyfs::overlay::unmount(mountpoint, true);
@@ -501,16 +545,128 @@ impl Manager {
             mountpoint = %mountpoint.display(),
             "layer mounted lazily"
         );
+        if let (Some(link), Some(device)) = (&self.keeper, served.device()) {
+            let keep = LinkMessage::Keep { spec: spec.clone() };
+            if let Err(e) = link.send(&keep, Some(device)) {
+                tracing::warn!(mountpoint = %mountpoint.display(), "the keeper does not hold this mount; a crash of this process ends it: {e}");
+            }
+        }
+        self.insert(mountpoint, served)?;
+        Ok(false)
+    }
+
+    /// Records a served layer (replacing one whose mount was gone).
+    fn insert(&self, mountpoint: &Path, served: ServedLayer) -> Result<(), String> {
         match self.served.lock() {
             Ok(mut s) => {
-                if let Some(old) = s.insert(mountpoint.clone(), served) {
-                    // Its mount was gone; the new session replaced it.
+                if let Some(old) = s.insert(mountpoint.to_owned(), served) {
                     drop(old);
                 }
+                Ok(())
             }
-            Err(_) => return Err("internal state poisoned".into()),
+            Err(_) => Err("internal state poisoned".into()),
         }
-        Ok(false)
+    }
+
+    /// The repository a recorded layer comes from.
+    fn repository(&self, info: &RemoteLayerInfo) -> Result<registry::Repository, String> {
+        let reference = ImageRef::parse(&info.image_ref).map_err(|e| e.to_string())?;
+        let ImageRef::Registry {
+            registry,
+            repository,
+            ..
+        } = &reference
+        else {
+            return Err(format!("{} is not a registry reference", info.image_ref));
+        };
+        self.client
+            .repository(registry, repository)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Takes over the live mounts the keeper holds (a predecessor served them and died),
+    /// all at once: each blocks on its own zTOC. A mount that cannot be resumed now (its
+    /// zTOC is neither on disk nor reachable) is retried in the background; its readers wait.
+    fn resume_kept(self: &Arc<Self>, link: &Link) {
+        let mut kept = Vec::new();
+        loop {
+            match link.recv() {
+                Ok(Some((LinkMessage::Kept { spec }, Some(device)))) => kept.push((spec, device)),
+                Ok(Some((LinkMessage::End, _))) | Ok(None) => break,
+                Ok(Some((message, _))) => tracing::warn!("unexpected {message:?} from the keeper"),
+                Err(e) => {
+                    tracing::error!("receiving mounts from the keeper: {e}");
+                    break;
+                }
+            }
+        }
+        if kept.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let count = kept.len();
+        std::thread::scope(|scope| {
+            for (spec, device) in kept {
+                scope.spawn(move || self.resume_or_retry(spec, device));
+            }
+        });
+        tracing::info!(
+            mounts = count,
+            ms = started.elapsed().as_millis() as u64,
+            "live mounts taken over from the previous FUSE manager"
+        );
+    }
+
+    fn resume_or_retry(self: &Arc<Self>, spec: MountSpec, device: std::os::fd::OwnedFd) {
+        let Err(message) = self.resume(&spec, &device) else {
+            return;
+        };
+        tracing::error!(mountpoint = %spec.mountpoint.display(), "resuming a live mount failed, retrying every 2 s (its readers wait): {message}");
+        let manager = self.clone();
+        std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            while lazyfs::fs::connection_live(device.as_fd()) {
+                std::thread::sleep(Duration::from_secs(2));
+                match manager.resume(&spec, &device) {
+                    Ok(()) => return,
+                    Err(m) => {
+                        tracing::warn!(mountpoint = %spec.mountpoint.display(), "resuming: {m}")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Serves the live connection `device` of `spec` and asks the kernel to resend what the
+    /// dead manager had read and not answered.
+    fn resume(&self, spec: &MountSpec, device: &std::os::fd::OwnedFd) -> Result<(), String> {
+        let info = &spec.layer;
+        let (layer, ztoc, prefetch) = descriptors(info)?;
+        let repo = self.repository(info)?;
+        let what = LayerToServe {
+            repo: &repo,
+            local: &lazyfs::layer::LocalBlobs::default(),
+            layer: &layer,
+            ztoc: &ztoc,
+            prefetch: prefetch.as_ref(),
+        };
+        let device = device.try_clone().map_err(|e| e.to_string())?;
+        let served = resume_layer(what, &spec.mountpoint, device, &self.serve_options())
+            .map_err(|e| registry::error_chain(&e))?;
+        if let Err(e) = served.resend_interrupted() {
+            tracing::warn!(mountpoint = %spec.mountpoint.display(), "the kernel did not resend interrupted requests (Linux 6.9+ does); readers of the crash moment may wait forever: {e}");
+        }
+        tracing::info!(layer = %info.layer_digest, mountpoint = %spec.mountpoint.display(), "live mount resumed");
+        self.insert(&spec.mountpoint, served)
+    }
+
+    /// Sends `message` to the keeper, if there is one; a failure is logged.
+    fn tell_keeper(&self, message: &LinkMessage) {
+        if let Some(link) = &self.keeper {
+            if let Err(e) = link.send(message, None) {
+                tracing::warn!("{e}");
+            }
+        }
     }
 
     /// How every layer is served, from the config: one span cache, one disk budget and one

@@ -174,6 +174,29 @@ impl Snapshotter {
         }
     }
 
+    /// Has the FUSE manager, which runs another binary than this daemon (the package was
+    /// upgraded), replaced with this one while its mounts stay live; waits until the new one
+    /// answers. A failure is logged: the old manager keeps serving.
+    async fn upgrade_manager(&self, socket: &Path, ours: Option<String>) {
+        tracing::info!("the FUSE manager runs another binary: upgrading it live");
+        if let Err(e) = manager::call(socket, &ManagerRequest::Upgrade).await {
+            tracing::warn!("live upgrade of the FUSE manager refused: {e}");
+            return;
+        }
+        for _ in 0..300 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if let Ok(Reply::Pong { pid, exe, .. }) =
+                manager::call(socket, &ManagerRequest::Ping).await
+            {
+                if exe == ours {
+                    tracing::info!(pid, "FUSE manager upgraded");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the upgraded FUSE manager did not answer within 15 s");
+    }
+
     /// Starts the FUSE manager unless one answers, then mounts every lazy layer the metadata
     /// lists (a no-op for layers it still serves). Called at start and whenever the manager
     /// was found gone.
@@ -181,8 +204,14 @@ impl Snapshotter {
         let _guard = self.manager_start.lock().await;
         let socket = self.manager_socket();
         match manager::call(&socket, &ManagerRequest::Ping).await {
-            Ok(Reply::Pong { pid }) => {
-                tracing::info!(pid, "FUSE manager running");
+            Ok(Reply::Pong { pid, keeper, exe }) => {
+                tracing::info!(pid, ?keeper, "FUSE manager running");
+                let ours = manager::exe_identity();
+                if keeper.is_some() && exe != ours {
+                    self.upgrade_manager(&socket, ours).await;
+                } else if exe != ours {
+                    tracing::warn!(pid, "the FUSE manager runs another binary and has no keeper to upgrade it; it keeps serving until the node restarts");
+                }
             }
             _ => {
                 let pid = manager::spawn(

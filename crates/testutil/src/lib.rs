@@ -1526,6 +1526,8 @@ pub const BUSYBOX_COMMANDS: &[&str] = &[
     "head",
     "true",
     "test",
+    "dd",
+    "touch",
 ];
 
 /// [`busybox_image`] with other contents in `data/big.txt` (16 MB of [`noisy`] text from

@@ -58,11 +58,21 @@ pub struct Daemon {
     /// Config file.
     pub config: PathBuf,
     log: PathBuf,
+    exe: PathBuf,
 }
 
 impl Daemon {
     /// Starts the daemon under `dir` with `config_toml` as its config.
     pub fn start(dir: &Path, config_toml: &str) -> Daemon {
+        Self::start_with_exe(
+            dir,
+            config_toml,
+            Path::new(env!("CARGO_BIN_EXE_soci-snapshotter-grpc")),
+        )
+    }
+
+    /// Starts the daemon from the executable at `exe` (a copy, for upgrade tests).
+    pub fn start_with_exe(dir: &Path, config_toml: &str, exe: &Path) -> Daemon {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("config.toml");
         std::fs::write(&config, config_toml).unwrap();
@@ -72,6 +82,7 @@ impl Daemon {
             socket: dir.join("soci.sock"),
             config,
             log: dir.join("daemon.log"),
+            exe: exe.to_owned(),
         };
         d.spawn();
         d
@@ -83,7 +94,7 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_soci-snapshotter-grpc"))
+        let child = Command::new(&self.exe)
             .arg("--root")
             .arg(&self.root)
             .arg("--address")
@@ -159,6 +170,15 @@ impl Daemon {
             .ok()
     }
 
+    /// Pid of the FUSE keeper, if its pid file exists.
+    pub fn keeper_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.root.join("snapshotter/fuse-keeper.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// FUSE mounts under the data root.
     pub fn fuse_mounts(&self) -> Vec<PathBuf> {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -187,7 +207,11 @@ impl Drop for Daemon {
             .arg(&self.root)
             .arg("shutdown")
             .output();
-        if let Some(pid) = self.manager_pid() {
+        // The keeper first: it would start a new manager for the one killed next.
+        for pid in [self.keeper_pid(), self.manager_pid()]
+            .into_iter()
+            .flatten()
+        {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         for m in testutil::containerd_daemon::mounts_under(&self.root)
