@@ -250,8 +250,8 @@ pub fn serve_layer(
 /// Takes over the live FUSE connection `device` of the layer `what` mounted at `mountpoint`
 /// by a server that is gone: opens the layer as [`serve_layer`] does (the zTOC from the span
 /// cache directory when kept there), serves the connection, and restarts prefetch and
-/// background fetch. Call [`ServedLayer::resend_interrupted`] once every connection of the
-/// dead server is served again. Blocks like [`serve_layer`].
+/// background fetch. Call [`ServedLayer::resend_interrupted`] on the result: the kernel then
+/// resends what the dead server had read and not answered. Blocks like [`serve_layer`].
 pub fn resume_layer(
     what: LayerToServe<'_>,
     mountpoint: &Path,

@@ -34,8 +34,6 @@ const UPGRADE_STATE_NAME: &str = "fuse-keeper.upgrade.json";
 const UPGRADE_ENV: &str = "SOCI_FUSE_KEEPER_UPGRADE";
 /// The descriptor number the manager finds its end of the link at.
 const CHILD_LINK_FD: RawFd = 3;
-/// A manager that lived this long is not crash-looping: restarts are immediate again.
-const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// Longest pause between restarts of a manager that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a manager asked to stop may take to unmount before it is killed.
@@ -129,34 +127,43 @@ pub fn run(options: &KeeperOptions) -> Result<(), KeeperError> {
     );
     let mut failures = 0u32;
     loop {
-        let started = Instant::now();
-        let (status, upgrade) = run_manager(options, &mut kept)?;
-        if upgrade && !STOP.load(Ordering::SeqCst) {
+        let run = run_manager(options, &mut kept)?;
+        if run.upgrade && !STOP.load(Ordering::SeqCst) {
             let error = exec_upgrade(options, &lock, &kept);
             tracing::error!("upgrading the FUSE keeper failed, restarting the manager: {error}");
-        } else if STOP.load(Ordering::SeqCst) || status.success() {
-            tracing::info!(%status, "FUSE manager stopped; keeper exiting");
+        } else if STOP.load(Ordering::SeqCst) || run.status.success() {
+            tracing::info!(status = %run.status, "FUSE manager stopped; keeper exiting");
             let _ = std::fs::remove_file(options.dir.join(KEEPER_PID_NAME));
             return Ok(());
         }
         prune_ended(&mut kept);
-        let lived = started.elapsed();
-        if lived >= STABLE_AFTER {
+        if run.ready {
+            // It served, then died: readers are waiting, start the next one at once.
             failures = 0;
-        } else if kept.is_empty() && !upgrade {
+        } else if kept.is_empty() && !run.upgrade {
             let _ = std::fs::remove_file(options.dir.join(KEEPER_PID_NAME));
-            return Err(KeeperError::ManagerFailed(status));
+            return Err(KeeperError::ManagerFailed(run.status));
         } else {
             failures = failures.saturating_add(1);
         }
-        if !upgrade {
-            tracing::warn!(%status, mounts = kept.len(), "FUSE manager ended; starting a new one that serves the same mounts");
+        if !run.upgrade {
+            tracing::warn!(status = %run.status, mounts = kept.len(), "FUSE manager ended; starting a new one that serves the same mounts");
         }
         if failures > 0 {
+            // A manager that fails before it is ready would fail again at once.
             let pause = Duration::from_millis(100u64 << failures.min(6)).min(MAX_BACKOFF);
             std::thread::sleep(pause);
         }
     }
+}
+
+/// How one manager's life ended.
+struct ManagerRun {
+    status: ExitStatus,
+    /// It asked for an upgrade.
+    upgrade: bool,
+    /// It got as far as serving ([`LinkMessage::Ready`]).
+    ready: bool,
 }
 
 /// Takes the directory's keeper lock; `None` when another keeper holds it.
@@ -180,11 +187,11 @@ fn take_lock(dir: &Path) -> Result<Option<OwnedFd>, KeeperError> {
 }
 
 /// Starts one manager, hands it every kept mount, and records what it hands back until it
-/// exits; returns how it exited and whether it asked for an upgrade.
+/// exits.
 fn run_manager(
     options: &KeeperOptions,
     kept: &mut Vec<KeptMount>,
-) -> Result<(ExitStatus, bool), KeeperError> {
+) -> Result<ManagerRun, KeeperError> {
     let (ours, theirs) = Link::pair()?;
     let mut child = start_manager(options, theirs)?;
     for m in kept.iter() {
@@ -198,9 +205,13 @@ fn run_manager(
     if let Err(e) = ours.send(&LinkMessage::End, None) {
         tracing::warn!("handing mounts to the new manager: {e}");
     }
-    let upgrade = follow(&ours, &mut child, kept);
+    let (upgrade, ready) = follow(&ours, &mut child, kept);
     let status = child.wait().map_err(io_error("waiting for the manager"))?;
-    Ok((status, upgrade))
+    Ok(ManagerRun {
+        status,
+        upgrade,
+        ready,
+    })
 }
 
 /// Starts `soci-snapshotter-grpc fuse-server` with its end of the link as descriptor 3.
@@ -236,10 +247,11 @@ fn start_manager(options: &KeeperOptions, link: Link) -> Result<Child, KeeperErr
     Ok(child)
 }
 
-/// Reads the manager's messages until it exits; true when it asked for an upgrade. Forwards
-/// a stop request (SIGTERM to the keeper) to it, and drops descriptors of mounts that ended.
-fn follow(link: &Link, child: &mut Child, kept: &mut Vec<KeptMount>) -> bool {
-    let mut upgrade = false;
+/// Reads the manager's messages until it exits; returns whether it asked for an upgrade and
+/// whether it got ready. Forwards a stop request (SIGTERM to the keeper) to it, and drops
+/// descriptors of mounts that ended.
+fn follow(link: &Link, child: &mut Child, kept: &mut Vec<KeptMount>) -> (bool, bool) {
+    let (mut upgrade, mut ready) = (false, false);
     let mut stop_sent: Option<Instant> = None;
     let mut last_prune = Instant::now();
     loop {
@@ -267,7 +279,8 @@ fn follow(link: &Link, child: &mut Child, kept: &mut Vec<KeptMount>) -> bool {
             }
         }
         match link.recv() {
-            Ok(None) => return upgrade,
+            Ok(None) => return (upgrade, ready),
+            Ok(Some((LinkMessage::Ready, _))) => ready = true,
             Ok(Some((LinkMessage::Keep { spec }, Some(device)))) => {
                 tracing::debug!(mountpoint = %spec.mountpoint.display(), "keeping a mount");
                 kept.push(KeptMount { spec, device });

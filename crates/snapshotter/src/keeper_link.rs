@@ -33,6 +33,10 @@ pub enum LinkMessage {
         /// Its mountpoint.
         mountpoint: PathBuf,
     },
+    /// Manager → keeper: every kept mount is served again and the control socket answers; a
+    /// manager that dies after this is restarted at once, one that dies before it (a failing
+    /// start) after a pause.
+    Ready,
     /// Manager → keeper: replace this manager and the keeper itself by the executable now at
     /// the keeper's path, keeping every mount.
     Upgrade,

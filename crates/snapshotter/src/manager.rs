@@ -10,8 +10,8 @@ use crate::error::ManagerRunError;
 use crate::keeper_link::{Link, LinkMessage};
 use crate::metadata::RemoteLayerInfo;
 use lazyfs::serve::{
-    resume_layer, serve_layer, BackgroundFetch, FuseOptions, LayerToServe, ServeOptions,
-    ServedLayer,
+    resume_layer, serve_layer, BackgroundFetch, FuseOptions, LayerToServe, ServeError,
+    ServeOptions, ServedLayer,
 };
 use lazyfs::{CacheBudget, CacheTtls, DemandActivity, SpanConfig};
 use oci::reference::ImageRef;
@@ -356,6 +356,7 @@ async fn accept_until_stopped(
     std::fs::write(dir.join(PID_NAME), std::process::id().to_string())
         .map_err(ManagerRunError::io("writing the pid file"))?;
     tracing::info!(socket = %socket.display(), "FUSE manager ready");
+    manager.tell_keeper(&LinkMessage::Ready);
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).map_err(ManagerRunError::io("handling SIGTERM"))?;
@@ -524,21 +525,12 @@ impl Manager {
             }
         }
         let info = &spec.layer;
-        let (layer, ztoc, prefetch) = descriptors(info)?;
-        let repo = self.repository(info)?;
         if lazyfs::overlay::is_mounted(mountpoint) {
             // A dead mount left by a manager that exited: it answers ENOTCONN to everyone.
             let _ = lazyfs::overlay::unmount(mountpoint, true);
         }
-        let what = LayerToServe {
-            repo: &repo,
-            local: &lazyfs::layer::LocalBlobs::default(),
-            layer: &layer,
-            ztoc: &ztoc,
-            prefetch: prefetch.as_ref(),
-        };
-        let served = serve_layer(what, mountpoint, &self.serve_options())
-            .map_err(|e| registry::error_chain(&e))?;
+        let served =
+            self.serve_with(info, |what, options| serve_layer(what, mountpoint, options))?;
         tracing::info!(
             layer = %info.layer_digest,
             image = %info.image_ref,
@@ -566,6 +558,25 @@ impl Manager {
             }
             Err(_) => Err("internal state poisoned".into()),
         }
+    }
+
+    /// Builds what serving the recorded layer `info` takes (descriptors, repository, options)
+    /// and hands it to `serve` (a new mount or a resumed one).
+    fn serve_with(
+        &self,
+        info: &RemoteLayerInfo,
+        serve: impl FnOnce(LayerToServe<'_>, &ServeOptions) -> Result<ServedLayer, ServeError>,
+    ) -> Result<ServedLayer, String> {
+        let (layer, ztoc, prefetch) = descriptors(info)?;
+        let repo = self.repository(info)?;
+        let what = LayerToServe {
+            repo: &repo,
+            local: &lazyfs::layer::LocalBlobs::default(),
+            layer: &layer,
+            ztoc: &ztoc,
+            prefetch: prefetch.as_ref(),
+        };
+        serve(what, &self.serve_options()).map_err(|e| registry::error_chain(&e))
     }
 
     /// The repository a recorded layer comes from.
@@ -641,18 +652,10 @@ impl Manager {
     /// dead manager had read and not answered.
     fn resume(&self, spec: &MountSpec, device: &std::os::fd::OwnedFd) -> Result<(), String> {
         let info = &spec.layer;
-        let (layer, ztoc, prefetch) = descriptors(info)?;
-        let repo = self.repository(info)?;
-        let what = LayerToServe {
-            repo: &repo,
-            local: &lazyfs::layer::LocalBlobs::default(),
-            layer: &layer,
-            ztoc: &ztoc,
-            prefetch: prefetch.as_ref(),
-        };
         let device = device.try_clone().map_err(|e| e.to_string())?;
-        let served = resume_layer(what, &spec.mountpoint, device, &self.serve_options())
-            .map_err(|e| registry::error_chain(&e))?;
+        let served = self.serve_with(info, |what, options| {
+            resume_layer(what, &spec.mountpoint, device, options)
+        })?;
         if let Err(e) = served.resend_interrupted() {
             tracing::warn!(mountpoint = %spec.mountpoint.display(), "the kernel did not resend interrupted requests (Linux 6.9+ does); readers of the crash moment may wait forever: {e}");
         }
