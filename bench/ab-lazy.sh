@@ -48,9 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 link_up "$work/link" 1000 0
-link_exec skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$LINK_LOCAL/$workload:latest"
-rm -rf "$work/cli"
-link_exec "$soci" --root "$work/cli" convert --span-size "$span_size" "$LINK_LOCAL/$workload:latest" "$LINK_LOCAL/$workload:soci" >/dev/null
+link_seed "$layout" "$workload" "$soci" "$work/cli" --span-size "$span_size"
 ref="$LINK_REGISTRY/$workload:soci"
 results="$work/results.jsonl"
 : >"$results"

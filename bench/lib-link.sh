@@ -14,6 +14,10 @@
 #                              handshake itself is not delayed); LINK_LOCAL bypasses it.
 #   link_set_rate RATE_MBIT    changes the cap on both ends; 0 removes it (uncapped veth)
 #   link_exec CMD...           runs CMD inside the namespace
+#   link_seed LAYOUT NAME SOCI CLI_ROOT [CONVERT_ARGS...]
+#                              pushes the OCI layout as NAME:latest and `soci convert`s it to
+#                              NAME:soci (v2 index), both inside the namespace (no cap); the
+#                              CLI's root CLI_ROOT is made anew
 #   link_down                  stops the registry and deletes the namespace (and the veth pair)
 
 LINK_NS=""
@@ -25,6 +29,14 @@ LINK_PORT=5000
 
 link_exec() {
     ip netns exec "$LINK_NS" "$@"
+}
+
+link_seed() {
+    local layout="$1" name="$2" soci="$3" cli_root="$4"
+    shift 4
+    link_exec skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$LINK_LOCAL/$name:latest"
+    rm -rf "$cli_root"
+    link_exec "$soci" --root "$cli_root" convert "$@" "$LINK_LOCAL/$name:latest" "$LINK_LOCAL/$name:soci" >/dev/null
 }
 
 link_up() {

@@ -46,9 +46,7 @@ cleanup() {
 trap cleanup EXIT
 link_up "$work/link" 1000 0
 link_set_rate 0
-link_exec skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$LINK_LOCAL/$workload:latest"
-rm -rf "$work/cli"
-link_exec "$soci" --root "$work/cli" convert "$LINK_LOCAL/$workload:latest" "$LINK_LOCAL/$workload:soci" >/dev/null
+link_seed "$layout" "$workload" "$soci" "$work/cli"
 ref="$LINK_REGISTRY/$workload:soci"
 start_soci_containerd "$work/env" "$snap" "[registry]
 config_path = \"$work/link/certs.d\""

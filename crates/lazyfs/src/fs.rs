@@ -141,11 +141,16 @@ impl LayerFs {
         mut self,
         device: OwnedFd,
         config: &MountConfig,
-    ) -> std::io::Result<fuser::BackgroundSession> {
+    ) -> std::io::Result<MountedSession> {
         self.ttls = config.ttls;
         let options = session_config(config);
         let acl = options.acl;
-        fuser::Session::from_initialized_fd(self, device, acl, options).spawn()
+        let kept = device.try_clone()?;
+        let session = fuser::Session::from_initialized_fd(self, device, acl, options).spawn()?;
+        Ok(MountedSession {
+            session,
+            device: kept,
+        })
     }
 
     fn node(&self, ino: INodeNo) -> Result<&Node, Errno> {
@@ -156,7 +161,7 @@ impl LayerFs {
 
 /// A mounted layer: its FUSE session and a duplicate of its `/dev/fuse` descriptor.
 pub struct MountedSession {
-    /// The session; dropping it unmounts.
+    /// The session; dropping it unmounts a new mount (never a resumed one).
     pub session: fuser::BackgroundSession,
     /// The connection's device descriptor (the same open file the session reads).
     pub device: OwnedFd,

@@ -200,7 +200,7 @@ impl RemoteLayer {
         runtime: tokio::runtime::Handle,
         threads: usize,
         ttls: CacheTtls,
-    ) -> std::io::Result<fuser::BackgroundSession> {
+    ) -> std::io::Result<MountedSession> {
         self.filesystem(runtime)
             .resume(device, &self.mount_config(threads, ttls))
     }

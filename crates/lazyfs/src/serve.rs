@@ -3,7 +3,7 @@
 //! the prefetch of its prefetch artifact and the background fetch of the rest, and returns a
 //! [`ServedLayer`] that owns all of it: dropping the handle aborts the tasks and unmounts.
 
-use crate::fs::CacheTtls;
+use crate::fs::{CacheTtls, MountedSession};
 use crate::layer::{LayerError, LocalBlobs, RemoteLayer};
 use crate::metrics::MetricsSnapshot;
 use crate::readlog::ReadLog;
@@ -241,10 +241,13 @@ pub fn serve_layer(
             fuse.read_log.as_ref(),
         )
         .map_err(|source| mount_error(what, mountpoint, source))?;
-    let mut served = ServedLayer::start(Arc::new(layer), mountpoint, what, options);
-    served.session = Some(mounted.session);
-    served.device = Some(mounted.device);
-    Ok(served)
+    Ok(ServedLayer::start(
+        Arc::new(layer),
+        Some(mounted),
+        mountpoint,
+        what,
+        options,
+    ))
 }
 
 /// Takes over the live FUSE connection `device` of the layer `what` mounted at `mountpoint`
@@ -259,11 +262,8 @@ pub fn resume_layer(
     options: &ServeOptions,
 ) -> Result<ServedLayer, ServeError> {
     let layer = open_layer(what, options)?;
-    let kept = device
-        .try_clone()
-        .map_err(|source| mount_error(what, mountpoint, source))?;
     let fuse = &options.fuse;
-    let session = layer
+    let resumed = layer
         .resume(
             device,
             options.runtime.clone(),
@@ -271,10 +271,13 @@ pub fn resume_layer(
             fuse.ttls,
         )
         .map_err(|source| mount_error(what, mountpoint, source))?;
-    let mut served = ServedLayer::start(Arc::new(layer), mountpoint, what, options);
-    served.session = Some(session);
-    served.device = Some(kept);
-    Ok(served)
+    Ok(ServedLayer::start(
+        Arc::new(layer),
+        Some(resumed),
+        mountpoint,
+        what,
+        options,
+    ))
 }
 
 fn open_layer(what: LayerToServe<'_>, options: &ServeOptions) -> Result<RemoteLayer, ServeError> {
@@ -298,13 +301,19 @@ fn mount_error(what: LayerToServe<'_>, mountpoint: &Path, source: std::io::Error
 }
 
 impl ServedLayer {
-    /// Starts the prefetch and background tasks of an opened layer (not yet mounted).
+    /// Starts the prefetch and background tasks of an opened layer served by `mounted`
+    /// (`None` in tests that need no FUSE).
     fn start(
         layer: Arc<RemoteLayer>,
+        mounted: Option<MountedSession>,
         mountpoint: &Path,
         what: LayerToServe<'_>,
         options: &ServeOptions,
     ) -> Self {
+        let (session, device) = match mounted {
+            Some(m) => (Some(m.session), Some(m.device)),
+            None => (None, None),
+        };
         let prefetch = what.prefetch.map(|artifact| {
             let (layer, artifact) = (layer.clone(), artifact.clone());
             let (repo, local) = (what.repo.clone(), what.local.clone());
@@ -333,8 +342,8 @@ impl ServedLayer {
             prefetch,
             prefetched: PrefetchOutcome::NoArtifact,
             background,
-            device: None,
-            session: None,
+            device,
+            session,
         }
     }
 
@@ -558,6 +567,7 @@ mod tests {
         };
         ServedLayer::start(
             l.layer.clone(),
+            None,
             Path::new("/mnt"),
             what,
             &options(background),

@@ -551,9 +551,7 @@ impl Manager {
     fn insert(&self, mountpoint: &Path, served: ServedLayer) -> Result<(), String> {
         match self.served.lock() {
             Ok(mut s) => {
-                if let Some(old) = s.insert(mountpoint.to_owned(), served) {
-                    drop(old);
-                }
+                s.insert(mountpoint.to_owned(), served);
                 Ok(())
             }
             Err(_) => Err("internal state poisoned".into()),

@@ -16,20 +16,6 @@ fn rpull(ctd: &Containerd, cli_root: &Path, image: &str, extra: &[&str]) -> Stri
     ok(soci(cli_root, &args))
 }
 
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// Waits until the image's snapshots, their directories and their FUSE mounts are gone.
 fn wait_until_collected(ctd: &Containerd, daemon: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -167,7 +153,7 @@ fn python_starts_lazily_through_containerd_and_survives_restarts() {
     ctd.ctr_ok(&["containers", "rm", "py-long"]);
 
     // The span cache respects its limit (spans are evicted least recently used first).
-    let cache = dir_size(&daemon.root.join("cache"));
+    let cache = common::dir_size(&daemon.root.join("cache"));
     assert!(
         cache <= (cache_limit_mb + 4) * 1_000_000,
         "span cache holds {cache} bytes, limit {cache_limit_mb} MB"

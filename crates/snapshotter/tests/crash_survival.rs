@@ -307,27 +307,10 @@ fn a_live_upgrade_and_a_deleted_span_cache_break_no_read() {
         daemon.manager_log().matches("live mount resumed").count(),
         metrics_before + 1
     );
-    let cached: u64 = walk_size(&cache);
+    let cached = common::dir_size(&cache);
     assert!(
         cached >= 16_000_000,
         "the span cache holds {cached} bytes: the file was not fetched again"
     );
     reader.finish(&ctd, &s.md5);
-}
-
-/// Bytes of the regular files under `dir`.
-fn walk_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
-            }
-        }
-    }
-    total
 }

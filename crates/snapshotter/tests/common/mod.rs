@@ -264,6 +264,21 @@ pub fn metric_sum(text: &str, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// Bytes of the regular files under `dir` (0 when it is missing).
+pub fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// A free loopback TCP address.
 pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
