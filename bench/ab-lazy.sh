@@ -6,16 +6,17 @@
 # clock as bench/start.sh (veth into a network namespace, tbf; pull start to ready line).
 #
 #   bench/ab-lazy.sh --a PATH --b PATH [--workload NAME] [--rate MBIT[,MBIT...]] [--runs N]
-#                    [--span-size BYTES]
+#                    [--span-size BYTES] [--a-config TOML] [--b-config TOML]
 #   (--a/--b: soci-snapshotter-grpc binaries, e.g. one built from the base commit in a git
-#   worktree and one from the change; defaults: python-hello, rates 200,0 with 0 meaning
-#   uncapped, 5 runs, 2 MiB spans)
+#   worktree and one from the change, or one binary twice with different --a-config/--b-config
+#   (TOML appended to that side's config, e.g. $'[fuse]\npassthrough = false'); defaults:
+#   python-hello, rates 200,0 with 0 meaning uncapped, 5 runs, 2 MiB spans)
 #   BENCH_WORK=DIR   scratch space (default: bench/work/ab); workload images are cached there
 # Prints one line per round and a median table (seconds, MB over the link, B/A ratio, and
 # the part of the time `soci image rpull` took).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-a="" b="" workload=python-hello rates=200,0 runs=5 span_size=2097152
+a="" b="" workload=python-hello rates=200,0 runs=5 span_size=2097152 a_config="" b_config=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --a) a="$2"; shift 2 ;;
@@ -24,7 +25,9 @@ while [ $# -gt 0 ]; do
         --rate) rates="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
         --span-size) span_size="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --a-config) a_config="$2"; shift 2 ;;
+        --b-config) b_config="$2"; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -59,10 +62,11 @@ for rate in "${rate_list[@]}"; do
         order=(A B)
         [ $((r % 2)) -eq 0 ] && order=(B A)
         for which in "${order[@]}"; do
-            snap=$a
-            [ "$which" = B ] && snap=$b
+            snap=$a extra=$a_config
+            [ "$which" = B ] && snap=$b extra=$b_config
             start_soci_containerd "$work/env" "$snap" "[registry]
-config_path = \"$work/link/certs.d\""
+config_path = \"$work/link/certs.d\"
+$extra"
             sync
             rx="/sys/class/net/$LINK_HOST_IF/statistics/rx_bytes"
             before=$(cat "$rx")
@@ -94,10 +98,12 @@ PY
         done
     done
 done
-python3 - "$results" "$a" "$b" "$workload" "$runs" <<'PY'
+python3 - "$results" "$a" "$b" "$workload" "$runs" "$a_config" "$b_config" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"{sys.argv[4]}, {sys.argv[5]} runs each, medians (min-max); A = {sys.argv[2]}, B = {sys.argv[3]}")
+def side(exe, extra):
+    return exe + (f" with {extra!r}" if extra else "")
+print(f"{sys.argv[4]}, {sys.argv[5]} runs each, medians (min-max); A = {side(sys.argv[2], sys.argv[6])}, B = {side(sys.argv[3], sys.argv[7])}")
 print("| link | A | B | B/A | rpull A | rpull B |")
 print("|---|---|---|---|---|---|")
 for rate in dict.fromkeys(r["rate"] for r in rows):

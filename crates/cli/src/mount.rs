@@ -58,6 +58,11 @@ pub struct MountArgs {
     /// Do not fetch layers in the background: only what is read is ever fetched.
     #[arg(long)]
     no_background_fetch: bool,
+    /// Serve every read through this process: no FUSE passthrough. By default (Linux 6.9+)
+    /// an open of a file of 128 KiB or more whose data is all local is handed to the kernel,
+    /// which then reads a per-file copy in the span cache directly.
+    #[arg(long)]
+    no_passthrough: bool,
     /// Range requests in flight per layer.
     #[arg(long, default_value_t = 4)]
     fetch_concurrency: usize,
@@ -226,6 +231,7 @@ fn mount_options(root: &Path, args: &MountArgs) -> MountOptions {
         record_reads: args.record_reads.clone(),
         record_read_ranges: args.record_read_ranges.clone(),
         log_reads: false,
+        passthrough: (!args.no_passthrough).then(|| root.join("passthrough")),
     }
 }
 

@@ -563,3 +563,91 @@ fn recorded_reads_become_a_prefetch_list() {
         "{from_ranges}"
     );
 }
+
+/// Polls the base layer's statistics (every 100 ms, at most 60 s) until `done` holds.
+fn wait_base_stats(
+    root: &Path,
+    dir: &Path,
+    built: &testutil::BuiltImage,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..600 {
+        let s = base_layer_stats(root, dir, built);
+        if done(&s) {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "gave up waiting for {what}: {}",
+        base_layer_stats(root, dir, built)
+    );
+}
+
+fn counter(stats: &Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {stats}"))
+}
+
+#[test]
+fn passthrough_hands_files_with_local_data_to_the_kernel() {
+    let ((_reg, _tmp), root, dir, image, built) = start_sample_app(&["--min-layer-size", "0"]);
+    let _guard = mount(&root, &image, &dir, &[]);
+    wait_base_stats(&root, &dir, &built, "the background fetch", |s| {
+        s["spans_cached"] == s["spans_total"]
+    });
+    let big = dir.join("usr/lib/libbig.so");
+    let expected = sample_file("usr/lib/libbig.so");
+
+    // First open after the data is local: served by us, and it queues the backing file.
+    // Holding it open keeps the inode in the ordinary I/O mode: the next open must not
+    // switch it to passthrough (the kernel would fail that open with EIO).
+    let held = File::open(&big).unwrap();
+    let mut head = vec![0u8; 4096];
+    held.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(head, expected[..4096]);
+    let s = wait_base_stats(&root, &dir, &built, "the backing file", |s| {
+        counter(s, "backing_files") >= 1
+    });
+    assert_eq!(counter(&s, "passthrough_opens"), 0, "{s}");
+    assert_eq!(read_at(&big, 4096, 4096).unwrap(), expected[4096..8192]);
+    let s = base_layer_stats(&root, &dir, &built);
+    assert_eq!(
+        counter(&s, "passthrough_opens"),
+        0,
+        "an inode open the ordinary way must not switch: {s}"
+    );
+    drop(held);
+
+    // With no ordinary open left, the next open passes through: the whole 7 MB file reads
+    // right while this process serves almost none of it.
+    let served_before = counter(&base_layer_stats(&root, &dir, &built), "bytes_served");
+    assert_eq!(std::fs::read(&big).unwrap(), expected);
+    let s = base_layer_stats(&root, &dir, &built);
+    assert!(counter(&s, "passthrough_opens") >= 1, "{s}");
+    let served = counter(&s, "bytes_served") - served_before;
+    assert!(
+        served < 1 << 20,
+        "{served} bytes went through FUSE after the switch: {s}"
+    );
+    // Every later open uses the same backing file (it is one inode for the kernel); small
+    // files are never passed through.
+    assert_eq!(std::fs::read(&big).unwrap(), expected);
+    assert_reads_sample(&dir, "usr/bin/small");
+    assert_reads_sample(&dir, "usr/bin/small");
+    let after = base_layer_stats(&root, &dir, &built);
+    assert!(counter(&after, "passthrough_opens") >= 2, "{after}");
+    assert_eq!(counter(&after, "backing_files"), 1, "{after}");
+    drop(_guard);
+
+    // `--no-passthrough` serves every read itself; the backing file left in the cache is
+    // not used.
+    let _guard = mount(&root, &image, &dir, &["--no-passthrough"]);
+    for _ in 0..3 {
+        assert_eq!(std::fs::read(&big).unwrap(), expected);
+    }
+    let s = base_layer_stats(&root, &dir, &built);
+    assert_eq!(counter(&s, "passthrough_opens"), 0, "{s}");
+}

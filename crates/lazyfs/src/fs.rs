@@ -5,19 +5,20 @@
 //! change, so the kernel is told to keep attributes, entries and page cache for long.
 
 use crate::metrics::LayerMetrics;
+use crate::passthrough::{OpenMode, Passthrough, PASSTHROUGH_FH};
 use crate::readlog::{LayerReads, ReadLog};
 use crate::spans::SpanManager;
 use crate::tree::{Node, NodeKind, Tree, ROOT_INO};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    IoctlFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyXattr,
-    Request, SessionACL,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyXattr, Request, SessionACL,
 };
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ pub struct MountConfig {
     pub fs_name: String,
     /// Kernel cache lifetimes.
     pub ttls: CacheTtls,
+    /// Ask the kernel for FUSE passthrough of files whose data is local (see
+    /// [`crate::passthrough`]), keeping backing ID tables in this directory; off by itself
+    /// where the kernel lacks it. `None`: every read is served by this process.
+    pub passthrough: Option<PathBuf>,
 }
 
 /// How long the kernel may cache what the filesystem answers.
@@ -77,6 +82,7 @@ pub struct LayerFs {
     metrics: Arc<LayerMetrics>,
     reads: Option<LayerReads>,
     ttls: CacheTtls,
+    passthrough: Option<Arc<Passthrough>>,
 }
 
 impl LayerFs {
@@ -95,6 +101,29 @@ impl LayerFs {
             metrics,
             reads: None,
             ttls: CacheTtls::default(),
+            passthrough: None,
+        }
+    }
+
+    /// Sets up passthrough for a mount at `mountpoint` when `config` asks for it (never while
+    /// reads are recorded: the log must see every read). `fresh` is false for a connection
+    /// taken over from a dead server.
+    fn set_up_passthrough(&mut self, mountpoint: &Path, config: &MountConfig, fresh: bool) {
+        let (Some(spans), Some(ids_dir), None) = (&self.spans, &config.passthrough, &self.reads)
+        else {
+            return;
+        };
+        match Passthrough::new(
+            spans.clone(),
+            ids_dir,
+            mountpoint,
+            fresh,
+            self.runtime.clone(),
+        ) {
+            Ok(pt) => self.passthrough = Some(pt),
+            Err(e) => {
+                tracing::warn!(layer = %spans.layer(), "FUSE passthrough off for this layer: {e}")
+            }
         }
     }
 
@@ -114,6 +143,7 @@ impl LayerFs {
         config: &MountConfig,
     ) -> std::io::Result<MountedSession> {
         self.ttls = config.ttls;
+        self.set_up_passthrough(mountpoint, config, true);
         let mut options = session_config(config);
         options.mount_options = vec![
             MountOption::RO,
@@ -140,9 +170,11 @@ impl LayerFs {
     pub fn resume(
         mut self,
         device: OwnedFd,
+        mountpoint: &Path,
         config: &MountConfig,
     ) -> std::io::Result<MountedSession> {
         self.ttls = config.ttls;
+        self.set_up_passthrough(mountpoint, config, false);
         let options = session_config(config);
         let acl = options.acl;
         let kept = device.try_clone()?;
@@ -278,6 +310,21 @@ impl Filesystem for LayerFs {
         if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
             let _ = config.set_max_readahead(max);
         }
+        if let Some(pt) = &self.passthrough {
+            // Depth 1: backing files must sit on a plain filesystem, and overlayfs (the
+            // container's root) may still stack on this mount.
+            let agreed = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if agreed {
+                static LOGGED: std::sync::Once = std::sync::Once::new();
+                LOGGED.call_once(|| {
+                    tracing::info!("FUSE passthrough on: files whose data is local are read by the kernel directly");
+                });
+            } else {
+                pt.disable("the kernel does not offer FUSE passthrough (Linux 6.9+)");
+                self.passthrough = None;
+            }
+        }
         Ok(())
     }
 
@@ -315,12 +362,42 @@ impl Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino) {
-            Ok(_) if flags.acc_mode() != OpenAccMode::O_RDONLY => reply.error(Errno::EROFS),
+        let node = match self.node(ino) {
+            Ok(_) if flags.acc_mode() != OpenAccMode::O_RDONLY => return reply.error(Errno::EROFS),
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let mode = match &self.passthrough {
+            Some(pt) if node.kind == NodeKind::Regular => pt.open(node, &reply),
+            _ => OpenMode::Served,
+        };
+        match mode {
+            OpenMode::Passthrough(id) => {
+                // SAFETY: `id` was registered on this connection and is never closed.
+                let backing = unsafe { reply.wrap_backing(id) };
+                reply.opened_passthrough(FileHandle(PASSTHROUGH_FH), FopenFlags::empty(), &backing);
+                // Stays registered (see `Passthrough::open`).
+                let _ = backing.into_raw();
+            }
             // Contents never change: let the kernel keep its page cache across opens.
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
+            OpenMode::Served => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(pt) = &self.passthrough {
+            pt.release(ino.0, fh.0);
+        }
+        reply.ok();
     }
 
     fn read(

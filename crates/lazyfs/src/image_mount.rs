@@ -405,6 +405,10 @@ pub struct MountOptions {
     pub record_read_ranges: Option<PathBuf>,
     /// Keep a read log for [`MountedImage::read_ranges`] even without `record_reads`.
     pub log_reads: bool,
+    /// Hand files whose data is local to the kernel's FUSE passthrough (see
+    /// [`crate::passthrough`]), with backing ID tables in this directory; ignored while
+    /// reads are recorded.
+    pub passthrough: Option<PathBuf>,
 }
 
 /// An image mounted at its directory and being served. Dropping it unmounts the overlay and
@@ -525,6 +529,7 @@ fn serve_options(
             threads: options.fuse_threads,
             ttls: CacheTtls::default(),
             read_log,
+            passthrough: options.passthrough.clone(),
         },
         background: match options.background_fetch_mb_per_sec {
             None => BackgroundFetch::Off,

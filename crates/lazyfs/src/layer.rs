@@ -1,9 +1,9 @@
 //! One remote layer ready to be served lazily: its zTOC fetched and checked, its inode tree
 //! built, and its span manager pointed at the registry.
 
-use crate::fs::{CacheTtls, LayerFs, MountConfig, MountedSession};
+use crate::fs::{LayerFs, MountConfig, MountedSession};
 use crate::metrics::LayerMetrics;
-use crate::readlog::ReadLog;
+use crate::serve::FuseOptions;
 use crate::source::RegistrySource;
 use crate::spans::{CacheBudget, SpanConfig, SpanManager};
 use crate::tree::Tree;
@@ -174,35 +174,34 @@ impl RemoteLayer {
         Ok(count)
     }
 
-    /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`, with kernel cache
-    /// lifetimes `ttls`; first reads of files are noted in `reads` when given. Serving a
-    /// layer whole (prefetch, background fetch) is [`crate::serve::serve_layer`]'s job.
+    /// Mounts the layer read-only at `mountpoint`, fetching on `runtime`, as `fuse` says
+    /// (threads, kernel cache lifetimes, passthrough; first reads of files are noted in its
+    /// read log when given). Serving a layer whole (prefetch, background fetch) is
+    /// [`crate::serve::serve_layer`]'s job.
     pub fn mount(
         &self,
         mountpoint: &Path,
         runtime: tokio::runtime::Handle,
-        threads: usize,
-        ttls: CacheTtls,
-        reads: Option<&Arc<ReadLog>>,
+        fuse: &FuseOptions,
     ) -> std::io::Result<MountedSession> {
         let mut fs = self.filesystem(runtime);
-        if let Some(log) = reads {
+        if let Some(log) = &fuse.read_log {
             fs = fs.record_reads(log);
         }
-        fs.mount(mountpoint, &self.mount_config(threads, ttls))
+        fs.mount(mountpoint, &self.mount_config(fuse))
     }
 
-    /// Serves the live FUSE connection `device` of this layer, mounted by a process that is
-    /// gone (see [`LayerFs::resume`]).
+    /// Serves the live FUSE connection `device` of this layer mounted at `mountpoint` by a
+    /// process that is gone (see [`LayerFs::resume`]).
     pub fn resume(
         &self,
         device: OwnedFd,
+        mountpoint: &Path,
         runtime: tokio::runtime::Handle,
-        threads: usize,
-        ttls: CacheTtls,
+        fuse: &FuseOptions,
     ) -> std::io::Result<MountedSession> {
         self.filesystem(runtime)
-            .resume(device, &self.mount_config(threads, ttls))
+            .resume(device, mountpoint, &self.mount_config(fuse))
     }
 
     fn filesystem(&self, runtime: tokio::runtime::Handle) -> LayerFs {
@@ -214,11 +213,12 @@ impl RemoteLayer {
         )
     }
 
-    fn mount_config(&self, threads: usize, ttls: CacheTtls) -> MountConfig {
+    fn mount_config(&self, fuse: &FuseOptions) -> MountConfig {
         MountConfig {
-            threads,
+            threads: fuse.threads.max(1),
             fs_name: format!("soci:{}", self.layer.digest()),
-            ttls,
+            ttls: fuse.ttls,
+            passthrough: fuse.passthrough.clone(),
         }
     }
 }

@@ -5,7 +5,8 @@
 //!   inflated and cached on local disk; background fill and prefetch.
 //! - [`tree::Tree`]: the layer's inodes from the zTOC's table of contents, whiteouts in
 //!   overlayfs form.
-//! - [`fs::LayerFs`]: the read-only FUSE filesystem over both.
+//! - [`fs::LayerFs`]: the read-only FUSE filesystem over both; [`passthrough`]: files whose
+//!   data is local handed to the kernel's FUSE passthrough.
 //! - [`serve`]: the one sequence that serves a remote layer (zTOC, FUSE mount, prefetch,
 //!   background fetch), used by `soci mount` and the snapshotter's FUSE manager.
 //! - [`image_mount`]: a whole image mounted at a directory (lazy and unpacked layers under
@@ -26,6 +27,7 @@ pub mod image_mount;
 pub mod layer;
 pub mod metrics;
 pub mod overlay;
+pub mod passthrough;
 pub mod readlog;
 pub mod serve;
 pub mod source;

@@ -22,6 +22,8 @@ pub struct LayerMetrics {
     cache_misses: AtomicU64,
     fuse_ops: AtomicU64,
     bytes_served: AtomicU64,
+    passthrough_opens: AtomicU64,
+    backing_files: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
 }
@@ -47,6 +49,12 @@ pub struct MetricsSnapshot {
     pub fuse_ops: u64,
     /// Uncompressed bytes handed to readers.
     pub bytes_served: u64,
+    /// Opens handed to the kernel's FUSE passthrough: their reads never reach this process.
+    #[serde(default)]
+    pub passthrough_opens: u64,
+    /// Files whose data was copied out of the span cache into a passthrough backing file.
+    #[serde(default)]
+    pub backing_files: u64,
     /// Sum of fetch latencies in seconds.
     pub fetch_latency_seconds_sum: f64,
     /// Cumulative fetch latency histogram: counts of requests at or under each bound of
@@ -102,6 +110,16 @@ impl LayerMetrics {
         self.bytes_served.fetch_add(bytes, Relaxed);
     }
 
+    /// Records an open answered with a passthrough backing file.
+    pub fn record_passthrough_open(&self) {
+        self.passthrough_opens.fetch_add(1, Relaxed);
+    }
+
+    /// Records a backing file made for passthrough.
+    pub fn record_backing_file(&self) {
+        self.backing_files.fetch_add(1, Relaxed);
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let mut cumulative = 0;
@@ -123,6 +141,8 @@ impl LayerMetrics {
             cache_misses: self.cache_misses.load(Relaxed),
             fuse_ops: self.fuse_ops.load(Relaxed),
             bytes_served: self.bytes_served.load(Relaxed),
+            passthrough_opens: self.passthrough_opens.load(Relaxed),
+            backing_files: self.backing_files.load(Relaxed),
             fetch_latency_seconds_sum: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
             fetch_latency_buckets: buckets,
         }
@@ -137,7 +157,7 @@ type Counter = fn(&MetricsSnapshot) -> u64;
 pub fn prometheus_text(layers: &[(String, MetricsSnapshot)]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let counters: [(&str, &str, Counter); 9] = [
+    let counters: [(&str, &str, Counter); 11] = [
         (
             "soci_fetched_bytes_total",
             "Compressed bytes fetched",
@@ -180,6 +200,16 @@ pub fn prometheus_text(layers: &[(String, MetricsSnapshot)]) -> String {
             "soci_served_bytes_total",
             "Uncompressed bytes handed to readers",
             |m| m.bytes_served,
+        ),
+        (
+            "soci_passthrough_opens_total",
+            "Opens handed to FUSE passthrough (their reads bypass the daemon)",
+            |m| m.passthrough_opens,
+        ),
+        (
+            "soci_passthrough_backing_files_total",
+            "Files copied out of the span cache into passthrough backing files",
+            |m| m.backing_files,
         ),
     ];
     for (name, help, get) in counters {

@@ -41,8 +41,13 @@ pub struct FuseOptions {
     pub threads: usize,
     /// How long the kernel caches attributes, entries and misses.
     pub ttls: CacheTtls,
-    /// Where first reads of files are noted (`soci mount --record-reads`).
+    /// Where first reads of files are noted (`soci mount --record-reads`); no passthrough
+    /// while one is set.
     pub read_log: Option<Arc<ReadLog>>,
+    /// Hand files whose data is local to the kernel's FUSE passthrough (see
+    /// [`crate::passthrough`]), with backing ID tables in this directory (it must outlive
+    /// the mounts and sit outside the span cache); `None`: no passthrough.
+    pub passthrough: Option<PathBuf>,
 }
 
 /// Whether the rest of the layer is fetched while nobody reads it.
@@ -231,15 +236,8 @@ pub fn serve_layer(
         path: mountpoint.to_owned(),
         source,
     })?;
-    let fuse = &options.fuse;
     let mounted = layer
-        .mount(
-            mountpoint,
-            options.runtime.clone(),
-            fuse.threads.max(1),
-            fuse.ttls,
-            fuse.read_log.as_ref(),
-        )
+        .mount(mountpoint, options.runtime.clone(), &options.fuse)
         .map_err(|source| mount_error(what, mountpoint, source))?;
     Ok(ServedLayer::start(
         Arc::new(layer),
@@ -262,14 +260,8 @@ pub fn resume_layer(
     options: &ServeOptions,
 ) -> Result<ServedLayer, ServeError> {
     let layer = open_layer(what, options)?;
-    let fuse = &options.fuse;
     let resumed = layer
-        .resume(
-            device,
-            options.runtime.clone(),
-            fuse.threads.max(1),
-            fuse.ttls,
-        )
+        .resume(device, mountpoint, options.runtime.clone(), &options.fuse)
         .map_err(|source| mount_error(what, mountpoint, source))?;
     Ok(ServedLayer::start(
         Arc::new(layer),

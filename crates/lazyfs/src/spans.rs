@@ -260,12 +260,12 @@ impl CacheBudget {
     }
 
     /// True when `more` bytes would not fit without evicting.
-    fn is_full_for(&self, more: u64) -> bool {
+    pub(crate) fn is_full_for(&self, more: u64) -> bool {
         self.limit
             .is_some_and(|l| self.used().saturating_add(more) > l)
     }
 
-    fn add(&self, bytes: u64) {
+    pub(crate) fn add(&self, bytes: u64) {
         self.used.fetch_add(bytes, Ordering::SeqCst);
         self.make_room();
     }
@@ -533,6 +533,31 @@ impl SpanManager {
         let states = lock(&self.inner.states);
         let cached = states.iter().filter(|s| s.is_available()).count();
         (states.len() as u64, cached as u64)
+    }
+
+    /// Where this layer's spans are cached.
+    pub fn cache_dir(&self) -> &Path {
+        &self.inner.cache_dir
+    }
+
+    /// The tunables this layer was made with.
+    pub fn config(&self) -> &SpanConfig {
+        &self.inner.config
+    }
+
+    /// The disk budget this layer counts against.
+    pub(crate) fn budget(&self) -> &Arc<CacheBudget> {
+        &self.inner.budget
+    }
+
+    /// True when every span holding uncompressed bytes `range` is on local disk (an empty or
+    /// out-of-layer range counts as local).
+    pub fn is_range_cached(&self, range: Range<u64>) -> bool {
+        match self.clip(range) {
+            Ok(Some((_, first, last))) => self.all_cached(first, last),
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     /// True once every span is on local disk: reads no longer touch the network.
@@ -1456,7 +1481,7 @@ fn advise_willneed(file: &File, offset: u64, len: u64) {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid == std::process::id() || unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }

@@ -288,6 +288,8 @@ fn mount_and_run(
         record_reads: None,
         record_read_ranges: None,
         log_reads: true,
+        // The read log must see every read.
+        passthrough: None,
     };
     let mounted = mount_image(what, state, &options, runtime)?;
     tracing::info!(command = ?workload.argv, "running the workload in the lazy mount");

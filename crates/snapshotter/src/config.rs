@@ -231,6 +231,10 @@ pub struct FuseConfig {
     pub negative_timeout: u64,
     /// FUSE worker threads per layer.
     pub threads: usize,
+    /// FUSE passthrough (Linux 6.9+; stargz-snapshotter's key): an open of a file of 128 KiB
+    /// or more whose data is all local gets a per-file backing copy in the span cache, and the
+    /// kernel reads it without the daemon. Off by itself on kernels without it.
+    pub passthrough: bool,
 }
 
 impl Default for FuseConfig {
@@ -240,6 +244,7 @@ impl Default for FuseConfig {
             entry_timeout: 3600,
             negative_timeout: 3600,
             threads: 8,
+            passthrough: true,
         }
     }
 }

@@ -282,6 +282,9 @@ pub fn exe_identity() -> Option<String> {
 struct Manager {
     config: Config,
     cache_dir: PathBuf,
+    /// Backing ID tables of passthrough mounts (outside the span cache: see
+    /// `lazyfs::passthrough`).
+    passthrough_dir: PathBuf,
     client: registry::Client,
     budget: Arc<CacheBudget>,
     /// On-demand reads of every layer served: background fetches wait for quiet.
@@ -291,6 +294,9 @@ struct Manager {
     /// The link to the keeper that started this process, if one did.
     keeper: Option<Link>,
 }
+
+/// Directory under the root holding the backing ID tables of passthrough mounts.
+const PASSTHROUGH_DIR: &str = "passthrough";
 
 /// Runs the manager until `Shutdown`, SIGTERM or SIGINT; `dir` holds its socket, pid file
 /// and log, `root` the span cache.
@@ -308,6 +314,7 @@ pub fn run(root: &Path, dir: &Path, config: Config) -> Result<(), ManagerRunErro
     );
     let manager = Arc::new(Manager {
         cache_dir: config.cache_dir(root),
+        passthrough_dir: root.join(PASSTHROUGH_DIR),
         client: registry_client(&config),
         config,
         budget,
@@ -692,6 +699,7 @@ impl Manager {
                     negative: Duration::from_secs(fuse.negative_timeout),
                 },
                 read_log: None,
+                passthrough: fuse.passthrough.then(|| self.passthrough_dir.clone()),
             },
             background: if background.disable {
                 BackgroundFetch::Off

@@ -2,7 +2,9 @@
 //! real containerd 1.6 + runc, Debian's docker-registry and FUSE: a container checksums a
 //! 16 MB file of a lazy layer over and over with direct I/O (every read crosses FUSE), while
 //! the manager is killed, the daemon and the manager are killed together, the manager is
-//! upgraded to a new binary, and the span cache is deleted while no manager runs.
+//! upgraded to a new binary, and the span cache is deleted while no manager runs. Those two
+//! tests turn FUSE passthrough off, so every read does cross FUSE; a third kills the
+//! manager while the file is passed through to the kernel.
 
 mod common;
 
@@ -10,6 +12,9 @@ use common::{ok, soci, Daemon};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Config of the tests whose reads must all cross FUSE (no passthrough).
+const NO_PASSTHROUGH: &str = "[background_fetch]\ndisable = true\n[fuse]\npassthrough = false\n";
 
 /// Passes of the read loop; the test ends it sooner once its faults are done.
 const MAX_PASSES: usize = 2000;
@@ -206,10 +211,7 @@ fn rpull(ctd: &testutil::containerd_daemon::Containerd, cli: &Path, image: &str)
 #[test]
 fn a_container_reads_on_through_manager_kills_and_a_daemon_crash() {
     let s = setup();
-    let mut daemon = Daemon::start(
-        &s.tmp.path().join("d"),
-        "[background_fetch]\ndisable = true\n",
-    );
+    let mut daemon = Daemon::start(&s.tmp.path().join("d"), NO_PASSTHROUGH);
     let ctd = daemon.containerd();
     rpull(&ctd, &s.tmp.path().join("cli"), &s.image);
     let reader = Reader::start(&ctd, &s.image, &s.tmp.path().join("out"), "crash-reader");
@@ -253,11 +255,7 @@ fn a_live_upgrade_and_a_deleted_span_cache_break_no_read() {
     let exe = s.tmp.path().join("bin/soci-snapshotter-grpc");
     std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_soci-snapshotter-grpc"), &exe).unwrap();
-    let mut daemon = Daemon::start_with_exe(
-        &s.tmp.path().join("d"),
-        "[background_fetch]\ndisable = true\n",
-        &exe,
-    );
+    let mut daemon = Daemon::start_with_exe(&s.tmp.path().join("d"), NO_PASSTHROUGH, &exe);
     let ctd = daemon.containerd();
     rpull(&ctd, &s.tmp.path().join("cli"), &s.image);
     let reader = Reader::start(&ctd, &s.image, &s.tmp.path().join("out"), "upgrade-reader");
@@ -313,4 +311,55 @@ fn a_live_upgrade_and_a_deleted_span_cache_break_no_read() {
         "the span cache holds {cached} bytes: the file was not fetched again"
     );
     reader.finish(&ctd, &s.md5);
+}
+
+/// Passthrough opens counted by the manager now running (its counters start at 0).
+fn passthrough_opens(metrics: &str) -> u64 {
+    common::metric_sum(
+        &common::http_get(metrics, "/metrics"),
+        "soci_passthrough_opens_total",
+    )
+}
+
+/// Waits (bounded) until the running manager has passed `n` opens through.
+fn wait_passthrough_opens(metrics: &str, n: u64, reader: &Reader, daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while passthrough_opens(metrics) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} passthrough opens after 60 s\n{}",
+            passthrough_opens(metrics),
+            daemon.manager_log()
+        );
+        reader.wait_passes(1, daemon);
+    }
+}
+
+#[test]
+fn a_file_passed_through_to_the_kernel_stays_readable_across_manager_kills() {
+    let s = setup();
+    let metrics = common::free_addr();
+    let daemon = Daemon::start(
+        &s.tmp.path().join("d"),
+        &format!("metrics_address = \"{metrics}\"\n[background_fetch]\ndisable = true\n"),
+    );
+    let ctd = daemon.containerd();
+    rpull(&ctd, &s.tmp.path().join("cli"), &s.image);
+    let reader = Reader::start(&ctd, &s.image, &s.tmp.path().join("out"), "pt-reader");
+    // The first pass fetches the file, the next one's open makes its backing file, and from
+    // then on opens pass through.
+    wait_passthrough_opens(&metrics, 2, &reader, &daemon);
+
+    // A manager taking over cannot know which files the dead one had open: it must answer
+    // every open of the passed-through inode with the same backing ID (from the table kept
+    // outside the span cache), or the kernel fails the open. Twice, to cover a table read
+    // and written by a manager that itself took over.
+    let mut manager = daemon.manager_pid().expect("a FUSE manager");
+    for _ in 0..2 {
+        kill9(manager);
+        manager = wait_new_manager(&daemon, manager);
+        wait_passthrough_opens(&metrics, 2, &reader, &daemon);
+    }
+    let passes = reader.finish(&ctd, &s.md5);
+    println!("{passes} passes of 16 MB verified, passed through across 2 manager kills");
 }
