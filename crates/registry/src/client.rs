@@ -87,7 +87,14 @@ struct Inner {
     tokens: Mutex<HashMap<(String, String), Token>>,
     basic_hosts: Mutex<HashSet<String>>,
     credentials: Mutex<HashMap<String, CredentialLookup>>,
+    /// Mirrors that failed (transport error or 5xx), by `scheme://host`, and when: they are
+    /// skipped for [`MIRROR_BACKOFF`], so a mirror that is down costs one failed attempt,
+    /// not one per request.
+    mirrors_down: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a failed mirror is skipped before it is tried again.
+const MIRROR_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A fetched manifest, verified against its digest.
 #[derive(Debug, Clone)]
@@ -166,6 +173,7 @@ impl Client {
                 tokens: Mutex::new(HashMap::new()),
                 basic_hosts: Mutex::new(HashSet::new()),
                 credentials: Mutex::new(HashMap::new()),
+                mirrors_down: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -398,13 +406,42 @@ impl Repository {
         let last = hosts.len() - 1;
         let mut last_err = None;
         for (i, host) in hosts.into_iter().enumerate() {
-            match self.send_to(host, access, op, build()).await {
+            let mirror = i < last;
+            if mirror && self.mirror_is_down(host) {
+                continue;
+            }
+            let req = build();
+            let ranged = req.headers.contains_key(reqwest::header::RANGE);
+            // A mirror gets one attempt: the next host is the fallback, not a retry later.
+            let policy = if mirror {
+                RetryPolicy::none()
+            } else {
+                self.client.inner.config.retry
+            };
+            let outcome = self.send_to(host, access, op, req, policy).await;
+            if mirror {
+                let failed = match &outcome {
+                    Ok(resp) => resp.status().is_server_error(),
+                    Err(_) => true,
+                };
+                self.note_mirror(host, failed);
+            }
+            match outcome {
+                Ok(resp) if mirror && resp.status().is_server_error() => {
+                    tracing::warn!(host = %host.host, op, status = resp.status().as_u16(), "mirror failed; trying next host for {MIRROR_BACKOFF:?}");
+                }
                 Ok(resp) if i < last && resp.status() == StatusCode::NOT_FOUND => {
                     tracing::debug!(host = %host.host, op, "mirror does not have it; trying next host");
                 }
+                // A pull-through cache that does not hold the blob yet streams all of it
+                // (distribution's proxy mode ignores Range until the blob is stored): the
+                // next host serves the range, and the mirror fills itself meanwhile.
+                Ok(resp) if i < last && ranged && resp.status() == StatusCode::OK => {
+                    tracing::debug!(host = %host.host, op, "mirror answered a Range request with the whole blob; trying next host");
+                }
                 Ok(resp) => return Ok((resp, host.clone())),
                 Err(e) if i < last => {
-                    tracing::warn!(host = %host.host, op, error = %e, "mirror failed; trying next host");
+                    tracing::warn!(host = %host.host, op, error = %e, "mirror failed; using the next host for {MIRROR_BACKOFF:?}");
                     last_err = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -416,16 +453,40 @@ impl Repository {
         }))
     }
 
-    /// One host: authentication handshake and retries.
+    /// Whether `host` failed less than [`MIRROR_BACKOFF`] ago.
+    fn mirror_is_down(&self, host: &RegistryHost) -> bool {
+        let key = format!("{}://{}", host.scheme, host.host);
+        let down = self.client.inner.mirrors_down.lock();
+        let down = down.unwrap_or_else(|p| p.into_inner());
+        down.get(&key).is_some_and(|t| t.elapsed() < MIRROR_BACKOFF)
+    }
+
+    /// Records whether a request to mirror `host` failed.
+    fn note_mirror(&self, host: &RegistryHost, failed: bool) {
+        let key = format!("{}://{}", host.scheme, host.host);
+        let mut down = self
+            .client
+            .inner
+            .mirrors_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failed {
+            down.insert(key, Instant::now());
+        } else {
+            down.remove(&key);
+        }
+    }
+
+    /// One host: authentication handshake and retries as `policy` allows.
     async fn send_to(
         &self,
         host: &RegistryHost,
         access: Access,
         op: &str,
         req: Req,
+        policy: RetryPolicy,
     ) -> Result<reqwest::Response> {
         let http = self.client.http_for(host)?;
-        let policy = self.client.inner.config.retry;
         let started = Instant::now();
         let mut scopes: BTreeSet<String> = BTreeSet::new();
         scopes.insert(self.scope(access));
@@ -1133,7 +1194,15 @@ impl Repository {
                     );
                 req.target = Target::Url(location.clone());
                 req.body = Some(chunk);
-                let resp = self.send_to(&host, Access::Push, &op, req).await?;
+                let resp = self
+                    .send_to(
+                        &host,
+                        Access::Push,
+                        &op,
+                        req,
+                        self.client.inner.config.retry,
+                    )
+                    .await?;
                 if resp.status() != StatusCode::ACCEPTED {
                     return Err(Error::Status {
                         ctx,
@@ -1157,7 +1226,15 @@ impl Repository {
         } else {
             bytes
         });
-        let resp = self.send_to(&host, Access::Push, &op, req).await?;
+        let resp = self
+            .send_to(
+                &host,
+                Access::Push,
+                &op,
+                req,
+                self.client.inner.config.retry,
+            )
+            .await?;
         if resp.status() != StatusCode::CREATED {
             return Err(Error::Status {
                 ctx,

@@ -352,3 +352,74 @@ fn tls_needs_the_ca_file_or_an_explicit_skip_verify() {
         Some(data.len() as u64)
     );
 }
+
+/// Range GETs of blob `digest` that the registry behind `log` answered to this client.
+fn soci_range_gets(log: &str, digest: &oci::Digest) -> usize {
+    log.lines()
+        .filter(|l| l.contains("response completed") && l.contains("useragent=soci-rs/"))
+        .filter(|l| l.contains(&format!("/blobs/{digest}")) && l.contains("status=206"))
+        .count()
+}
+
+#[test]
+fn a_pull_through_mirror_serves_ranges_once_it_holds_the_blob() {
+    // Debian's docker-registry in proxy mode in front of the origin: until it has stored a
+    // blob it answers a Range request with the whole blob, so the range comes from the
+    // origin; once stored, the mirror serves ranges itself.
+    let origin = Registry::start();
+    let mirror =
+        Registry::start_with_config(&format!("proxy:\n  remoteurl: http://{}\n", origin.addr()));
+    let rt = rt();
+    let data = Bytes::from(testutil::random_bytes(3_000_000, 5));
+    let d = oci::digest::sha256(&data);
+    rt.block_on(
+        client(None)
+            .repository(&origin.addr(), "lib/app")
+            .unwrap()
+            .push_blob(&d, data.clone(), &[]),
+    )
+    .unwrap();
+    let hosts = tempfile::tempdir().unwrap();
+    let dir = hosts.path().join(origin.addr());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            origin.addr(),
+            mirror.addr()
+        ),
+    )
+    .unwrap();
+    let c = Client::new(ClientConfig {
+        hosts_dir: Some(hosts.path().to_owned()),
+        ..Default::default()
+    });
+    let repo = c.repository(&origin.addr(), "lib/app").unwrap();
+    let range = (1_000_000, 1_100_000);
+    let want = &data[1_000_000..1_100_000];
+    assert_eq!(rt.block_on(repo.read_blob_range(&d, range)).unwrap(), want);
+    assert_eq!(
+        soci_range_gets(&origin.log(), &d),
+        1,
+        "the range is served by the origin while the mirror fills\n{}",
+        origin.log()
+    );
+    let stored = mirror.blob_data_path(d.as_ref());
+    for _ in 0..200 {
+        if std::fs::metadata(&stored).is_ok_and(|m| m.len() == data.len() as u64) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        stored.exists(),
+        "the mirror never stored the blob\n{}",
+        mirror.log()
+    );
+    for _ in 0..3 {
+        assert_eq!(rt.block_on(repo.read_blob_range(&d, range)).unwrap(), want);
+    }
+    assert_eq!(soci_range_gets(&origin.log(), &d), 1, "{}", origin.log());
+    assert_eq!(soci_range_gets(&mirror.log(), &d), 3, "{}", mirror.log());
+}
