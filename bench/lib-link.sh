@@ -12,6 +12,8 @@
 #                              registry sits behind bench's delay-proxy in the namespace, which
 #                              adds RTT_MS/2 to each direction of every exchange (the TCP
 #                              handshake itself is not delayed); LINK_LOCAL bypasses it.
+#                              LINK_LOG_LEVEL=info makes the registry log every request
+#                              ("response completed" lines in DIR/registry.log).
 #   link_set_rate RATE_MBIT    changes the cap on both ends; 0 removes it (uncapped veth)
 #   link_exec CMD...           runs CMD inside the namespace
 #   link_seed LAYOUT NAME SOCI CLI_ROOT [CONVERT_ARGS...]
@@ -80,7 +82,7 @@ link_up() {
     fi
     cat >"$dir/registry.yml" <<YAML
 version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
+log: {level: ${LINK_LOG_LEVEL:-warn}, accesslog: {disabled: true}}
 storage:
   filesystem: {rootdirectory: $dir/data}
   delete: {enabled: true}

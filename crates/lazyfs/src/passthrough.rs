@@ -163,15 +163,17 @@ impl Passthrough {
     /// Decides how the open of regular file `node` is answered; registers its backing file
     /// with the kernel through `reply` when the inode switches to passthrough now.
     pub fn open(&self, node: &Node, reply: &ReplyOpen) -> OpenMode {
+        if node.size < PASSTHROUGH_MIN_BYTES {
+            // Never switched, so never tracked.
+            return OpenMode::Served;
+        }
         let mut state = lock(&self.state);
         let io = state.inodes.entry(node.ino).or_default();
         if let Some(id) = io.backing {
             self.metrics.record_passthrough_open();
             return OpenMode::Passthrough(id);
         }
-        let eligible = self.may_switch
-            && self.enabled.load(Ordering::SeqCst)
-            && node.size >= PASSTHROUGH_MIN_BYTES;
+        let eligible = self.may_switch && self.enabled.load(Ordering::SeqCst);
         let switch_now = eligible && io.served_opens == 0 && state.ids.is_some();
         if let Some(file) = switch_now.then(|| self.backing_file(node)).flatten() {
             match reply.open_backing(&file) {

@@ -56,6 +56,9 @@ pub struct ClientConfig {
     pub upload_chunk_size: usize,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// How long ranges of a blob skip a mirror that answered a Range request for it with the
+    /// whole blob (a pull-through cache that does not hold it yet, and fetches it meanwhile).
+    pub mirror_fill_wait: Duration,
 }
 
 impl Default for ClientConfig {
@@ -71,6 +74,7 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(60),
             upload_chunk_size: 16 << 20,
             user_agent: concat!("soci-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
+            mirror_fill_wait: Duration::from_secs(10),
         }
     }
 }
@@ -91,6 +95,12 @@ struct Inner {
     /// skipped for [`MIRROR_BACKOFF`], so a mirror that is down costs one failed attempt,
     /// not one per request.
     mirrors_down: Mutex<HashMap<String, Instant>>,
+    /// Blobs a mirror answered a Range request for with the whole blob (it does not hold
+    /// them yet), by `scheme://host/path`, and when: ranges of them skip that mirror for
+    /// [`ClientConfig::mirror_fill_wait`]. Every such answer makes a pull-through cache fetch
+    /// the blob from the origin again, so asking it on every span would multiply the
+    /// origin's load.
+    mirror_fills: Mutex<HashMap<String, Instant>>,
 }
 
 /// How long a failed mirror is skipped before it is tried again.
@@ -174,6 +184,7 @@ impl Client {
                 basic_hosts: Mutex::new(HashSet::new()),
                 credentials: Mutex::new(HashMap::new()),
                 mirrors_down: Mutex::new(HashMap::new()),
+                mirror_fills: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -412,6 +423,15 @@ impl Repository {
             }
             let req = build();
             let ranged = req.headers.contains_key(reqwest::header::RANGE);
+            let fill_key = match &req.target {
+                Target::Path(p) if mirror && ranged => {
+                    Some(format!("{}://{}{p}", host.scheme, host.host))
+                }
+                _ => None,
+            };
+            if fill_key.as_ref().is_some_and(|k| self.mirror_filling(k)) {
+                continue;
+            }
             // A mirror gets one attempt: the next host is the fallback, not a retry later.
             let policy = if mirror {
                 RetryPolicy::none()
@@ -438,6 +458,9 @@ impl Repository {
                 // next host serves the range, and the mirror fills itself meanwhile.
                 Ok(resp) if i < last && ranged && resp.status() == StatusCode::OK => {
                     tracing::debug!(host = %host.host, op, "mirror answered a Range request with the whole blob; trying next host");
+                    if let Some(k) = fill_key {
+                        self.note_filling(k);
+                    }
                 }
                 Ok(resp) => return Ok((resp, host.clone())),
                 Err(e) if i < last => {
@@ -451,6 +474,28 @@ impl Repository {
             ctx: self.ctx(op),
             reason: "no host answered".to_owned(),
         }))
+    }
+
+    /// Whether the mirror blob `key` answered a Range request with the whole blob less than
+    /// [`ClientConfig::mirror_fill_wait`] ago.
+    fn mirror_filling(&self, key: &str) -> bool {
+        let wait = self.client.inner.config.mirror_fill_wait;
+        let fills = self.client.inner.mirror_fills.lock();
+        let fills = fills.unwrap_or_else(|p| p.into_inner());
+        fills.get(key).is_some_and(|t| t.elapsed() < wait)
+    }
+
+    /// Records that the mirror blob `key` is not held by the mirror yet.
+    fn note_filling(&self, key: String) {
+        let mut fills = self
+            .client
+            .inner
+            .mirror_fills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let wait = self.client.inner.config.mirror_fill_wait;
+        fills.retain(|_, t| t.elapsed() < wait);
+        fills.insert(key, Instant::now());
     }
 
     /// Whether `host` failed less than [`MIRROR_BACKOFF`] ago.
