@@ -231,7 +231,10 @@ fn mount_options(root: &Path, args: &MountArgs) -> MountOptions {
         record_reads: args.record_reads.clone(),
         record_read_ranges: args.record_read_ranges.clone(),
         log_reads: false,
-        passthrough: (!args.no_passthrough).then(|| root.join("passthrough")),
+        passthrough: (!args.no_passthrough).then(|| lazyfs::passthrough::PassthroughConfig {
+            ids_dir: root.join("passthrough"),
+            enabled: true,
+        }),
     }
 }
 

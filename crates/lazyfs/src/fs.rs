@@ -5,7 +5,7 @@
 //! change, so the kernel is told to keep attributes, entries and page cache for long.
 
 use crate::metrics::LayerMetrics;
-use crate::passthrough::{OpenMode, Passthrough, PASSTHROUGH_FH};
+use crate::passthrough::{OpenMode, Passthrough, PassthroughConfig, PASSTHROUGH_FH};
 use crate::readlog::{LayerReads, ReadLog};
 use crate::spans::SpanManager;
 use crate::tree::{Node, NodeKind, Tree, ROOT_INO};
@@ -18,7 +18,7 @@ use fuser::{
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,10 +47,9 @@ pub struct MountConfig {
     pub fs_name: String,
     /// Kernel cache lifetimes.
     pub ttls: CacheTtls,
-    /// Ask the kernel for FUSE passthrough of files whose data is local (see
-    /// [`crate::passthrough`]), keeping backing ID tables in this directory; off by itself
-    /// where the kernel lacks it. `None`: every read is served by this process.
-    pub passthrough: Option<PathBuf>,
+    /// FUSE passthrough of files whose data is local (see [`crate::passthrough`]); off by
+    /// itself where the kernel lacks it. `None`: every read is served by this process.
+    pub passthrough: Option<PassthroughConfig>,
 }
 
 /// How long the kernel may cache what the filesystem answers.
@@ -109,13 +108,15 @@ impl LayerFs {
     /// reads are recorded: the log must see every read). `fresh` is false for a connection
     /// taken over from a dead server.
     fn set_up_passthrough(&mut self, mountpoint: &Path, config: &MountConfig, fresh: bool) {
-        let (Some(spans), Some(ids_dir), None) = (&self.spans, &config.passthrough, &self.reads)
-        else {
+        let (Some(spans), Some(pt), None) = (&self.spans, &config.passthrough, &self.reads) else {
             return;
         };
+        if fresh && !pt.enabled {
+            return;
+        }
         match Passthrough::new(
             spans.clone(),
-            ids_dir,
+            &pt.ids_dir,
             mountpoint,
             fresh,
             self.runtime.clone(),

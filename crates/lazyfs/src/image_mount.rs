@@ -405,10 +405,9 @@ pub struct MountOptions {
     pub record_read_ranges: Option<PathBuf>,
     /// Keep a read log for [`MountedImage::read_ranges`] even without `record_reads`.
     pub log_reads: bool,
-    /// Hand files whose data is local to the kernel's FUSE passthrough (see
-    /// [`crate::passthrough`]), with backing ID tables in this directory; ignored while
-    /// reads are recorded.
-    pub passthrough: Option<PathBuf>,
+    /// FUSE passthrough of files whose data is local (see [`crate::passthrough`]); ignored
+    /// while reads are recorded.
+    pub passthrough: Option<crate::passthrough::PassthroughConfig>,
 }
 
 /// An image mounted at its directory and being served. Dropping it unmounts the overlay and

@@ -49,6 +49,17 @@ const COPY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Directory of backing files inside a layer's span cache.
 const FILES_DIR: &str = "files";
 
+/// Passthrough settings of a mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassthroughConfig {
+    /// Where the backing ID tables live: outside the span cache, and kept while mounts live.
+    pub ids_dir: PathBuf,
+    /// Whether files may be passed through. Off, a server taking a connection over still
+    /// answers the inodes its predecessor passed through with their IDs (the kernel fails
+    /// any other answer while they are open), and switches no other inode.
+    pub enabled: bool,
+}
+
 /// How an open of a regular file is answered.
 pub enum OpenMode {
     /// With this backing ID (`FOPEN_PASSTHROUGH`).

@@ -44,10 +44,9 @@ pub struct FuseOptions {
     /// Where first reads of files are noted (`soci mount --record-reads`); no passthrough
     /// while one is set.
     pub read_log: Option<Arc<ReadLog>>,
-    /// Hand files whose data is local to the kernel's FUSE passthrough (see
-    /// [`crate::passthrough`]), with backing ID tables in this directory (it must outlive
-    /// the mounts and sit outside the span cache); `None`: no passthrough.
-    pub passthrough: Option<PathBuf>,
+    /// FUSE passthrough of files whose data is local (see [`crate::passthrough`]); `None`:
+    /// none.
+    pub passthrough: Option<crate::passthrough::PassthroughConfig>,
 }
 
 /// Whether the rest of the layer is fetched while nobody reads it.

@@ -699,7 +699,12 @@ impl Manager {
                     negative: Duration::from_secs(fuse.negative_timeout),
                 },
                 read_log: None,
-                passthrough: fuse.passthrough.then(|| self.passthrough_dir.clone()),
+                // Always set: a manager with passthrough off that takes a mount over must
+                // still answer the inodes its predecessor passed through.
+                passthrough: Some(lazyfs::passthrough::PassthroughConfig {
+                    ids_dir: self.passthrough_dir.clone(),
+                    enabled: fuse.passthrough,
+                }),
             },
             background: if background.disable {
                 BackgroundFetch::Off

@@ -360,6 +360,18 @@ fn a_file_passed_through_to_the_kernel_stays_readable_across_manager_kills() {
         manager = wait_new_manager(&daemon, manager);
         wait_passthrough_opens(&metrics, 2, &reader, &daemon);
     }
+    // Passthrough turned off in the config, then a crash: the next manager passes no new
+    // file through, but must still answer the one already passed through with its ID.
+    std::fs::write(
+        &daemon.config,
+        format!(
+            "metrics_address = \"{metrics}\"\n[background_fetch]\ndisable = true\n[fuse]\npassthrough = false\n"
+        ),
+    )
+    .unwrap();
+    kill9(manager);
+    wait_new_manager(&daemon, manager);
+    wait_passthrough_opens(&metrics, 2, &reader, &daemon);
     let passes = reader.finish(&ctd, &s.md5);
-    println!("{passes} passes of 16 MB verified, passed through across 2 manager kills");
+    println!("{passes} passes of 16 MB verified, passed through across 3 manager kills");
 }
