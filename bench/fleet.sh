@@ -29,13 +29,12 @@ mkdir -p "$work"
 scripts/install-deps.sh
 cargo build --release -q -p soci-cli
 soci="$PWD/target/release/soci"
-bench/workloads.sh "$work/workloads" "$workload"
-layout="$work/workloads/$workload"
-ready=$(cat "$layout.ready")
-mapfile -t cmd < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))))' "$layout.cmd")
+. bench/lib-workload.sh
+load_workload "$work/workloads" "$workload"
+layout=$WORKLOAD_LAYOUT ready=$WORKLOAD_READY
+cmd=("${WORKLOAD_CMD[@]}")
 
 . bench/lib-link.sh
-. scripts/lib-registry.sh
 MIRROR_PID=""
 unmount_all() {
     for m in "$work"/run/*/mnt; do

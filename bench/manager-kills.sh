@@ -33,9 +33,9 @@ scripts/install-deps.sh
 cargo build --release -q -p soci-cli -p soci-snapshotter
 soci="$PWD/target/release/soci"
 snap="$PWD/target/release/soci-snapshotter-grpc"
-bench/workloads.sh "$work/workloads" "$workload"
-layout="$work/workloads/$workload"
-ready=$(cat "$layout.ready")
+. bench/lib-workload.sh
+load_workload "$work/workloads" "$workload"
+layout=$WORKLOAD_LAYOUT ready=$WORKLOAD_READY
 
 . bench/lib-link.sh
 . scripts/lib-containerd.sh

@@ -16,7 +16,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -101,6 +101,26 @@ struct Inner {
     /// the blob from the origin again, so asking it on every span would multiply the
     /// origin's load.
     mirror_fills: Mutex<HashMap<String, Instant>>,
+}
+
+/// A locked map of when things last happened, by key (mirror state of [`Inner`]).
+struct Moments<'a>(MutexGuard<'a, HashMap<String, Instant>>);
+
+impl<'a> Moments<'a> {
+    fn of(map: &'a Mutex<HashMap<String, Instant>>) -> Self {
+        Moments(map.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether `key` was stamped less than `window` ago.
+    fn within(&self, key: &str, window: Duration) -> bool {
+        self.0.get(key).is_some_and(|t| t.elapsed() < window)
+    }
+
+    /// Stamps `key` now, dropping stamps older than `window` (the map stays small).
+    fn stamp(&mut self, key: String, window: Duration) {
+        self.0.retain(|_, t| t.elapsed() < window);
+        self.0.insert(key, Instant::now());
+    }
 }
 
 /// How long a failed mirror is skipped before it is tried again.
@@ -480,46 +500,42 @@ impl Repository {
     /// [`ClientConfig::mirror_fill_wait`] ago.
     fn mirror_filling(&self, key: &str) -> bool {
         let wait = self.client.inner.config.mirror_fill_wait;
-        let fills = self.client.inner.mirror_fills.lock();
-        let fills = fills.unwrap_or_else(|p| p.into_inner());
-        fills.get(key).is_some_and(|t| t.elapsed() < wait)
+        Moments::of(&self.client.inner.mirror_fills).within(key, wait)
     }
 
     /// Records that the mirror blob `key` is not held by the mirror yet.
     fn note_filling(&self, key: String) {
-        let mut fills = self
-            .client
-            .inner
-            .mirror_fills
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         let wait = self.client.inner.config.mirror_fill_wait;
-        fills.retain(|_, t| t.elapsed() < wait);
-        fills.insert(key, Instant::now());
+        Moments::of(&self.client.inner.mirror_fills).stamp(key, wait);
     }
 
     /// Whether `host` failed less than [`MIRROR_BACKOFF`] ago.
     fn mirror_is_down(&self, host: &RegistryHost) -> bool {
         let key = format!("{}://{}", host.scheme, host.host);
-        let down = self.client.inner.mirrors_down.lock();
-        let down = down.unwrap_or_else(|p| p.into_inner());
-        down.get(&key).is_some_and(|t| t.elapsed() < MIRROR_BACKOFF)
+        Moments::of(&self.client.inner.mirrors_down).within(&key, MIRROR_BACKOFF)
     }
 
     /// Records whether a request to mirror `host` failed.
     fn note_mirror(&self, host: &RegistryHost, failed: bool) {
         let key = format!("{}://{}", host.scheme, host.host);
-        let mut down = self
-            .client
-            .inner
-            .mirrors_down
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut down = Moments::of(&self.client.inner.mirrors_down);
         if failed {
-            down.insert(key, Instant::now());
+            down.stamp(key, MIRROR_BACKOFF);
         } else {
-            down.remove(&key);
+            down.0.remove(&key);
         }
+    }
+
+    /// An upload request to `host` (the one host an upload session lives on), with the
+    /// configured retries.
+    async fn send_push(
+        &self,
+        host: &RegistryHost,
+        op: &str,
+        req: Req,
+    ) -> Result<reqwest::Response> {
+        let policy = self.client.inner.config.retry;
+        self.send_to(host, Access::Push, op, req, policy).await
     }
 
     /// One host: authentication handshake and retries as `policy` allows.
@@ -1239,15 +1255,7 @@ impl Repository {
                     );
                 req.target = Target::Url(location.clone());
                 req.body = Some(chunk);
-                let resp = self
-                    .send_to(
-                        &host,
-                        Access::Push,
-                        &op,
-                        req,
-                        self.client.inner.config.retry,
-                    )
-                    .await?;
+                let resp = self.send_push(&host, &op, req).await?;
                 if resp.status() != StatusCode::ACCEPTED {
                     return Err(Error::Status {
                         ctx,
@@ -1271,15 +1279,7 @@ impl Repository {
         } else {
             bytes
         });
-        let resp = self
-            .send_to(
-                &host,
-                Access::Push,
-                &op,
-                req,
-                self.client.inner.config.retry,
-            )
-            .await?;
+        let resp = self.send_push(&host, &op, req).await?;
         if resp.status() != StatusCode::CREATED {
             return Err(Error::Status {
                 ctx,
