@@ -50,6 +50,17 @@ impl Reader {
     ) -> Reader {
         std::fs::create_dir_all(out).unwrap();
         let name = name.to_string();
+        // A run of this test that died midway leaves its container in runc's state, which
+        // every containerd's shims share (`/run/containerd/runc/<namespace>`).
+        let _ = Command::new("runc")
+            .args([
+                "--root",
+                "/run/containerd/runc/default",
+                "delete",
+                "--force",
+                &name,
+            ])
+            .output();
         let script = format!(
             "set -o pipefail; i=0; while [ $i -lt {MAX_PASSES} ] && [ ! -e /out/stop ]; do \
              dd if=/data/big.txt iflag=direct bs=1048576 2>/out/dd.err | md5sum >> /out/sums \
