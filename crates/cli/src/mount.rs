@@ -234,6 +234,7 @@ fn mount_options(root: &Path, args: &MountArgs) -> MountOptions {
         passthrough: (!args.no_passthrough).then(|| lazyfs::passthrough::PassthroughConfig {
             ids_dir: root.join("passthrough"),
             enabled: true,
+            table: None,
         }),
     }
 }

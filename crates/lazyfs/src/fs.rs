@@ -114,13 +114,7 @@ impl LayerFs {
         if fresh && !pt.enabled {
             return;
         }
-        match Passthrough::new(
-            spans.clone(),
-            &pt.ids_dir,
-            mountpoint,
-            fresh,
-            self.runtime.clone(),
-        ) {
+        match Passthrough::new(spans.clone(), pt, mountpoint, fresh, self.runtime.clone()) {
             Ok(pt) => self.passthrough = Some(pt),
             Err(e) => {
                 tracing::warn!(layer = %spans.layer(), "FUSE passthrough off for this layer: {e}")

@@ -13,7 +13,7 @@
 //! use the same backing file. So opens are counted per inode, and an inode switches to
 //! passthrough only while none is open the ordinary way. Backing IDs are never closed (the
 //! kernel drops them with the connection), and each is written to a small table kept per
-//! mountpoint, outside the span cache (the kernel keeps a registered backing file open even
+//! connection ([`PassthroughConfig::table`]), outside the span cache (the kernel keeps a registered backing file open even
 //! if the cache is deleted): a server that takes the connection over after a crash (it
 //! cannot know which files the dead one had open) reuses those IDs and switches no other
 //! inode.
@@ -58,6 +58,27 @@ pub struct PassthroughConfig {
     /// answers the inodes its predecessor passed through with their IDs (the kernel fails
     /// any other answer while they are open), and switches no other inode.
     pub enabled: bool,
+    /// Name of this connection's backing ID table, unique per FUSE connection: a server
+    /// taking the connection over must read the table of *that* connection (two connections
+    /// may share a mountpoint, one of them lazily detached). `None`: named after the
+    /// mountpoint, enough where no other process takes connections over (`soci mount`).
+    pub table: Option<String>,
+}
+
+impl PassthroughConfig {
+    /// The table name for a mount at `mountpoint`: [`PassthroughConfig::table`] when it is a
+    /// plain name (letters, digits, `-`, `_`; at most 64), else one made from the mountpoint.
+    pub fn table_for(&self, mountpoint: &Path) -> String {
+        let plain = |t: &&String| {
+            (1..=64).contains(&t.len())
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        match self.table.as_ref().filter(plain) {
+            Some(t) => t.clone(),
+            None => mountpoint_key(mountpoint),
+        }
+    }
 }
 
 /// How an open of a regular file is answered.
@@ -111,21 +132,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Passthrough {
-    /// Passthrough state for the layer `spans` serves at `mountpoint`, its backing ID table
-    /// in `ids_dir`. `fresh` is true for a new mount (its table starts empty) and false for a
+    /// Passthrough state for the layer `spans` serves at `mountpoint`, as `config` says.
+    /// `fresh` is true for a new mount (its backing ID table starts empty) and false for a
     /// connection taken over from a dead server (the table it left is read). Backing files
     /// are copied on a thread that fetches on `runtime` should a span have been evicted.
     pub fn new(
         spans: SpanManager,
-        ids_dir: &Path,
+        config: &PassthroughConfig,
         mountpoint: &Path,
         fresh: bool,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Arc<Self>> {
         let files = spans.cache_dir().join(FILES_DIR);
         std::fs::create_dir_all(&files)?;
-        std::fs::create_dir_all(ids_dir)?;
-        let ids_path = ids_dir.join(mountpoint_key(mountpoint));
+        std::fs::create_dir_all(&config.ids_dir)?;
+        let ids_path = config.ids_dir.join(config.table_for(mountpoint));
         let mut inodes = HashMap::new();
         if !fresh {
             for (ino, id) in read_ids(&ids_path) {
@@ -402,6 +423,26 @@ mod tests {
         std::fs::write(&path, "5 1\nx 2\n7\n9 3\n12 notanumber\n").unwrap();
         assert_eq!(read_ids(&path), vec![(5, 1), (9, 3)]);
         assert!(read_ids(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn only_plain_table_names_are_used() {
+        let config = |table: Option<&str>| PassthroughConfig {
+            ids_dir: PathBuf::from("/ids"),
+            enabled: true,
+            table: table.map(str::to_owned),
+        };
+        let mp = Path::new("/m/fs");
+        assert_eq!(config(Some("c0ffee-1_2")).table_for(mp), "c0ffee-1_2");
+        for bad in [
+            Some("../x"),
+            Some(""),
+            Some("a/b"),
+            Some(&"x".repeat(65)[..]),
+            None,
+        ] {
+            assert_eq!(config(bad).table_for(mp), mountpoint_key(mp), "{bad:?}");
+        }
     }
 
     #[test]

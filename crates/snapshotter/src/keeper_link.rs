@@ -219,6 +219,7 @@ mod tests {
 
     fn spec(path: &str) -> MountSpec {
         MountSpec {
+            connection: None,
             mountpoint: PathBuf::from(path),
             layer: RemoteLayerInfo {
                 image_ref: "127.0.0.1:5000/a:b".into(),

@@ -40,11 +40,18 @@ pub struct MountSpec {
     pub mountpoint: PathBuf,
     /// What.
     pub layer: RemoteLayerInfo,
+    /// Names the FUSE connection's passthrough state (its backing ID table); the manager
+    /// sets it when it mounts, the keeper keeps it with the connection, and a manager that
+    /// takes the connection over reads that state. `None` from the daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 /// A request to the manager.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+// One request per mount or query, decoded from a line: the size of the value is of no matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Mount a layer (no-op when it is already served there).
     Mount(MountSpec),
@@ -295,6 +302,29 @@ struct Manager {
     keeper: Option<Link>,
 }
 
+/// A name for a new FUSE connection, unique on this machine (a kernel UUID, or the pid and
+/// the time when that cannot be read).
+fn new_connection_name() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/random/uuid") {
+        Ok(uuid) => uuid.trim().replace('-', ""),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("{}-{nanos}", std::process::id())
+        }
+    }
+}
+
+/// `options` with the passthrough state of connection `connection`.
+fn with_table(options: &ServeOptions, connection: &str) -> ServeOptions {
+    let mut options = options.clone();
+    if let Some(pt) = options.fuse.passthrough.as_mut() {
+        pt.table = Some(connection.to_owned());
+    }
+    options
+}
+
 /// Directory under the root holding the backing ID tables of passthrough mounts.
 const PASSTHROUGH_DIR: &str = "passthrough";
 
@@ -536,8 +566,10 @@ impl Manager {
             // A dead mount left by a manager that exited: it answers ENOTCONN to everyone.
             let _ = lazyfs::overlay::unmount(mountpoint, true);
         }
-        let served =
-            self.serve_with(info, |what, options| serve_layer(what, mountpoint, options))?;
+        let connection = new_connection_name();
+        let served = self.serve_with(info, |what, options| {
+            serve_layer(what, mountpoint, &with_table(options, &connection))
+        })?;
         tracing::info!(
             layer = %info.layer_digest,
             image = %info.image_ref,
@@ -545,7 +577,12 @@ impl Manager {
             "layer mounted lazily"
         );
         if let (Some(link), Some(device)) = (&self.keeper, served.device()) {
-            let keep = LinkMessage::Keep { spec: spec.clone() };
+            let keep = LinkMessage::Keep {
+                spec: MountSpec {
+                    connection: Some(connection),
+                    ..spec.clone()
+                },
+            };
             if let Err(e) = link.send(&keep, Some(device)) {
                 tracing::warn!(mountpoint = %mountpoint.display(), "the keeper does not hold this mount; a crash of this process ends it: {e}");
             }
@@ -658,8 +695,14 @@ impl Manager {
     fn resume(&self, spec: &MountSpec, device: &std::os::fd::OwnedFd) -> Result<(), String> {
         let info = &spec.layer;
         let device = device.try_clone().map_err(|e| e.to_string())?;
-        let served = self.serve_with(info, |what, options| {
-            resume_layer(what, &spec.mountpoint, device, options)
+        let served = self.serve_with(info, |what, options| match &spec.connection {
+            Some(connection) => resume_layer(
+                what,
+                &spec.mountpoint,
+                device,
+                &with_table(options, connection),
+            ),
+            None => resume_layer(what, &spec.mountpoint, device, options),
         })?;
         if let Err(e) = served.resend_interrupted() {
             tracing::warn!(mountpoint = %spec.mountpoint.display(), "the kernel did not resend interrupted requests (Linux 6.9+ does); readers of the crash moment may wait forever: {e}");
@@ -704,6 +747,7 @@ impl Manager {
                 passthrough: Some(lazyfs::passthrough::PassthroughConfig {
                     ids_dir: self.passthrough_dir.clone(),
                     enabled: fuse.passthrough,
+                    table: None,
                 }),
             },
             background: if background.disable {

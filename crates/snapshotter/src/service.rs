@@ -235,6 +235,7 @@ impl Snapshotter {
             let spec = MountSpec {
                 mountpoint: self.fs_dir(id),
                 layer,
+                connection: None,
             };
             match manager::call(&socket, &ManagerRequest::Mount(spec)).await {
                 Ok(Reply::Mounted { already: false }) => restored += 1,
@@ -305,13 +306,17 @@ impl Snapshotter {
                 continue;
             }
             let digest = layer.layer_digest.clone();
-            self.manager_call(&ManagerRequest::Mount(MountSpec { mountpoint, layer }))
-                .await
-                .map_err(|e| {
-                    Status::unavailable(format!(
-                        "lazily mounted layer {digest} is not available: {e}"
-                    ))
-                })?;
+            self.manager_call(&ManagerRequest::Mount(MountSpec {
+                mountpoint,
+                layer,
+                connection: None,
+            }))
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "lazily mounted layer {digest} is not available: {e}"
+                ))
+            })?;
         }
         Ok(())
     }
@@ -424,6 +429,7 @@ impl Snapshotter {
         let spec = MountSpec {
             mountpoint: mountpoint.clone(),
             layer: info,
+            connection: None,
         };
         let mounted =
             tokio::time::timeout(timeout, self.manager_call(&ManagerRequest::Mount(spec))).await;
