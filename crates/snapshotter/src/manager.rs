@@ -17,7 +17,7 @@ use lazyfs::{CacheBudget, CacheTtls, DemandActivity, SpanConfig};
 use oci::reference::ImageRef;
 use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -316,6 +316,19 @@ fn new_connection_name() -> String {
     }
 }
 
+/// Removes the backing ID tables in `dir` of connections not in `live` (best effort).
+fn prune_passthrough_tables(dir: &Path, live: &HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !live.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// `options` with the passthrough state of connection `connection`.
 fn with_table(options: &ServeOptions, connection: &str) -> ServeOptions {
     let mut options = options.clone();
@@ -357,9 +370,12 @@ pub fn run(root: &Path, dir: &Path, config: Config) -> Result<(), ManagerRunErro
         // Every mount a dead predecessor served is served again before the socket answers,
         // so the daemon finds them all.
         Some(link) => manager.resume_kept(link),
-        None => tracing::warn!(
-            "not started by a FUSE keeper: a crash of this process ends every lazy mount"
-        ),
+        None => {
+            tracing::warn!(
+                "not started by a FUSE keeper: a crash of this process ends every lazy mount"
+            );
+            prune_passthrough_tables(&manager.passthrough_dir, &HashSet::new());
+        }
     }
     let socket = dir.join(SOCKET_NAME);
     runtime.block_on(accept_until_stopped(&manager, dir, &socket))?;
@@ -653,6 +669,13 @@ impl Manager {
                 }
             }
         }
+        // No connection but those kept lives now: the tables of every other one are left
+        // over from mounts that ended.
+        let live: HashSet<String> = kept
+            .iter()
+            .filter_map(|(s, _)| s.connection.clone())
+            .collect();
+        prune_passthrough_tables(&self.passthrough_dir, &live);
         if kept.is_empty() {
             return;
         }
@@ -787,4 +810,26 @@ pub fn descriptors(
         None => None,
     };
     Ok((layer, ztoc, prefetch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_tables_of_live_connections_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["live1", "dead", "live2"] {
+            std::fs::write(dir.path().join(name), "5 1\n").unwrap();
+        }
+        let live: HashSet<String> = ["live1", "live2", "gone"].map(String::from).into();
+        prune_passthrough_tables(dir.path(), &live);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["live1", "live2"]);
+        prune_passthrough_tables(&dir.path().join("missing"), &live);
+    }
 }

@@ -365,12 +365,18 @@ fn a_file_passed_through_to_the_kernel_stays_readable_across_manager_kills() {
     // every open of the passed-through inode with the same backing ID (from the table kept
     // outside the span cache), or the kernel fails the open. Twice, to cover a table read
     // and written by a manager that itself took over.
+    // A table left by a mount that ended is removed by the next manager; the live one stays.
+    let tables = daemon.root.join("passthrough");
+    std::fs::write(tables.join("ended"), "7 1\n").unwrap();
     let mut manager = daemon.manager_pid().expect("a FUSE manager");
     for _ in 0..2 {
         kill9(manager);
         manager = wait_new_manager(&daemon, manager);
         wait_passthrough_opens(&metrics, 2, &reader, &daemon);
     }
+    let left: Vec<_> = std::fs::read_dir(&tables).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!tables.join("ended").exists());
     // Passthrough turned off in the config, then a crash: the next manager passes no new
     // file through, but must still answer the one already passed through with its ID.
     std::fs::write(
