@@ -277,10 +277,12 @@ impl Passthrough {
     /// data is local, the disk budget allows it, and no copy is queued yet.
     fn queue_copy(&self, node: &Node) {
         let data = node.data_offset..node.data_offset + node.size;
+        // In-memory checks first: during a cold start most opens stop at the span states,
+        // without a filesystem call.
         if !self.enabled.load(Ordering::SeqCst)
-            || self.backing_file(node).is_some()
             || self.spans.budget().is_full_for(node.size)
             || !self.spans.is_range_cached(data.clone())
+            || self.backing_file(node).is_some()
             || !lock(&self.queued).insert(node.ino)
         {
             return;

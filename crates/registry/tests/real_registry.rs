@@ -249,17 +249,7 @@ fn pulls_go_through_a_hosts_toml_mirror_first() {
     .unwrap();
 
     let hosts = tempfile::tempdir().unwrap();
-    let dir = hosts.path().join(upstream.addr());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("hosts.toml"),
-        format!(
-            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            upstream.addr(),
-            mirror.addr()
-        ),
-    )
-    .unwrap();
+    testutil::write_mirror_hosts_toml(hosts.path(), &upstream.addr(), &mirror.addr());
     let c = Client::new(ClientConfig {
         hosts_dir: Some(hosts.path().to_owned()),
         ..Default::default()
@@ -388,17 +378,7 @@ fn a_pull_through_mirror_serves_ranges_once_it_holds_the_blob() {
     )
     .unwrap();
     let hosts = tempfile::tempdir().unwrap();
-    let dir = hosts.path().join(origin.addr());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("hosts.toml"),
-        format!(
-            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            origin.addr(),
-            mirror.addr()
-        ),
-    )
-    .unwrap();
+    testutil::write_mirror_hosts_toml(hosts.path(), &origin.addr(), &mirror.addr());
     let fill_wait = Duration::from_secs(2);
     let c = Client::new(ClientConfig {
         hosts_dir: Some(hosts.path().to_owned()),

@@ -81,17 +81,7 @@ fn lazy_layers_come_through_a_pull_through_mirror_and_from_the_origin_when_it_is
     let md5 = expected_md5(tmp.path());
 
     let hosts = tmp.path().join("certs.d");
-    let host_dir = hosts.join(origin.addr());
-    std::fs::create_dir_all(&host_dir).unwrap();
-    std::fs::write(
-        host_dir.join("hosts.toml"),
-        format!(
-            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            origin.addr(),
-            mirror.addr()
-        ),
-    )
-    .unwrap();
+    testutil::write_mirror_hosts_toml(&hosts, &origin.addr(), &mirror.addr());
     let config = format!(
         "[background_fetch]\ndisable = true\n[registry]\nconfig_path = \"{}\"\n",
         hosts.display()

@@ -36,6 +36,20 @@ const SKOPEO_INSPECT_TIMEOUT: &str = "60s";
 /// Lines of the registry's log quoted in panic messages.
 const LOG_TAIL_LINES: usize = 40;
 
+/// Writes `<config_dir>/<registry>/hosts.toml` naming `mirror` (plain HTTP, pull and resolve)
+/// before `registry` itself (plain HTTP), as containerd's `config_path` layout has it.
+pub fn write_mirror_hosts_toml(config_dir: &Path, registry: &str, mirror: &str) {
+    let dir = config_dir.join(registry);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{registry}\"\n\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// Panics with "`<name>` not found: run scripts/install-deps.sh" when no executable called
 /// `name` is on `PATH`.
 pub fn require_tool(name: &str) {
