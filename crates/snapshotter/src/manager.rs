@@ -329,11 +329,12 @@ fn prune_passthrough_tables(dir: &Path, live: &HashSet<String>) {
     }
 }
 
-/// `options` with the passthrough state of connection `connection`.
-fn with_table(options: &ServeOptions, connection: &str) -> ServeOptions {
+/// `options` with the passthrough state of connection `connection` (`None`: a connection
+/// kept by a manager that did not name it, whose table is named after its mountpoint).
+fn with_table(options: &ServeOptions, connection: Option<&str>) -> ServeOptions {
     let mut options = options.clone();
     if let Some(pt) = options.fuse.passthrough.as_mut() {
-        pt.table = Some(connection.to_owned());
+        pt.table = connection.map(str::to_owned);
     }
     options
 }
@@ -584,7 +585,7 @@ impl Manager {
         }
         let connection = new_connection_name();
         let served = self.serve_with(info, |what, options| {
-            serve_layer(what, mountpoint, &with_table(options, &connection))
+            serve_layer(what, mountpoint, &with_table(options, Some(&connection)))
         })?;
         tracing::info!(
             layer = %info.layer_digest,
@@ -718,14 +719,9 @@ impl Manager {
     fn resume(&self, spec: &MountSpec, device: &std::os::fd::OwnedFd) -> Result<(), String> {
         let info = &spec.layer;
         let device = device.try_clone().map_err(|e| e.to_string())?;
-        let served = self.serve_with(info, |what, options| match &spec.connection {
-            Some(connection) => resume_layer(
-                what,
-                &spec.mountpoint,
-                device,
-                &with_table(options, connection),
-            ),
-            None => resume_layer(what, &spec.mountpoint, device, options),
+        let served = self.serve_with(info, |what, options| {
+            let options = with_table(options, spec.connection.as_deref());
+            resume_layer(what, &spec.mountpoint, device, &options)
         })?;
         if let Err(e) = served.resend_interrupted() {
             tracing::warn!(mountpoint = %spec.mountpoint.display(), "the kernel did not resend interrupted requests (Linux 6.9+ does); readers of the crash moment may wait forever: {e}");
