@@ -153,6 +153,27 @@ pub enum WriteOutcome {
     Existed,
 }
 
+/// A gRPC channel over the unix socket at `address` (containerd's, or any gRPC server's).
+pub async fn unix_channel(address: &Path) -> Result<Channel> {
+    // The URI is required by tonic but unused: the connector dials the unix socket.
+    let endpoint =
+        Endpoint::from_static("http://containerd.invalid").connect_timeout(CONNECT_TIMEOUT);
+    let path = address.to_path_buf();
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|e| Error::Connect {
+            address: address.to_path_buf(),
+            reason: registry::error_chain(&e),
+        })
+}
+
 /// A connection to containerd in one namespace, optionally under a lease.
 #[derive(Clone)]
 pub struct Client {
@@ -164,23 +185,7 @@ pub struct Client {
 impl Client {
     /// Connects to the unix socket at `address`; calls are made in `namespace`.
     pub async fn connect(address: &Path, namespace: &str) -> Result<Self> {
-        // The URI is required by tonic but unused: the connector dials the unix socket.
-        let endpoint =
-            Endpoint::from_static("http://containerd.invalid").connect_timeout(CONNECT_TIMEOUT);
-        let path = address.to_path_buf();
-        let channel = endpoint
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .map_err(|e| Error::Connect {
-                address: address.to_path_buf(),
-                reason: registry::error_chain(&e),
-            })?;
+        let channel = unix_channel(address).await?;
         tonic::metadata::MetadataValue::try_from(namespace).map_err(|_| {
             Error::Invalid(format!(
                 "namespace {namespace:?} is not a valid namespace name"

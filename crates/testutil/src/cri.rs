@@ -1,29 +1,14 @@
-//! A client of the Kubernetes CRI image service (`runtime.v1.ImageService`) over containerd's
-//! socket: pulls and removes images the way the kubelet does, so tests exercise the labels
-//! and the remote-snapshot path CRI uses.
+//! A client of the Kubernetes CRI image service (`runtime.v1.ImageService`) over a unix socket
+//! (containerd's, or the snapshotter's CRI keychain proxy): pulls and removes images the way
+//! the kubelet does, so tests exercise the labels and the remote-snapshot path CRI uses.
 
-#[allow(missing_docs, clippy::all)]
-mod runtime {
-    tonic::include_proto!("runtime.v1");
-}
-
-use runtime::image_service_client::ImageServiceClient;
-use runtime::{ImageSpec, PullImageRequest, RemoveImageRequest};
+use cri_api::runtime::image_service_client::ImageServiceClient;
+use cri_api::runtime::{AuthConfig, ImageSpec, PullImageRequest, RemoveImageRequest};
 use std::path::Path;
 
 /// A gRPC channel over the unix socket `socket` (containerd's, or a snapshotter's).
 pub async fn unix_channel(socket: &Path) -> tonic::transport::Channel {
-    let path = socket.to_owned();
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .expect("a valid placeholder URI")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
+    containerd::client::unix_channel(socket)
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()))
 }
@@ -34,6 +19,21 @@ async fn client(socket: &Path) -> ImageServiceClient<tonic::transport::Channel> 
 
 /// `PullImage(image)` through CRI (namespace `k8s.io`); returns the image id CRI reports.
 pub async fn pull_image(socket: &Path, image: &str) -> Result<String, tonic::Status> {
+    pull_image_with_auth(socket, image, None).await
+}
+
+/// `PullImage(image)` with the user name and password a kubelet takes from an image pull
+/// secret.
+pub async fn pull_image_with_auth(
+    socket: &Path,
+    image: &str,
+    user: Option<(&str, &str)>,
+) -> Result<String, tonic::Status> {
+    let auth = user.map(|(username, password)| AuthConfig {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        ..Default::default()
+    });
     let reply = client(socket)
         .await
         .pull_image(PullImageRequest {
@@ -41,7 +41,7 @@ pub async fn pull_image(socket: &Path, image: &str) -> Result<String, tonic::Sta
                 image: image.to_owned(),
                 ..Default::default()
             }),
-            auth: None,
+            auth,
             sandbox_config: None,
         })
         .await?;
