@@ -5,6 +5,7 @@ use crate::auth::{self, Challenge, Token};
 use crate::credentials::{Credential, CredentialLookup, DockerConfig};
 use crate::error::{error_chain, Context, Error, Result};
 use crate::hosts::{self, HostDefaults, RegistryHost};
+use crate::keychain::Keychain;
 use crate::retry::{self, RetryPolicy};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -43,6 +44,10 @@ pub struct ClientConfig {
     pub user: Option<Credential>,
     /// Docker `config.json` (auths, credHelpers, credsStore); `None` = anonymous unless `user`.
     pub docker_config: Option<DockerConfig>,
+    /// Credentials handed over at run time per repository (CRI pulls). They are used for a
+    /// repository's own registry only, never sent to its mirrors, and win over
+    /// `docker_config` (they are what the pull of that image used); `user` wins over both.
+    pub keychain: Option<Keychain>,
     /// Retry policy for every request.
     pub retry: RetryPolicy,
     /// TCP/TLS connect timeout.
@@ -68,6 +73,7 @@ impl Default for ClientConfig {
             host_defaults: HostDefaults::default(),
             user: None,
             docker_config: None,
+            keychain: None,
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
@@ -390,6 +396,33 @@ impl Repository {
         }
     }
 
+    /// The credentials for a request to `host` on behalf of this repository: `--user`, then
+    /// the keychain's for this repository when `host` is the registry itself (a mirror never
+    /// gets them), then the Docker config's for `host`.
+    fn credentials_for(&self, host: &RegistryHost) -> Result<CredentialLookup> {
+        if let Some(credential) = self.keychain_credential(host) {
+            return Ok(CredentialLookup {
+                credential: Some(credential),
+                source: format!(
+                    "the credentials of a CRI image pull of {}/{}",
+                    self.registry, self.name
+                ),
+            });
+        }
+        self.client.credentials_for(&host.host)
+    }
+
+    /// The keychain's credential for this repository, when `host` is its registry and no
+    /// `--user` overrides it.
+    fn keychain_credential(&self, host: &RegistryHost) -> Option<Credential> {
+        let config = &self.client.inner.config;
+        let origin = self.hosts.last().is_some_and(|h| h == host);
+        match (&config.user, &config.keychain) {
+            (None, Some(keychain)) if origin => keychain.get(&self.registry, &self.name),
+            _ => None,
+        }
+    }
+
     fn hosts_with(&self, access: Access) -> Vec<&RegistryHost> {
         self.hosts
             .iter()
@@ -615,7 +648,7 @@ impl Repository {
                 }
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                let lookup = self.client.credentials_for(&host.host)?;
+                let lookup = self.credentials_for(host)?;
                 let message = registry_message(resp).await;
                 return Err(Error::Unauthorized {
                     ctx: self.ctx(op),
@@ -657,14 +690,21 @@ impl Repository {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&host.host);
-        if basic {
-            if let Some(Credential::Basic { username, password }) =
-                self.client.credentials_for(&host.host)?.credential
-            {
-                return Ok(Some(basic_header(&username, &password)));
+        // Only a host known to want Basic makes us look credentials up before a challenge
+        // (a helper may be slow), and a registry token, which is the bearer token itself.
+        let keychain_token = self.keychain_credential(host);
+        let credential = match keychain_token {
+            Some(c @ Credential::RegistryToken(_)) => Some(c),
+            _ if basic => self.credentials_for(host)?.credential,
+            _ => None,
+        };
+        match credential {
+            Some(Credential::RegistryToken(token)) => Ok(Some(format!("Bearer {token}"))),
+            Some(Credential::Basic { username, password }) => {
+                Ok(Some(basic_header(&username, &password)))
             }
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
     /// Answers a challenge: remembers that a host wants Basic, or fetches a bearer token.
@@ -677,7 +717,7 @@ impl Repository {
         scope_key: &str,
         op: &str,
     ) -> Result<()> {
-        let lookup = self.client.credentials_for(&host.host)?;
+        let lookup = self.credentials_for(host)?;
         match challenge {
             Challenge::Basic => {
                 if !matches!(lookup.credential, Some(Credential::Basic { .. })) {
@@ -695,6 +735,16 @@ impl Repository {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(host.host.clone());
                 Ok(())
+            }
+            Challenge::Bearer { .. }
+                if matches!(lookup.credential, Some(Credential::RegistryToken(_))) =>
+            {
+                Err(Error::Unauthorized {
+                    ctx: self.ctx(op),
+                    status: 401,
+                    message: "the registry refused the registry token".to_owned(),
+                    credential_source: lookup.source,
+                })
             }
             Challenge::Bearer { realm, service, .. } => {
                 let token = self

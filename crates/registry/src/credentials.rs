@@ -32,7 +32,8 @@ const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 const TOKEN_USERNAME: &str = "<token>";
 
 /// Credentials for one registry.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Credential {
     /// User name and password (or an access token used as the password).
     Basic {
@@ -44,6 +45,9 @@ pub enum Credential {
     /// An OAuth2 refresh token (Docker's `identitytoken`), exchanged at the token endpoint;
     /// never printed.
     IdentityToken(String),
+    /// A bearer token for the registry itself (CRI's `registry_token`), sent as it is;
+    /// never printed.
+    RegistryToken(String),
 }
 
 impl fmt::Debug for Credential {
@@ -57,6 +61,10 @@ impl fmt::Debug for Credential {
                 .finish(),
             Credential::IdentityToken(_) => f
                 .debug_tuple("IdentityToken")
+                .field(&format_args!("<redacted>"))
+                .finish(),
+            Credential::RegistryToken(_) => f
+                .debug_tuple("RegistryToken")
                 .field(&format_args!("<redacted>"))
                 .finish(),
         }
@@ -481,25 +489,8 @@ impl DockerConfig {
                 key: key.to_string(),
                 reason: reason.to_string(),
             };
-            let trimmed = auth.trim();
-            // Docker writes padded standard base64; other tools sometimes omit the padding.
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(trimmed)
-                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
-                .map_err(|_| invalid("\"auth\" is not valid base64"))?;
-            let decoded =
-                String::from_utf8(decoded).map_err(|_| invalid("\"auth\" is not UTF-8 text"))?;
-            let Some((username, password)) = decoded.split_once(':') else {
-                return Err(invalid("\"auth\" does not decode to user:password"));
-            };
-            if username.is_empty() {
-                return Err(invalid("\"auth\" has an empty user name"));
-            }
-            return Ok(Some(Credential::Basic {
-                username: username.to_string(),
-                // Docker strips NUL padding some old tools left in the password.
-                password: password.trim_matches('\0').to_string(),
-            }));
+            let (username, password) = decode_auth(auth).map_err(invalid)?;
+            return Ok(Some(Credential::Basic { username, password }));
         }
         if let Some(username) = non_empty(&entry.username) {
             return Ok(Some(Credential::Basic {
@@ -561,6 +552,35 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
     }
+}
+
+/// Decodes an `auth` field (Docker's config entries, CRI's `AuthConfig`): base64 of
+/// `user:password`; the error says what is wrong without showing the value.
+pub fn decode_auth(auth: &str) -> Result<(String, String), &'static str> {
+    let trimmed = auth.trim();
+    // Docker writes padded standard base64; other tools sometimes omit the padding.
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|_| "\"auth\" is not valid base64")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "\"auth\" is not UTF-8 text")?;
+    let Some((username, password)) = decoded.split_once(':') else {
+        return Err("\"auth\" does not decode to user:password");
+    };
+    if username.is_empty() {
+        return Err("\"auth\" has an empty user name");
+    }
+    // Docker strips NUL padding some old tools left in the password.
+    Ok((
+        username.to_string(),
+        password.trim_matches('\0').to_string(),
+    ))
+}
+
+/// Whether a `server_address` (a host, or a URL such as `https://index.docker.io/v1/`)
+/// names `registry`; Docker Hub's aliases are one registry.
+pub fn server_address_is(server_address: &str, registry: &str) -> bool {
+    same_registry(registry_host(server_address), registry)
 }
 
 /// Docker's `ConvertToHostname`: drops `http://`/`https://` and anything from the first '/'.

@@ -7,6 +7,7 @@
 //! - [`client`]: [`Client`] and [`Repository`], every registry operation;
 //! - [`auth`]: the `WWW-Authenticate` challenge and bearer token flow;
 //! - [`credentials`]: `--user`, Docker's `config.json` and credential helpers;
+//! - [`keychain`]: credentials handed over at run time (CRI pulls), by repository;
 //! - [`hosts`]: containerd's `hosts.toml` (mirrors, per-host TLS);
 //! - [`retry`]: the retry policy and which answers are worth retrying;
 //! - [`images`]: a reference to the image manifests of the platforms asked for;
@@ -21,6 +22,7 @@ pub mod credentials;
 pub mod error;
 pub mod hosts;
 pub mod images;
+pub mod keychain;
 pub mod notifications;
 pub mod retry;
 
@@ -29,3 +31,4 @@ pub use client::{
     ReferrersSource, Repository,
 };
 pub use error::{error_chain, Context, Error, Result};
+pub use keychain::{Keychain, KeychainEntry};

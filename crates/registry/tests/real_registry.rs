@@ -430,3 +430,104 @@ fn a_pull_through_mirror_serves_ranges_once_it_holds_the_blob() {
     );
     assert_eq!(soci_range_gets(&mirror.log(), &d), 3, "{}", mirror.log());
 }
+
+/// A client whose only credentials are `keychain`'s (a CRI pull's), with `hosts_dir`.
+fn keychain_client(keychain: &registry::Keychain, hosts_dir: Option<&std::path::Path>) -> Client {
+    Client::new(ClientConfig {
+        keychain: Some(keychain.clone()),
+        hosts_dir: hosts_dir.map(ToOwned::to_owned),
+        retry: RetryPolicy::none(),
+        ..Default::default()
+    })
+}
+
+fn keychain_entry(registry: &str, repository: &str, password: &str) -> registry::KeychainEntry {
+    registry::KeychainEntry {
+        registry: registry.to_owned(),
+        repository: repository.to_owned(),
+        credential: registry::credentials::Credential::Basic {
+            username: "alice".into(),
+            password: password.into(),
+        },
+    }
+}
+
+#[test]
+fn keychain_credentials_serve_their_repository_only_and_never_a_mirror() {
+    let reg = Registry::start_with_auth("alice", "s3cret");
+    // A mirror that would accept the same credentials and holds the blob too.
+    let mirror = Registry::start_with_auth("alice", "s3cret");
+    let rt = rt();
+    let data = Bytes::from(testutil::noisy(30_000, 5));
+    let d = oci::digest::sha256(&data);
+    let seed = client(Some(("alice", "s3cret")));
+    for (r, repo) in [
+        (&reg, "private/app"),
+        (&reg, "private/other"),
+        (&mirror, "private/app"),
+    ] {
+        rt.block_on(
+            seed.repository(&r.addr(), repo)
+                .unwrap()
+                .push_blob(&d, data.clone(), &[]),
+        )
+        .unwrap();
+    }
+
+    let keychain = registry::Keychain::new();
+    keychain.remember(keychain_entry(&reg.addr(), "private/app", "s3cret"));
+    let c = keychain_client(&keychain, None);
+    let app = c.repository(&reg.addr(), "private/app").unwrap();
+    assert_eq!(rt.block_on(app.get_blob_bytes(&d, 1 << 20)).unwrap(), data);
+    // Another repository of the same registry gets nothing from the keychain.
+    let err = rt
+        .block_on(
+            c.repository(&reg.addr(), "private/other")
+                .unwrap()
+                .get_blob_bytes(&d, 1 << 20),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("anonymous"), "{err}");
+
+    // A wrong secret: the error names the registry, the repository and where the
+    // credentials came from.
+    keychain.remember(keychain_entry(&reg.addr(), "private/app", "wrong"));
+    let err = rt
+        .block_on(
+            keychain_client(&keychain, None)
+                .repository(&reg.addr(), "private/app")
+                .unwrap()
+                .get_blob_bytes(&d, 1 << 20),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. })
+            && msg.contains(&reg.addr())
+            && msg.contains("the credentials of a CRI image pull of"),
+        "{msg}"
+    );
+
+    // Behind a mirror, the pull's credentials go to the registry only: the mirror refuses
+    // the anonymous request and the registry itself serves the blob.
+    keychain.remember(keychain_entry(&reg.addr(), "private/app", "s3cret"));
+    let hosts = tempfile::tempdir().unwrap();
+    testutil::write_mirror_hosts_toml(hosts.path(), &reg.addr(), &mirror.addr());
+    let before = soci_blob_gets(&reg.log(), &d);
+    let via_mirror = keychain_client(&keychain, Some(hosts.path()))
+        .repository(&reg.addr(), "private/app")
+        .unwrap();
+    assert_eq!(via_mirror.hosts().len(), 2);
+    assert_eq!(
+        rt.block_on(via_mirror.get_blob_bytes(&d, 1 << 20)).unwrap(),
+        data
+    );
+    assert_eq!(soci_blob_gets(&reg.log(), &d), before + 1, "{}", reg.log());
+    let mirror_log = mirror.log();
+    let served_by_mirror = mirror_log
+        .lines()
+        .filter(|l| l.contains("response completed") && l.contains("status=200"))
+        .filter(|l| l.contains(&format!("/blobs/{d}")) && l.contains("useragent=soci-rs/"))
+        .count();
+    assert_eq!(served_by_mirror, 0, "{mirror_log}");
+}
