@@ -35,6 +35,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Registry host configuration.
     pub registry: RegistryConfig,
+    /// Credentials from the kubelet's image pulls.
+    pub cri_keychain: CriKeychainConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             background_fetch: BackgroundFetchConfig::default(),
             cache: CacheConfig::default(),
             registry: RegistryConfig::default(),
+            cri_keychain: CriKeychainConfig::default(),
         }
     }
 }
@@ -305,6 +308,28 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             config_path: PathBuf::from("/etc/containerd/certs.d"),
+        }
+    }
+}
+
+/// `[cri_keychain]`, with AWS's keys: the daemon serves the Kubernetes CRI image service on
+/// its own socket (the kubelet's `--image-service-endpoint`), forwards every call to
+/// containerd's, and keeps the credentials each `PullImage` brings for that image's
+/// repository, to fetch its SOCI index, zTOCs and spans with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CriKeychainConfig {
+    /// Whether the daemon serves the CRI image service and keeps pull credentials.
+    pub enable_keychain: bool,
+    /// The socket of the CRI image service calls are forwarded to (containerd's).
+    pub image_service_path: PathBuf,
+}
+
+impl Default for CriKeychainConfig {
+    fn default() -> Self {
+        CriKeychainConfig {
+            enable_keychain: false,
+            image_service_path: PathBuf::from("/run/containerd/containerd.sock"),
         }
     }
 }

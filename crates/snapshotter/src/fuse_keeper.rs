@@ -17,6 +17,7 @@
 use crate::keeper_link::{Link, LinkMessage, LINK_FD_ENV};
 use crate::manager::MountSpec;
 use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,17 @@ struct KeptMount {
 struct UpgradeState {
     lock_fd: RawFd,
     mounts: Vec<(RawFd, MountSpec)>,
+    /// A memfd holding the remembered credentials as JSON: they stay in memory across the
+    /// exec, never in the state file.
+    #[serde(default)]
+    credentials_fd: Option<RawFd>,
+}
+
+/// What the keeper holds for its managers.
+struct Held {
+    mounts: Vec<KeptMount>,
+    /// Credentials CRI pulls brought (see [`LinkMessage::Remember`]).
+    credentials: registry::Keychain,
 }
 
 /// Runs the keeper until its manager stops on purpose (a `Shutdown`, SIGTERM) or, with no
@@ -100,13 +112,19 @@ struct UpgradeState {
 pub fn run(options: &KeeperOptions) -> Result<(), KeeperError> {
     std::fs::create_dir_all(&options.dir)
         .map_err(io_error(format!("creating {}", options.dir.display())))?;
-    let (lock, mut kept) = match std::env::var_os(UPGRADE_ENV) {
+    let (lock, mut held) = match std::env::var_os(UPGRADE_ENV) {
         Some(_) => {
             std::env::remove_var(UPGRADE_ENV);
             adopt_upgrade_state(&options.dir)?
         }
         None => match take_lock(&options.dir)? {
-            Some(lock) => (lock, Vec::new()),
+            Some(lock) => (
+                lock,
+                Held {
+                    mounts: Vec::new(),
+                    credentials: registry::Keychain::new(),
+                },
+            ),
             None => {
                 tracing::info!(dir = %options.dir.display(), "a FUSE keeper already runs here");
                 return Ok(());
@@ -122,21 +140,22 @@ pub fn run(options: &KeeperOptions) -> Result<(), KeeperError> {
     handle_stop_signals()?;
     tracing::info!(
         pid = std::process::id(),
-        mounts = kept.len(),
+        mounts = held.mounts.len(),
         "FUSE keeper running"
     );
     let mut failures = 0u32;
     loop {
-        let run = run_manager(options, &mut kept)?;
+        let run = run_manager(options, &mut held)?;
+        let kept = &mut held.mounts;
         if run.upgrade && !STOP.load(Ordering::SeqCst) {
-            let error = exec_upgrade(options, &lock, &kept);
+            let error = exec_upgrade(options, &lock, kept, &held.credentials);
             tracing::error!("upgrading the FUSE keeper failed, restarting the manager: {error}");
         } else if STOP.load(Ordering::SeqCst) || run.status.success() {
             tracing::info!(status = %run.status, "FUSE manager stopped; keeper exiting");
             let _ = std::fs::remove_file(options.dir.join(KEEPER_PID_NAME));
             return Ok(());
         }
-        prune_ended(&mut kept);
+        prune_ended(kept);
         if run.ready {
             // It served, then died: readers are waiting, start the next one at once.
             failures = 0;
@@ -188,13 +207,15 @@ fn take_lock(dir: &Path) -> Result<Option<OwnedFd>, KeeperError> {
 
 /// Starts one manager, hands it every kept mount, and records what it hands back until it
 /// exits.
-fn run_manager(
-    options: &KeeperOptions,
-    kept: &mut Vec<KeptMount>,
-) -> Result<ManagerRun, KeeperError> {
+fn run_manager(options: &KeeperOptions, held: &mut Held) -> Result<ManagerRun, KeeperError> {
     let (ours, theirs) = Link::pair()?;
     let mut child = start_manager(options, theirs)?;
-    for m in kept.iter() {
+    for entry in held.credentials.entries() {
+        if let Err(e) = ours.send(&LinkMessage::Remember { entry }, None) {
+            tracing::warn!("handing credentials to the new manager: {e}");
+        }
+    }
+    for m in held.mounts.iter() {
         let message = LinkMessage::Kept {
             spec: m.spec.clone(),
         };
@@ -205,7 +226,7 @@ fn run_manager(
     if let Err(e) = ours.send(&LinkMessage::End, None) {
         tracing::warn!("handing mounts to the new manager: {e}");
     }
-    let (upgrade, ready) = follow(&ours, &mut child, kept);
+    let (upgrade, ready) = follow(&ours, &mut child, held);
     let status = child.wait().map_err(io_error("waiting for the manager"))?;
     Ok(ManagerRun {
         status,
@@ -250,7 +271,8 @@ fn start_manager(options: &KeeperOptions, link: Link) -> Result<Child, KeeperErr
 /// Reads the manager's messages until it exits; returns whether it asked for an upgrade and
 /// whether it got ready. Forwards a stop request (SIGTERM to the keeper) to it, and drops
 /// descriptors of mounts that ended.
-fn follow(link: &Link, child: &mut Child, kept: &mut Vec<KeptMount>) -> (bool, bool) {
+fn follow(link: &Link, child: &mut Child, held: &mut Held) -> (bool, bool) {
+    let kept = &mut held.mounts;
     let (mut upgrade, mut ready) = (false, false);
     let mut stop_sent: Option<Instant> = None;
     let mut last_prune = Instant::now();
@@ -289,6 +311,10 @@ fn follow(link: &Link, child: &mut Child, kept: &mut Vec<KeptMount>) -> (bool, b
                 tracing::debug!(mountpoint = %mountpoint.display(), "mount released");
                 prune_ended(kept);
             }
+            Ok(Some((LinkMessage::Remember { entry }, _))) => {
+                tracing::debug!(registry = %entry.registry, repository = %entry.repository, "credentials remembered");
+                held.credentials.remember(entry);
+            }
             Ok(Some((LinkMessage::Upgrade, _))) => {
                 tracing::info!("upgrade asked: replacing the manager and the keeper");
                 upgrade = true;
@@ -323,13 +349,23 @@ fn prune_ended(kept: &mut Vec<KeptMount>) {
 
 /// Replaces this process by the executable now at `options.exe`, keeping the lock and every
 /// kept descriptor open; returns only if that failed.
-fn exec_upgrade(options: &KeeperOptions, lock: &OwnedFd, kept: &[KeptMount]) -> KeeperError {
+fn exec_upgrade(
+    options: &KeeperOptions,
+    lock: &OwnedFd,
+    kept: &[KeptMount],
+    credentials: &registry::Keychain,
+) -> KeeperError {
+    let credentials_memfd = match credentials_to_memfd(credentials) {
+        Ok(fd) => fd,
+        Err(e) => return io_error("keeping the credentials across the upgrade")(e),
+    };
     let state = UpgradeState {
         lock_fd: lock.as_raw_fd(),
         mounts: kept
             .iter()
             .map(|m| (m.device.as_raw_fd(), m.spec.clone()))
             .collect(),
+        credentials_fd: credentials_memfd.as_ref().map(|fd| fd.as_raw_fd()),
     };
     let path = options.dir.join(UPGRADE_STATE_NAME);
     let written = serde_json::to_vec(&state)
@@ -340,6 +376,7 @@ fn exec_upgrade(options: &KeeperOptions, lock: &OwnedFd, kept: &[KeptMount]) -> 
     }
     let fds: Vec<RawFd> = std::iter::once(state.lock_fd)
         .chain(state.mounts.iter().map(|(fd, _)| *fd))
+        .chain(state.credentials_fd)
         .collect();
     for fd in &fds {
         set_cloexec(*fd, false);
@@ -374,8 +411,45 @@ fn set_cloexec(fd: RawFd, on: bool) {
     }
 }
 
-/// Takes over the lock and mounts an upgrading keeper left open across exec.
-fn adopt_upgrade_state(dir: &Path) -> Result<(OwnedFd, Vec<KeptMount>), KeeperError> {
+/// The remembered credentials as JSON in a new memfd (`None` when there are none).
+fn credentials_to_memfd(credentials: &registry::Keychain) -> std::io::Result<Option<OwnedFd>> {
+    if credentials.is_empty() {
+        return Ok(None);
+    }
+    let json = serde_json::to_vec(&credentials.entries()).map_err(std::io::Error::other)?;
+    // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"soci-keeper-credentials".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor memfd_create just returned, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(&json)?;
+    Ok(Some(OwnedFd::from(file)))
+}
+
+/// Reads the credentials an upgrading keeper left in the memfd `fd`.
+fn credentials_from_memfd(fd: OwnedFd) -> registry::Keychain {
+    let keychain = registry::Keychain::new();
+    let mut file = std::fs::File::from(fd);
+    let mut json = Vec::new();
+    let read = file
+        .seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut json));
+    match read.map_err(|e| e.to_string()).and_then(|_| {
+        serde_json::from_slice::<Vec<registry::KeychainEntry>>(&json).map_err(|e| e.to_string())
+    }) {
+        Ok(entries) => entries.into_iter().for_each(|e| {
+            keychain.remember(e);
+        }),
+        Err(e) => tracing::warn!("credentials of CRI pulls lost across the upgrade: {e}"),
+    }
+    keychain
+}
+
+/// Takes over the lock, mounts and credentials an upgrading keeper left open across exec.
+fn adopt_upgrade_state(dir: &Path) -> Result<(OwnedFd, Held), KeeperError> {
     let path = dir.join(UPGRADE_STATE_NAME);
     let bytes = std::fs::read(&path).map_err(io_error(format!("reading {}", path.display())))?;
     let _ = std::fs::remove_file(&path);
@@ -388,7 +462,7 @@ fn adopt_upgrade_state(dir: &Path) -> Result<(OwnedFd, Vec<KeptMount>), KeeperEr
         unsafe { OwnedFd::from_raw_fd(fd) }
     };
     let lock = adopt(state.lock_fd);
-    let kept = state
+    let mounts = state
         .mounts
         .into_iter()
         .map(|(fd, spec)| KeptMount {
@@ -396,7 +470,17 @@ fn adopt_upgrade_state(dir: &Path) -> Result<(OwnedFd, Vec<KeptMount>), KeeperEr
             device: adopt(fd),
         })
         .collect();
-    Ok((lock, kept))
+    let credentials = match state.credentials_fd {
+        Some(fd) => credentials_from_memfd(adopt(fd)),
+        None => registry::Keychain::new(),
+    };
+    Ok((
+        lock,
+        Held {
+            mounts,
+            credentials,
+        },
+    ))
 }
 
 /// The keeper must outlive its managers: ask the OOM killer to pick anything else.

@@ -47,6 +47,13 @@ pub enum LinkMessage {
     },
     /// Keeper → manager: every kept mount was sent.
     End,
+    /// Both ways: credentials a CRI pull brought for a repository. The manager tells the
+    /// keeper each one it learns; the keeper, which holds them in memory only, hands them
+    /// all to the next manager before [`LinkMessage::End`].
+    Remember {
+        /// The repository and its credential.
+        entry: registry::KeychainEntry,
+    },
 }
 
 /// Why the link failed.

@@ -11,12 +11,14 @@
 //! - [`index_lookup`]: finding (and caching) an image's SOCI index and the zTOC of a layer
 //!   for Prepare;
 //! - [`parallel_pull`]: parallel pull and unpack of layers not served lazily;
+//! - [`cri_keychain`]: the CRI image service proxy that keeps the kubelet's pull credentials;
 //! - [`config`]: the TOML configuration;
 //! - [`filter`]: containerd's filter syntax for `List`;
 //! - [`serve`]: running it all;
 //! - [`error`]: why opening, the daemon or the FUSE manager failed.
 
 pub mod config;
+pub mod cri_keychain;
 pub mod error;
 pub mod filter;
 pub mod fuse_keeper;

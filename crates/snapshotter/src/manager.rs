@@ -71,6 +71,9 @@ pub enum Request {
     Upgrade,
     /// Unmount everything and exit.
     Shutdown,
+    /// Use these credentials for the repository's span and zTOC fetches (a CRI pull brought
+    /// them); kept in memory and by the keeper, across crashes and upgrades of this process.
+    Remember(registry::KeychainEntry),
 }
 
 /// The manager's answer.
@@ -293,6 +296,8 @@ struct Manager {
     /// `lazyfs::passthrough`).
     passthrough_dir: PathBuf,
     client: registry::Client,
+    /// Credentials CRI pulls brought, which `client` uses.
+    keychain: registry::Keychain,
     budget: Arc<CacheBudget>,
     /// On-demand reads of every layer served: background fetches wait for quiet.
     activity: Arc<DemandActivity>,
@@ -356,10 +361,12 @@ pub fn run(root: &Path, dir: &Path, config: Config) -> Result<(), ManagerRunErro
         (config.cache.max_size_mb > 0)
             .then_some(config.cache.max_size_mb.saturating_mul(1_000_000)),
     );
+    let keychain = registry::Keychain::new();
     let manager = Arc::new(Manager {
         cache_dir: config.cache_dir(root),
         passthrough_dir: root.join(PASSTHROUGH_DIR),
-        client: registry_client(&config),
+        client: registry_client(&config, Some(keychain.clone())),
+        keychain,
         config,
         budget,
         activity: Arc::new(DemandActivity::default()),
@@ -437,9 +444,10 @@ async fn accept_until_stopped(
     Ok(())
 }
 
-/// The registry client the manager fetches with, from the config. A Docker config that
-/// cannot be read is a warning: registries are then accessed anonymously.
-pub fn registry_client(config: &Config) -> registry::Client {
+/// The registry client the daemon and the manager fetch with, from the config; `keychain`
+/// holds the credentials of CRI pulls. A Docker config that cannot be read is a warning:
+/// registries are then accessed anonymously unless the keychain has credentials.
+pub fn registry_client(config: &Config, keychain: Option<registry::Keychain>) -> registry::Client {
     let docker_config = match registry::credentials::DockerConfig::load_default() {
         Ok(c) => Some(c),
         Err(e) => {
@@ -450,6 +458,7 @@ pub fn registry_client(config: &Config) -> registry::Client {
     registry::Client::new(registry::ClientConfig {
         hosts_dir: Some(config.registry.config_path.clone()),
         docker_config,
+        keychain,
         retry: config.http.retry_policy(),
         connect_timeout: Duration::from_millis(config.http.dial_timeout_msec.max(1)),
         request_timeout: Duration::from_millis(config.http.request_timeout_msec.max(1)),
@@ -523,6 +532,13 @@ impl Manager {
                         let _ = lazyfs::overlay::unmount(&mountpoint, true);
                     }
                     None => {}
+                }
+                Reply::Done
+            }
+            Request::Remember(entry) => {
+                tracing::info!(registry = %entry.registry, repository = %entry.repository, "using the credentials of a CRI pull");
+                if self.keychain.remember(entry.clone()) {
+                    self.tell_keeper(&LinkMessage::Remember { entry });
                 }
                 Reply::Done
             }
@@ -662,6 +678,9 @@ impl Manager {
         loop {
             match link.recv() {
                 Ok(Some((LinkMessage::Kept { spec }, Some(device)))) => kept.push((spec, device)),
+                Ok(Some((LinkMessage::Remember { entry }, _))) => {
+                    self.keychain.remember(entry);
+                }
                 Ok(Some((LinkMessage::End, _))) | Ok(None) => break,
                 Ok(Some((message, _))) => tracing::warn!("unexpected {message:?} from the keeper"),
                 Err(e) => {

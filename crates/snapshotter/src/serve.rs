@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::DaemonError;
 use crate::proto::snapshots_server::SnapshotsServer;
 use crate::service::Snapshotter;
+use cri_api::runtime::image_service_server::ImageServiceServer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,6 +68,7 @@ pub async fn run_daemon(options: DaemonOptions, config: Config) -> Result<(), Da
         });
     }
 
+    let cri = cri_image_service(&snapshotter);
     let listener = bind_socket(&options.address)?;
     tracing::info!(address = %options.address.display(), "soci-snapshotter-grpc ready");
     let shutdown = async {
@@ -85,6 +87,7 @@ pub async fn run_daemon(options: DaemonOptions, config: Config) -> Result<(), Da
     };
     tonic::transport::Server::builder()
         .add_service(SnapshotsServer::new(snapshotter))
+        .add_optional_service(cri)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
@@ -93,6 +96,30 @@ pub async fn run_daemon(options: DaemonOptions, config: Config) -> Result<(), Da
         .map_err(DaemonError::Grpc)?;
     let _ = std::fs::remove_file(&options.address);
     Ok(())
+}
+
+/// The CRI image service the kubelet may pull through (`[cri_keychain]`), when it is on: it
+/// shares the snapshots socket, as AWS's does, and hands each new credential to the FUSE
+/// manager.
+fn cri_image_service(
+    snapshotter: &Arc<Snapshotter>,
+) -> Option<ImageServiceServer<crate::cri_keychain::CriKeychain>> {
+    let keychain = snapshotter.keychain()?.clone();
+    let backend = snapshotter.config().cri_keychain.image_service_path.clone();
+    tracing::info!(backend = %backend.display(), "serving the CRI image service (cri_keychain); point the kubelet's --image-service-endpoint at this socket");
+    let (changed, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = snapshotter.clone();
+    tokio::spawn(async move {
+        while let Some(entry) = rx.recv().await {
+            s.hand_credentials(entry).await;
+        }
+    });
+    let proxy = crate::cri_keychain::CriKeychain::new(keychain, backend, changed);
+    Some(
+        ImageServiceServer::new(proxy)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20),
+    )
 }
 
 /// Binds the gRPC socket, replacing a stale one but refusing to steal a live daemon's.

@@ -53,6 +53,8 @@ pub struct Snapshotter {
     parallel: Option<ParallelPuller>,
     /// Serializes starting the FUSE manager and restoring its mounts.
     manager_start: Mutex<()>,
+    /// Credentials of CRI pulls (`[cri_keychain]`), shared with the registry client.
+    keychain: Option<registry::Keychain>,
     /// Counters for `/metrics`.
     pub counters: DaemonCounters,
 }
@@ -117,7 +119,11 @@ impl Snapshotter {
             source,
         })?;
         let meta = Metadata::open(&dir)?;
-        let client = manager::registry_client(&config);
+        let keychain = config
+            .cri_keychain
+            .enable_keychain
+            .then(registry::Keychain::new);
+        let client = manager::registry_client(&config, keychain.clone());
         let modes = lazyfs::discover::Modes {
             v1: config.pull_modes.soci_v1.enable,
             v2: config.pull_modes.soci_v2.enable,
@@ -140,8 +146,65 @@ impl Snapshotter {
             exe,
             meta: Mutex::new(meta),
             manager_start: Mutex::new(()),
+            keychain,
             counters: DaemonCounters::default(),
         })
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The credentials of CRI pulls, when `[cri_keychain]` is on.
+    pub fn keychain(&self) -> Option<&registry::Keychain> {
+        self.keychain.as_ref()
+    }
+
+    /// Hands a CRI pull's credentials to a running FUSE manager (new ones, or a rotated
+    /// secret for layers it already serves). Without a manager nothing is lost: it gets
+    /// them with the next mount.
+    pub async fn hand_credentials(&self, entry: registry::KeychainEntry) {
+        if let Err(e) =
+            manager::call(&self.manager_socket(), &ManagerRequest::Remember(entry)).await
+        {
+            tracing::debug!("credentials not handed to the FUSE manager now: {e}");
+        }
+    }
+
+    /// The keychain's entry for the repository of `image_ref`, if any.
+    fn credentials_of_image(&self, image_ref: &str) -> Option<registry::KeychainEntry> {
+        let keychain = self.keychain.as_ref()?;
+        match oci::reference::ImageRef::parse(image_ref).ok()? {
+            oci::reference::ImageRef::Registry {
+                registry,
+                repository,
+                ..
+            } => keychain.entry(&registry, &repository),
+            _ => None,
+        }
+    }
+
+    /// The requests that mount `spec` in the FUSE manager: the credentials of its image
+    /// first, when a CRI pull brought some, then the mount.
+    fn mount_requests(&self, spec: MountSpec) -> Vec<ManagerRequest> {
+        let remember = self
+            .credentials_of_image(&spec.layer.image_ref)
+            .map(ManagerRequest::Remember);
+        remember
+            .into_iter()
+            .chain([ManagerRequest::Mount(spec)])
+            .collect()
+    }
+
+    /// Mounts `spec` in the FUSE manager, starting one when none answers; returns the
+    /// mount's reply.
+    async fn mount_in_manager(&self, spec: MountSpec) -> Result<Reply, ManagerError> {
+        let mut reply = Reply::Done;
+        for request in self.mount_requests(spec) {
+            reply = self.manager_call(&request).await?;
+        }
+        Ok(reply)
     }
 
     fn snapshot_dir(&self, id: u64) -> PathBuf {
@@ -237,7 +300,14 @@ impl Snapshotter {
                 layer,
                 connection: None,
             };
-            match manager::call(&socket, &ManagerRequest::Mount(spec)).await {
+            let mut outcome = Ok(Reply::Done);
+            for request in self.mount_requests(spec) {
+                outcome = manager::call(&socket, &request).await;
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            match outcome {
                 Ok(Reply::Mounted { already: false }) => restored += 1,
                 Ok(_) => {}
                 Err(e) => tracing::error!(
@@ -306,11 +376,11 @@ impl Snapshotter {
                 continue;
             }
             let digest = layer.layer_digest.clone();
-            self.manager_call(&ManagerRequest::Mount(MountSpec {
+            self.mount_in_manager(MountSpec {
                 mountpoint,
                 layer,
                 connection: None,
-            }))
+            })
             .await
             .map_err(|e| {
                 Status::unavailable(format!(
@@ -431,8 +501,7 @@ impl Snapshotter {
             layer: info,
             connection: None,
         };
-        let mounted =
-            tokio::time::timeout(timeout, self.manager_call(&ManagerRequest::Mount(spec))).await;
+        let mounted = tokio::time::timeout(timeout, self.mount_in_manager(spec)).await;
         let failure = match mounted {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e.to_string()),

@@ -150,32 +150,6 @@ impl Reader {
     }
 }
 
-fn kill9(pid: u32) {
-    Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    common::wait_for_exit(pid);
-}
-
-/// Waits (bounded) until the manager's pid file names a live process other than `old`.
-fn wait_new_manager(daemon: &Daemon, old: u32) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(pid) = daemon.manager_pid() {
-            if pid != old && Path::new(&format!("/proc/{pid}")).exists() {
-                return pid;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new FUSE manager\n{}",
-            daemon.manager_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Device and inode of a file, as the manager reports its executable.
 fn identity(path: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
@@ -233,8 +207,8 @@ fn a_container_reads_on_through_manager_kills_and_a_daemon_crash() {
     // connection over, so the reads in flight are answered by it.
     let mut manager = daemon.manager_pid().expect("a FUSE manager");
     for _ in 0..3 {
-        kill9(manager);
-        manager = wait_new_manager(&daemon, manager);
+        common::kill9(manager);
+        manager = common::wait_new_manager(&daemon, manager);
         reader.wait_passes(2, &daemon);
     }
     assert_eq!(daemon.keeper_pid(), Some(keeper), "the keeper was replaced");
@@ -242,8 +216,8 @@ fn a_container_reads_on_through_manager_kills_and_a_daemon_crash() {
     // The daemon and the manager die together; the keeper stays and the daemon, started
     // again, finds the same mount served.
     daemon.kill();
-    kill9(manager);
-    let manager = wait_new_manager(&daemon, manager);
+    common::kill9(manager);
+    let manager = common::wait_new_manager(&daemon, manager);
     reader.wait_passes(2, &daemon);
     daemon.restart();
     assert_eq!(daemon.manager_pid(), Some(manager), "{}", daemon.log());
@@ -279,7 +253,7 @@ fn a_live_upgrade_and_a_deleted_span_cache_break_no_read() {
     std::fs::copy(env!("CARGO_BIN_EXE_soci-snapshotter-grpc"), &staged).unwrap();
     std::fs::rename(&staged, &exe).unwrap();
     daemon.restart();
-    let upgraded = wait_new_manager(&daemon, manager);
+    let upgraded = common::wait_new_manager(&daemon, manager);
     assert_eq!(
         daemon.keeper_pid(),
         Some(keeper),
@@ -303,14 +277,14 @@ fn a_live_upgrade_and_a_deleted_span_cache_break_no_read() {
         .args(["-STOP", &keeper.to_string()])
         .status()
         .unwrap();
-    kill9(upgraded);
+    common::kill9(upgraded);
     let cache = daemon.root.join("cache");
     std::fs::remove_dir_all(&cache).unwrap();
     Command::new("kill")
         .args(["-CONT", &keeper.to_string()])
         .status()
         .unwrap();
-    wait_new_manager(&daemon, upgraded);
+    common::wait_new_manager(&daemon, upgraded);
     reader.wait_passes(2, &daemon);
     assert_eq!(
         daemon.manager_log().matches("live mount resumed").count(),
@@ -370,8 +344,8 @@ fn a_file_passed_through_to_the_kernel_stays_readable_across_manager_kills() {
     std::fs::write(tables.join("ended"), "7 1\n").unwrap();
     let mut manager = daemon.manager_pid().expect("a FUSE manager");
     for _ in 0..2 {
-        kill9(manager);
-        manager = wait_new_manager(&daemon, manager);
+        common::kill9(manager);
+        manager = common::wait_new_manager(&daemon, manager);
         wait_passthrough_opens(&metrics, 2, &reader, &daemon);
     }
     let left: Vec<_> = std::fs::read_dir(&tables).unwrap().collect();
@@ -386,8 +360,8 @@ fn a_file_passed_through_to_the_kernel_stays_readable_across_manager_kills() {
         ),
     )
     .unwrap();
-    kill9(manager);
-    wait_new_manager(&daemon, manager);
+    common::kill9(manager);
+    common::wait_new_manager(&daemon, manager);
     wait_passthrough_opens(&metrics, 2, &reader, &daemon);
     let passes = reader.finish(&ctd, &s.md5);
     println!("{passes} passes of 16 MB verified, passed through across 3 manager kills");

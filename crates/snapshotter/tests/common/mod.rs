@@ -318,3 +318,30 @@ pub fn wait_for_exit(pid: u32) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `kill -9 pid`, then waits until it is gone.
+pub fn kill9(pid: u32) {
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_for_exit(pid);
+}
+
+/// Waits (bounded) until the manager's pid file names a live process other than `old`.
+pub fn wait_new_manager(daemon: &Daemon, old: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = daemon.manager_pid() {
+            if pid != old && Path::new(&format!("/proc/{pid}")).exists() {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new FUSE manager\n{}",
+            daemon.manager_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
