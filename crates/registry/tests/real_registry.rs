@@ -531,3 +531,66 @@ fn keychain_credentials_serve_their_repository_only_and_never_a_mirror() {
         .count();
     assert_eq!(served_by_mirror, 0, "{mirror_log}");
 }
+
+/// docker-registry in token-auth mode with a real JWT issuer whose tokens the registry
+/// accepts for `lifetime` while the issuer tells clients `advertised` seconds.
+fn token_registry(
+    lifetime: u64,
+    advertised: Option<u64>,
+) -> (testutil::token_issuer::TokenIssuer, Registry) {
+    let issuer = testutil::token_issuer::TokenIssuer::start(testutil::token_issuer::TokenPolicy {
+        user: "alice".into(),
+        password: "s3cret".into(),
+        lifetime: Duration::from_secs(lifetime),
+        advertised_expires_in: advertised,
+    });
+    let reg = Registry::start_with_config(&issuer.registry_auth_yaml());
+    (issuer, reg)
+}
+
+#[test]
+fn bearer_tokens_are_renewed_on_expiry_and_when_the_registry_refuses_one() {
+    let rt = rt();
+    let data = Bytes::from(testutil::noisy(50_000, 9));
+    let d = oci::digest::sha256(&data);
+    for advertised in [None, Some(300)] {
+        let (issuer, reg) = token_registry(2, advertised);
+        let c = client(Some(("alice", "s3cret")));
+        let repo = c.repository(&reg.addr(), "team/app").unwrap();
+        rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap();
+        let after_push = issuer.issued();
+        assert!(after_push >= 1, "a token was issued");
+        // Three reads, each after the last token's lifetime: each needs a new token, found
+        // from expires_in or, when the issuer claims 300 s, from the registry's 401.
+        for i in 1..=3 {
+            std::thread::sleep(Duration::from_millis(2_300));
+            let got = rt
+                .block_on(repo.get_blob_range(&d, (1_000, 2_000)))
+                .unwrap_or_else(|e| {
+                    panic!("read {i} (advertised {advertised:?}): {e}\n{}", reg.log())
+                });
+            let RangeReply::Partial(got) = got else {
+                panic!("the registry ignored the range");
+            };
+            assert_eq!(&got[..], &data[1_000..2_000]);
+            assert_eq!(issuer.issued(), after_push + i, "advertised {advertised:?}");
+        }
+        assert!(issuer.refused().is_empty(), "{:?}", issuer.refused());
+        // A wrong password: the token server's refusal names the registry and the source.
+        let err = rt
+            .block_on(
+                client(Some(("alice", "nope")))
+                    .repository(&reg.addr(), "team/app")
+                    .unwrap()
+                    .blob_size(&d),
+            )
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Unauthorized { .. })
+                && msg.contains(&reg.addr())
+                && msg.contains("--user flag"),
+            "{msg}"
+        );
+    }
+}

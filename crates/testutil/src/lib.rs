@@ -6,14 +6,16 @@
 //! The external programs come from `scripts/install-deps.sh` (`docker-registry`,
 //! `apache2-utils` for `htpasswd`, `skopeo`).
 //!
-//! Modules: the crate root (registries, token servers, images, layouts, skopeo, umoci,
+//! Modules: the crate root (registries, images, layouts, skopeo, umoci,
 //! debootstrap); [`containerd_daemon`]: a real containerd with its own root and sockets;
-//! `cri`: the kubelet's CRI image service client (feature `cri`); [`tree`]: snapshots of
-//! directory trees and their differences.
+//! `cri`: the kubelet's CRI image service client (feature `cri`); [`token_issuer`]: a JWT
+//! issuer for docker-registry's token auth; [`tree`]: snapshots of directory trees and their
+//! differences.
 
 pub mod containerd_daemon;
 #[cfg(feature = "cri")]
 pub mod cri;
+pub mod token_issuer;
 pub mod tree;
 
 use serde_json::{json, Value};

@@ -1,0 +1,294 @@
+//! A token issuer for Debian's docker-registry in token-auth mode (distribution's
+//! `auth: token:`): the registry answers with a Bearer challenge naming this issuer, clients
+//! get a JWT here with a user name and password, and the registry verifies its ES256
+//! signature against the issuer's certificate. Tokens can be made to expire within seconds,
+//! for tests of token renewal against the real registry.
+
+use base64::Engine as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// distribution accepts a token this long after its `exp` (its `Leeway`): the issuer writes
+/// `exp` that much earlier, so the registry really refuses a token once its lifetime is over.
+const REGISTRY_LEEWAY_SECS: u64 = 60;
+const SERVICE: &str = "soci-test-registry";
+const ISSUER: &str = "soci-test-issuer";
+
+/// How tokens are issued.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    /// User name the issuer accepts (HTTP Basic on the token request).
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// How long the registry accepts a token.
+    pub lifetime: Duration,
+    /// The `expires_in` the issuer tells clients (`None`: the true lifetime). A larger value
+    /// makes clients hold tokens the registry already refuses, as after a revocation.
+    pub advertised_expires_in: Option<u64>,
+}
+
+/// A running issuer on 127.0.0.1; stops when dropped.
+pub struct TokenIssuer {
+    addr: String,
+    cert_pem: PathBuf,
+    issued: Arc<AtomicUsize>,
+    refused: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+struct Signer {
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+    cert_der: Vec<u8>,
+}
+
+impl TokenIssuer {
+    /// Makes a P-256 key and self-signed certificate with `openssl` and starts serving.
+    pub fn start(policy: TokenPolicy) -> TokenIssuer {
+        crate::require_tool("openssl");
+        let dir = tempfile::Builder::new()
+            .prefix("soci-token-issuer-")
+            .tempdir()
+            .expect("create the token issuer's temp dir");
+        let p = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=soci-test-token-issuer",
+        ]);
+        openssl(&[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.der",
+        ]);
+        openssl(&[
+            "x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der",
+        ]);
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &std::fs::read(p("key.der")).expect("read key.der"),
+            &rng,
+        )
+        .expect("load the issuer key");
+        let signer = Arc::new(Signer {
+            key,
+            rng,
+            cert_der: std::fs::read(p("cert.der")).expect("read cert.der"),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the token issuer");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("issuer address").to_string();
+        let issuer = TokenIssuer {
+            addr,
+            cert_pem: p("cert.pem"),
+            issued: Arc::default(),
+            refused: Arc::default(),
+            stop: Arc::default(),
+            _dir: dir,
+        };
+        let (issued, refused, stop) = (
+            issuer.issued.clone(),
+            issuer.refused.clone(),
+            issuer.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (signer, policy) = (signer.clone(), policy.clone());
+                        let (issued, refused) = (issued.clone(), refused.clone());
+                        std::thread::spawn(move || {
+                            answer(stream, &signer, &policy, &issued, &refused)
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        issuer
+    }
+
+    /// The registry config section that makes docker-registry use this issuer (for
+    /// [`crate::Registry::start_with_config`]).
+    pub fn registry_auth_yaml(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://{}/token\n    service: {SERVICE}\n    \
+             issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            self.addr,
+            self.cert_pem.display()
+        )
+    }
+
+    /// Tokens issued so far.
+    pub fn issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    /// The `User-Agent` of each token request refused so far (no or wrong credentials).
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for TokenIssuer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Answers one token request (one per connection: `Connection: close`).
+fn answer(
+    stream: TcpStream,
+    signer: &Signer,
+    policy: &TokenPolicy,
+    issued: &AtomicUsize,
+    refused: &Mutex<Vec<String>>,
+) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(&stream);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut authorization = String::new();
+    let mut agent = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("authorization") {
+                authorization = v.trim().to_owned();
+            } else if k.trim().eq_ignore_ascii_case("user-agent") {
+                agent = v.trim().to_owned();
+            }
+        }
+    }
+    let target = request_line.split(' ').nth(1).unwrap_or_default();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", policy.user, policy.password))
+    );
+    let (status, body) = if !target.starts_with("/token") {
+        ("404 Not Found", "{}".to_owned())
+    } else if authorization != expected {
+        if let Ok(mut r) = refused.lock() {
+            r.push(agent);
+        }
+        (
+            "401 Unauthorized",
+            r#"{"details":"wrong user name or password"}"#.to_owned(),
+        )
+    } else {
+        let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = sign(signer, policy, &scopes_of(target), n);
+        let expires_in = policy
+            .advertised_expires_in
+            .unwrap_or(policy.lifetime.as_secs().max(1));
+        (
+            "200 OK",
+            format!(r#"{{"token":"{token}","expires_in":{expires_in}}}"#),
+        )
+    };
+    let mut stream = &stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// The `scope` parameters of a token request's target, percent-decoded.
+fn scopes_of(target: &str) -> Vec<String> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| {
+            v.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A JWT granting every scope asked for, signed ES256 with the certificate in `x5c`.
+fn sign(signer: &Signer, policy: &TokenPolicy, scopes: &[String], n: usize) -> String {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({
+        "typ": "JWT",
+        "alg": "ES256",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(&signer.cert_der)],
+    });
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let mut parts = s.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "sub": policy.user,
+        "aud": SERVICE,
+        "exp": (now + policy.lifetime.as_secs()).saturating_sub(REGISTRY_LEEWAY_SECS),
+        "nbf": now.saturating_sub(1),
+        "iat": now,
+        "jti": format!("soci-test-{n}"),
+        "access": access,
+    });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = signer
+        .key
+        .sign(&signer.rng, input.as_bytes())
+        .expect("sign the token");
+    format!("{input}.{}", b64(signature.as_ref()))
+}
