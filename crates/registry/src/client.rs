@@ -64,6 +64,10 @@ pub struct ClientConfig {
     /// How long ranges of a blob skip a mirror that answered a Range request for it with the
     /// whole blob (a pull-through cache that does not hold it yet, and fetches it meanwhile).
     pub mirror_fill_wait: Duration,
+    /// How long the storage URL a registry redirected a blob read to is used for further
+    /// ranges of that blob without asking the registry again (it is dropped at once when
+    /// the storage refuses it, as when a signed URL expired). Zero: never reused.
+    pub redirect_ttl: Duration,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +85,9 @@ impl Default for ClientConfig {
             upload_chunk_size: 16 << 20,
             user_agent: concat!("soci-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
             mirror_fill_wait: Duration::from_secs(10),
+            // Signed storage URLs live minutes (S3's usually 15 or more): a minute is safe,
+            // and saves one round trip to the registry per span meanwhile.
+            redirect_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -107,6 +114,17 @@ struct Inner {
     /// the blob from the origin again, so asking it on every span would multiply the
     /// origin's load.
     mirror_fills: Mutex<HashMap<String, Instant>>,
+    /// Where registries redirected blob reads, by `registry/name@digest`: the storage URL,
+    /// the host that redirected (its TLS settings apply), and when.
+    redirects: Mutex<HashMap<String, Redirect>>,
+}
+
+/// A blob read a registry redirected to storage.
+#[derive(Clone)]
+struct Redirect {
+    url: Url,
+    host: RegistryHost,
+    at: Instant,
 }
 
 /// A locked map of when things last happened, by key (mirror state of [`Inner`]).
@@ -211,6 +229,7 @@ impl Client {
                 credentials: Mutex::new(HashMap::new()),
                 mirrors_down: Mutex::new(HashMap::new()),
                 mirror_fills: Mutex::new(HashMap::new()),
+                redirects: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -987,7 +1006,7 @@ impl Repository {
     /// Fetches a small blob whole (config, zTOC, SOCI index), verified against its digest.
     pub async fn get_blob_bytes(&self, digest: &Digest, limit: u64) -> Result<Bytes> {
         let op = format!("GET blob {digest}");
-        let resp = self.get_blob_response(digest, None, &op).await?;
+        let (resp, _) = self.get_blob_response(digest, None, &op).await?;
         let ctx = self.ctx(&op);
         let bytes = read_limited(resp, limit, &ctx).await?;
         let actual = oci::digest::sha256(&bytes);
@@ -1006,9 +1025,9 @@ impl Repository {
         digest: &Digest,
         range: Option<(u64, u64)>,
         op: &str,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<(reqwest::Response, RegistryHost)> {
         let path = format!("/{}/blobs/{}", self.name, digest);
-        let (resp, _) = self
+        let (resp, host) = self
             .send(Access::Pull, op, || {
                 let mut r = Req::new(Method::GET, path.clone());
                 r.timeout = false;
@@ -1041,7 +1060,7 @@ impl Repository {
                 message: registry_message(resp).await,
             });
         }
-        Ok(resp)
+        Ok((resp, host))
     }
 
     /// Streams a whole blob. The caller verifies the digest as the bytes go by (the zTOC
@@ -1049,7 +1068,7 @@ impl Repository {
     /// stopped, within the retry policy.
     pub async fn get_blob(&self, digest: &Digest) -> Result<BlobStream> {
         let op = format!("GET blob {digest}");
-        let resp = self.get_blob_response(digest, None, &op).await?;
+        let (resp, _) = self.get_blob_response(digest, None, &op).await?;
         let size = resp.content_length();
         let state = ResumeState {
             repo: self.clone(),
@@ -1104,7 +1123,14 @@ impl Repository {
                 reason: "empty or reversed range asked for".to_owned(),
             });
         };
-        let resp = self.get_blob_response(digest, Some(range), &op).await?;
+        let resp = match self.redirected_range(digest, range).await {
+            Some(resp) => resp,
+            None => {
+                let (resp, host) = self.get_blob_response(digest, Some(range), &op).await?;
+                self.note_redirect(digest, &resp, host);
+                resp
+            }
+        };
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let cr = header_str(resp.headers(), "content-range").unwrap_or_default();
@@ -1139,6 +1165,85 @@ impl Repository {
                         .map(|r| r.map_err(std::io::Error::other))
                         .boxed(),
                 }))
+            }
+        }
+    }
+
+    fn redirect_key(&self, digest: &Digest) -> String {
+        format!("{}/{}@{digest}", self.registry, self.name)
+    }
+
+    /// Remembers where a blob read was redirected to (the answer came from another origin
+    /// than the host asked), for the next ranges of the blob.
+    fn note_redirect(&self, digest: &Digest, resp: &reqwest::Response, host: RegistryHost) {
+        let ttl = self.client.inner.config.redirect_ttl;
+        let url = resp.url();
+        let same_origin = url.scheme() == host.scheme && url.authority() == host.host;
+        if ttl.is_zero() || same_origin || resp.status() != StatusCode::PARTIAL_CONTENT {
+            return;
+        }
+        let mut map = self
+            .client
+            .inner
+            .redirects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, r| r.at.elapsed() < ttl);
+        map.insert(
+            self.redirect_key(digest),
+            Redirect {
+                url: url.clone(),
+                host,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// A range read sent straight to the storage a registry redirected this blob to, while
+    /// that is fresh. `None` when there is none, or the storage refused or failed (the
+    /// redirect is forgotten then, and the caller asks the registry again).
+    async fn redirected_range(
+        &self,
+        digest: &Digest,
+        (start, end): (u64, u64),
+    ) -> Option<reqwest::Response> {
+        let ttl = self.client.inner.config.redirect_ttl;
+        let key = self.redirect_key(digest);
+        let redirect = {
+            let map = self
+                .client
+                .inner
+                .redirects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            map.get(&key).filter(|r| r.at.elapsed() < ttl).cloned()
+        }?;
+        let http = self.client.http_for(&redirect.host).ok()?;
+        // No Authorization and no hosts.toml headers: they are the registry's, and a signed
+        // storage URL carries its own authority.
+        let outcome = http
+            .get(redirect.url.clone())
+            .header(
+                reqwest::header::RANGE,
+                format!("bytes={start}-{}", end.saturating_sub(1)),
+            )
+            .send()
+            .await;
+        match outcome {
+            Ok(resp) if resp.status() == StatusCode::PARTIAL_CONTENT => Some(resp),
+            other => {
+                let why = match &other {
+                    Ok(resp) => format!("status {}", resp.status().as_u16()),
+                    Err(e) => error_chain(e),
+                };
+                tracing::debug!(%digest, "storage refused the redirected read ({why}); asking the registry again");
+                self.client
+                    .inner
+                    .redirects
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                None
             }
         }
     }

@@ -594,3 +594,47 @@ fn bearer_tokens_are_renewed_on_expiry_and_when_the_registry_refuses_one() {
         );
     }
 }
+
+#[test]
+fn blob_redirects_are_cached_and_resolved_again_when_storage_refuses() {
+    // docker-registry's redirect middleware sends blob reads to object storage, as ECR, GCR
+    // and Docker Hub do.
+    let storage = testutil::blob_storage::BlobStorage::start();
+    let reg = Registry::start_with_config(&storage.registry_redirect_yaml());
+    storage.serve_from(reg.storage_dir());
+    let rt = rt();
+    let data = Bytes::from(testutil::noisy(200_000, 3));
+    let d = oci::digest::sha256(&data);
+    let c = client(None);
+    let repo = c.repository(&reg.addr(), "lib/app").unwrap();
+    rt.block_on(repo.push_blob(&d, data.clone(), &[])).unwrap();
+    let read = |start: u64| {
+        let got = rt
+            .block_on(repo.read_blob_range(&d, (start, start + 10_000)))
+            .unwrap_or_else(|e| panic!("read at {start}: {e}\n{}", reg.log()));
+        assert_eq!(&got[..], &data[start as usize..start as usize + 10_000]);
+    };
+    read(0);
+    assert_eq!(storage.served(), 1, "the read went to storage");
+    let resolved = soci_blob_gets(&reg.log(), &d);
+    assert_eq!(resolved, 1);
+    // Later ranges go to storage straight away: no round trip to the registry each.
+    for start in [50_000, 100_000, 150_000] {
+        read(start);
+    }
+    assert_eq!(storage.served(), 4);
+    assert_eq!(soci_blob_gets(&reg.log(), &d), resolved, "{}", reg.log());
+    // The storage URL stops working (a signed URL expired): the registry is asked again.
+    storage.refuse_next(1);
+    read(20_000);
+    assert_eq!(storage.refused(), 1);
+    assert_eq!(storage.served(), 5);
+    assert_eq!(
+        soci_blob_gets(&reg.log(), &d),
+        resolved + 1,
+        "{}",
+        reg.log()
+    );
+    read(30_000);
+    assert_eq!(soci_blob_gets(&reg.log(), &d), resolved + 1);
+}

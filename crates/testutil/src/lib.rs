@@ -7,14 +7,17 @@
 //! `apache2-utils` for `htpasswd`, `skopeo`).
 //!
 //! Modules: the crate root (registries, images, layouts, skopeo, umoci,
-//! debootstrap); [`containerd_daemon`]: a real containerd with its own root and sockets;
+//! debootstrap); [`blob_storage`]: object storage behind docker-registry's redirect
+//! middleware; [`containerd_daemon`]: a real containerd with its own root and sockets;
 //! `cri`: the kubelet's CRI image service client (feature `cri`); [`token_issuer`]: a JWT
 //! issuer for docker-registry's token auth; [`tree`]: snapshots of directory trees and their
 //! differences.
 
+pub mod blob_storage;
 pub mod containerd_daemon;
 #[cfg(feature = "cri")]
 pub mod cri;
+mod http1;
 pub mod token_issuer;
 pub mod tree;
 

@@ -5,8 +5,7 @@
 //! for tests of token renewal against the real registry.
 
 use base64::Engine as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -105,38 +104,23 @@ impl TokenIssuer {
             rng,
             cert_der: std::fs::read(p("cert.der")).expect("read cert.der"),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the token issuer");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("issuer address").to_string();
+        let issued: Arc<AtomicUsize> = Arc::default();
+        let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop: Arc<AtomicBool> = Arc::default();
+        let addr = {
+            let (issued, refused) = (issued.clone(), refused.clone());
+            crate::http1::serve(stop.clone(), move |request, stream| {
+                answer(request, stream, &signer, &policy, &issued, &refused)
+            })
+        };
         let issuer = TokenIssuer {
             addr,
             cert_pem: p("cert.pem"),
-            issued: Arc::default(),
-            refused: Arc::default(),
-            stop: Arc::default(),
+            issued,
+            refused,
+            stop,
             _dir: dir,
         };
-        let (issued, refused, stop) = (
-            issuer.issued.clone(),
-            issuer.refused.clone(),
-            issuer.stop.clone(),
-        );
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let (signer, policy) = (signer.clone(), policy.clone());
-                        let (issued, refused) = (issued.clone(), refused.clone());
-                        std::thread::spawn(move || {
-                            answer(stream, &signer, &policy, &issued, &refused)
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
         issuer
     }
 
@@ -168,47 +152,26 @@ impl Drop for TokenIssuer {
     }
 }
 
-/// Answers one token request (one per connection: `Connection: close`).
+/// Answers one token request.
 fn answer(
-    stream: TcpStream,
+    request: &crate::http1::Request,
+    stream: &mut TcpStream,
     signer: &Signer,
     policy: &TokenPolicy,
     issued: &AtomicUsize,
     refused: &Mutex<Vec<String>>,
 ) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut authorization = String::new();
-    let mut agent = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("authorization") {
-                authorization = v.trim().to_owned();
-            } else if k.trim().eq_ignore_ascii_case("user-agent") {
-                agent = v.trim().to_owned();
-            }
-        }
-    }
-    let target = request_line.split(' ').nth(1).unwrap_or_default();
+    let header = |name: &str| request.headers.get(name).map_or("", String::as_str);
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", policy.user, policy.password))
     );
-    let (status, body) = if !target.starts_with("/token") {
+    let (status, body) = if !request.target.starts_with("/token") {
         ("404 Not Found", "{}".to_owned())
-    } else if authorization != expected {
+    } else if header("authorization") != expected {
         if let Ok(mut r) = refused.lock() {
-            r.push(agent);
+            r.push(header("user-agent").to_owned());
         }
         (
             "401 Unauthorized",
@@ -216,7 +179,7 @@ fn answer(
         )
     } else {
         let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
-        let token = sign(signer, policy, &scopes_of(target), n);
+        let token = sign(signer, policy, &scopes_of(&request.target), n);
         let expires_in = policy
             .advertised_expires_in
             .unwrap_or(policy.lifetime.as_secs().max(1));
@@ -225,12 +188,12 @@ fn answer(
             format!(r#"{{"token":"{token}","expires_in":{expires_in}}}"#),
         )
     };
-    let mut stream = &stream;
-    let _ = write!(
+    crate::http1::respond(
+        request,
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
+        status,
+        "Content-Type: application/json\r\n",
+        body.as_bytes(),
     );
 }
 
