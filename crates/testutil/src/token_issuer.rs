@@ -113,15 +113,14 @@ impl TokenIssuer {
                 answer(request, stream, &signer, &policy, &issued, &refused)
             })
         };
-        let issuer = TokenIssuer {
+        TokenIssuer {
             addr,
             cert_pem: p("cert.pem"),
             issued,
             refused,
             stop,
             _dir: dir,
-        };
-        issuer
+        }
     }
 
     /// The registry config section that makes docker-registry use this issuer (for
