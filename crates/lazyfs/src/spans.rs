@@ -1147,10 +1147,17 @@ impl Inner {
         }
         let path = self.span_path(span);
         let file = File::open(&path).map_err(|e| self.cache_error(&path, e))?;
+        // Populated at once: replies are written to /dev/fuse straight from the mapping, and
+        // the kernel copies them with a fast page-table walk that needs every page mapped.
+        // Otherwise it falls back to a slow walk that fails when the process has a kill
+        // pending, and ends the request with EIO instead of letting the FUSE keeper's next
+        // manager answer it: a reader would see an error from a crash it should never notice.
+        //
         // SAFETY: span files are never modified or truncated once renamed into place (a span
         // is rewritten through a new file and rename; eviction unlinks), so the mapping can
         // never change or shrink under a reader.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| self.cache_error(&path, e))?;
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+            .map_err(|e| self.cache_error(&path, e))?;
         let file = Arc::new(SpanFile { file, map });
         open.push_front((span, file.clone()));
         open.truncate(OPEN_SPAN_FILES);
