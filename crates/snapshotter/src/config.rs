@@ -37,6 +37,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Credentials from the kubelet's image pulls.
     pub cri_keychain: CriKeychainConfig,
+    /// containerd's content store (where parallel pulls keep layer blobs).
+    pub content_store: ContentStoreConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             registry: RegistryConfig::default(),
             cri_keychain: CriKeychainConfig::default(),
+            content_store: ContentStoreConfig::default(),
         }
     }
 }
@@ -334,6 +337,24 @@ impl Default for CriKeychainConfig {
     }
 }
 
+/// `[content_store]`, AWS's key for containerd's socket: parallel pulls with
+/// `discard_unpacked_layers = false` write layer blobs to its content store, in the
+/// namespace of the pull.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContentStoreConfig {
+    /// containerd's gRPC socket.
+    pub containerd_address: PathBuf,
+}
+
+impl Default for ContentStoreConfig {
+    fn default() -> Self {
+        ContentStoreConfig {
+            containerd_address: PathBuf::from("/run/containerd/containerd.sock"),
+        }
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -397,9 +418,6 @@ impl Config {
         parse_size(&parallel.concurrent_download_chunk_size).map_err(|e| {
             format!("pull_modes.parallel_pull_unpack.concurrent_download_chunk_size: {e}")
         })?;
-        if parallel.enable && !parallel.discard_unpacked_layers {
-            return Err("pull_modes.parallel_pull_unpack: keeping layer blobs in containerd's content store (discard_unpacked_layers = false, AWS's default) is not supported yet; set discard_unpacked_layers = true".into());
-        }
         Ok(())
     }
 
@@ -514,13 +532,18 @@ path = "/usr/bin/unpigz"
             ["pull_modes.parallel_pull_unpack.decompress_streams"]
         );
         assert!(c.check().is_ok());
-        // AWS's default keeps blobs in the content store, which is not supported yet.
+        // AWS's default keeps blobs in containerd's content store, at its default socket.
         let (c, _) = Config::parse(
             "[pull_modes.parallel_pull_unpack]\nenable = true\n",
             Path::new("c.toml"),
         )
         .unwrap();
-        assert!(c.check().unwrap_err().contains("discard_unpacked_layers"));
+        assert!(c.check().is_ok());
+        assert!(!c.pull_modes.parallel_pull_unpack.discard_unpacked_layers);
+        assert_eq!(
+            c.content_store.containerd_address,
+            Path::new("/run/containerd/containerd.sock")
+        );
         for (text, want) in [
             ("", Ok(None)),
             ("1048576", Ok(Some(1 << 20))),

@@ -536,8 +536,8 @@ impl Manager {
                 Reply::Done
             }
             Request::Remember(entry) => {
-                tracing::info!(registry = %entry.registry, repository = %entry.repository, "using the credentials of a CRI pull");
                 if self.keychain.remember(entry.clone()) {
+                    tracing::info!(registry = %entry.registry, repository = %entry.repository, "using the credentials of a CRI pull");
                     self.tell_keeper(&LinkMessage::Remember { entry });
                 }
                 Reply::Done

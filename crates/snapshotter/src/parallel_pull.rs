@@ -10,6 +10,11 @@
 //! started at once, within the configured limits, each into a staging directory of its own;
 //! each Prepare then waits for its layer and moves the result into its snapshot. Staging
 //! directories that no Prepare claims are removed after a while.
+//!
+//! With `discard_unpacked_layers = false` the compressed layer is also written, as it
+//! arrives, to containerd's content store (in the namespace of the pull), where containerd's
+//! own pull would have left it: the image's manifest references it, so containerd's GC keeps
+//! it while the image exists and removes it with the image.
 
 use crate::config::ParallelPullConfig;
 use lazyfs::unpack::{unpack_layer_blob, LayerBlobError};
@@ -87,6 +92,8 @@ pub struct PullRequest<'a> {
     pub lazy: &'a std::collections::HashSet<Digest>,
     /// Chain IDs of committed snapshots that exist already (their layers are not pulled).
     pub existing: &'a std::collections::HashSet<String>,
+    /// containerd namespace of the pull (where layer blobs are kept, when they are).
+    pub namespace: &'a str,
 }
 
 /// Runs parallel pulls for the snapshotter.
@@ -97,6 +104,8 @@ pub struct ParallelPuller {
     downloads: Option<Arc<Semaphore>>,
     unpacks: Option<Arc<Semaphore>>,
     jobs: Mutex<HashMap<String, Arc<StartedJob>>>,
+    /// containerd's socket, when layer blobs are kept in its content store.
+    content_store: Option<PathBuf>,
 }
 
 /// An image's job once started, or why it could not start (shared by its Prepares).
@@ -112,14 +121,17 @@ fn limit(n: i64) -> Option<Arc<Semaphore>> {
 
 impl ParallelPuller {
     /// A puller fetching with `client`, staging under `staging_root` (emptied now: what an
-    /// earlier run left there was never claimed).
+    /// earlier run left there was never claimed); with `discard_unpacked_layers` false, it
+    /// keeps layer blobs in the content store of the containerd at `containerd_address`.
     pub fn new(
         client: registry::Client,
         config: ParallelPullConfig,
         staging_root: PathBuf,
+        containerd_address: &Path,
     ) -> Self {
         let _ = std::fs::remove_dir_all(&staging_root);
         ParallelPuller {
+            content_store: (!config.discard_unpacked_layers).then(|| containerd_address.to_owned()),
             client,
             downloads: limit(config.max_concurrent_downloads),
             unpacks: limit(config.max_concurrent_unpacks),
@@ -220,6 +232,7 @@ impl ParallelPuller {
         let image_downloads = limit(self.config.max_concurrent_downloads_per_image);
         let image_unpacks = limit(self.config.max_concurrent_unpacks_per_image);
         let chain_ids = containerd::chain_ids(&diff_ids);
+        let content = self.content_store_client(request.namespace).await;
         let mut layers = HashMap::new();
         for ((desc, diff_id), chain_id) in manifest.layers().iter().zip(diff_ids).zip(chain_ids) {
             let wanted = desc.digest() == request.layer
@@ -244,12 +257,26 @@ impl ParallelPuller {
                 unpacks: [self.unpacks.clone(), image_unpacks.clone()],
                 done: job.done.clone(),
                 finished: job.finished.clone(),
+                content: content.clone(),
             };
             tokio::spawn(task.run());
             layers.insert(desc.digest().clone(), job);
         }
         tracing::info!(image, layers = layers.len(), "parallel pull started");
         Ok(ImageJob { layers })
+    }
+
+    /// A client of containerd's content store in `namespace`, when layer blobs are kept.
+    /// Not reaching containerd is a warning: the layers are still pulled, only not kept.
+    async fn content_store_client(&self, namespace: &str) -> Option<containerd::Client> {
+        let address = self.content_store.as_ref()?;
+        match containerd::Client::connect(address, namespace).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(address = %address.display(), "layer blobs are not kept in containerd's content store (discard_unpacked_layers = false): {e}");
+                None
+            }
+        }
     }
 
     fn download_limits(&self, image: Option<Arc<Semaphore>>) -> DownloadLimits {
@@ -324,6 +351,44 @@ struct LayerTask {
     unpacks: [Option<Arc<Semaphore>>; 2],
     done: Arc<OnceCell<Outcome>>,
     finished: Arc<tokio::sync::Notify>,
+    /// containerd's content store, when the blob is kept there too.
+    content: Option<containerd::Client>,
+}
+
+/// A reader that hands every chunk it reads to a channel as well (the content store write).
+struct TeeReader<R> {
+    inner: R,
+    copy: Option<tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+}
+
+impl<R: std::io::Read> std::io::Read for TeeReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let (Some(copy), Some(bytes)) = (&self.copy, buf.get(..n)) {
+            if n > 0
+                && copy
+                    .blocking_send(Ok(bytes::Bytes::copy_from_slice(bytes)))
+                    .is_err()
+            {
+                // The write ended (it failed and said why): unpacking goes on without it.
+                self.copy = None;
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl<R> TeeReader<R> {
+    /// Ends the copy: on success the write commits (containerd checks digest and size); on
+    /// failure it is aborted, so no partial or unverified blob is committed.
+    fn finish(&mut self, ok: bool) {
+        if let Some(copy) = self.copy.take() {
+            if !ok {
+                let _ =
+                    copy.blocking_send(Err(std::io::Error::other("the layer failed to unpack")));
+            }
+        }
+    }
 }
 
 impl LayerTask {
@@ -346,6 +411,30 @@ impl LayerTask {
         }
         let _ = self.done.set(outcome);
         self.finished.notify_waiters();
+    }
+
+    /// Writes the layer blob arriving on `rx` to containerd's content store, labelled with
+    /// where it came from, as containerd's pull labels it.
+    fn keep_blob(
+        &self,
+        client: containerd::Client,
+        rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    ) -> impl std::future::Future<Output = Result<(), containerd::Error>> + Send + 'static {
+        let digest = self.desc.digest().to_string();
+        let size = self.desc.size();
+        let labels = HashMap::from([containerd::labels::distribution_source(
+            None,
+            self.repo.registry(),
+            self.repo.name(),
+        )]);
+        async move {
+            let reference = format!("layer-{digest}");
+            let data = tokio_stream::wrappers::ReceiverStream::new(rx);
+            client
+                .write_blob(&reference, &digest, size, &labels, data)
+                .await
+                .map(|_| ())
+        }
     }
 
     async fn pull(&self) -> Result<PathBuf, ParallelPullError> {
@@ -372,18 +461,43 @@ impl LayerTask {
             self.diff_id.clone(),
             self.staging.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            unpack_layer_blob(blob, &desc, Some(&diff_id), &staging)
+        let (copy, write) = match &self.content {
+            Some(client) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                (
+                    Some(tx),
+                    Some(tokio::spawn(self.keep_blob(client.clone(), rx))),
+                )
+            }
+            None => (None, None),
+        };
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let mut tee = TeeReader { inner: blob, copy };
+            let result = unpack_layer_blob(&mut tee, &desc, Some(&diff_id), &staging);
+            tee.finish(result.is_ok());
+            result
         })
-        .await
-        .map_err(|e| ParallelPullError::Image {
-            image: self.image.clone(),
-            message: format!("unpack task: {e}"),
-        })?
-        .map_err(|source| ParallelPullError::Layer {
-            image: self.image.clone(),
-            source,
-        })?;
+        .await;
+        if let Some(write) = write {
+            match write.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(image = %self.image, layer = %self.desc.digest(), "layer blob not kept in containerd's content store: {e}")
+                }
+                Err(e) => {
+                    tracing::warn!(image = %self.image, layer = %self.desc.digest(), "layer blob not kept in containerd's content store: {e}")
+                }
+            }
+        }
+        unpacked
+            .map_err(|e| ParallelPullError::Image {
+                image: self.image.clone(),
+                message: format!("unpack task: {e}"),
+            })?
+            .map_err(|source| ParallelPullError::Layer {
+                image: self.image.clone(),
+                source,
+            })?;
         Ok(self.staging.clone())
     }
 }

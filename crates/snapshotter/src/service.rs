@@ -134,6 +134,7 @@ impl Snapshotter {
                 client.clone(),
                 parallel_config.clone(),
                 dir.join("parallel-staging"),
+                &config.content_store.containerd_address,
             )
         });
         Ok(Snapshotter {
@@ -463,7 +464,9 @@ impl Snapshotter {
             Ok(LayerPlan::Pull(why)) => {
                 if self.parallel.is_some() {
                     tracing::debug!(layer = %layer, image = %image_ref, "pulling in parallel mode: {why}");
-                    return self.pull_in_parallel(parent, image_labels, labels).await;
+                    return self
+                        .pull_in_parallel(key, parent, image_labels, labels)
+                        .await;
                 }
                 tracing::info!(layer = %layer, image = %image_ref, "pulling normally: {why}");
                 self.counters.layers_pulled.fetch_add(1, Ordering::Relaxed);
@@ -521,7 +524,9 @@ impl Snapshotter {
                 let _ = std::fs::remove_dir_all(self.snapshot_dir(id));
             }
             if self.parallel.is_some() {
-                return self.pull_in_parallel(parent, image_labels, labels).await;
+                return self
+                    .pull_in_parallel(key, parent, image_labels, labels)
+                    .await;
             }
             return None;
         }
@@ -538,11 +543,18 @@ impl Snapshotter {
     /// the layer itself (a layer this image's job does not pull).
     async fn pull_in_parallel(
         &self,
+        key: &str,
         parent: &str,
         image_labels: &LayerLabels,
         labels: &BTreeMap<String, String>,
     ) -> Option<Status> {
         let puller = self.parallel.as_ref()?;
+        // containerd names a remote snapshotter's keys `<namespace>/<n>/<key>`.
+        let namespace = key
+            .split('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default");
         let target = image_labels.chain_id.as_str();
         let image = image_labels.image_ref.as_str();
         let manifest: &str = image_labels.manifest_digest.as_ref();
@@ -570,6 +582,7 @@ impl Snapshotter {
             layer: &layer,
             lazy: &lazy,
             existing: &existing,
+            namespace,
         };
         let staging = match puller.pull_layer(&request).await {
             Ok(Some(staging)) => staging,

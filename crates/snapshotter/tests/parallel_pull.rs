@@ -1,9 +1,10 @@
 //! Parallel pull and unpack through real containerd 1.6 + runc: `soci image rpull` of images
 //! without a SOCI index, the snapshotter downloading each layer in 1 MiB Range requests, 4
 //! at a time, unpacking as the bytes arrive and checking digest and diff ID; containers run
-//! from the result, nothing of the layers lands in containerd's content store, GC removes
-//! the snapshots, a corrupted layer is refused with no snapshot left, and connections cut in
-//! the middle of a layer are resumed.
+//! from the result, nothing of the layers lands in containerd's content store (unless
+//! `discard_unpacked_layers = false` keeps them there), GC removes the snapshots (and kept
+//! blobs), a corrupted layer is refused with no snapshot left, and connections cut in the
+//! middle of a layer are resumed.
 
 mod common;
 use common::{ok, soci, Daemon};
@@ -296,4 +297,63 @@ fn a_layer_writing_through_an_escaping_symlink_is_refused() {
     let staging = daemon.root.join("snapshotter/parallel-staging");
     let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "staging directories left in {}", staging.display());
+}
+
+/// Digests in containerd's content store.
+fn content_digests(ctd: &Containerd) -> Vec<String> {
+    ctd.ctr_ok(&["content", "ls"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn with_discard_unpacked_layers_false_layer_blobs_are_kept_until_the_image_goes() {
+    let reg = testutil::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli_root = tmp.path().join("cli");
+    let image = push(&reg, tmp.path(), "kept", 3);
+    // AWS's default: the layer blobs stay in containerd's content store too. The daemon
+    // reaches containerd through a link made once containerd runs.
+    let link = tmp.path().join("containerd.sock");
+    let config = PARALLEL.replace(
+        "discard_unpacked_layers = true",
+        "discard_unpacked_layers = false",
+    ) + &format!(
+        "[content_store]\ncontainerd_address = \"{}\"\n",
+        link.display()
+    );
+    let daemon = Daemon::start(&tmp.path().join("d"), &config);
+    let ctd = daemon.containerd();
+    std::os::unix::fs::symlink(ctd.address(), &link).unwrap();
+
+    ok(rpull(&ctd, &cli_root, &image));
+    let out = ctd.run_ok(None, "soci", &image, "kept-1", &["cat", "/etc/msg"]);
+    assert_eq!(out.trim(), "from layer 2", "{}", daemon.log());
+    let layers = layer_digests(&image);
+    let stored = content_digests(&ctd);
+    for layer in &layers {
+        assert!(
+            stored.contains(layer),
+            "{layer} not in the content store: {stored:?}\n{}",
+            daemon.log()
+        );
+    }
+    // containerd checked each blob's digest and size when it was committed; its labels say
+    // where it came from, as containerd's own pull leaves them.
+    let info = ctd.ctr_ok(&["content", "ls"]);
+    assert!(
+        info.contains("containerd.io/distribution.source.127.0.0.1=kept"),
+        "{info}"
+    );
+    // They outlived the GC that removing the container ran (the image's manifest
+    // references them); removing the image removes them with the snapshots.
+    ctd.ctr_ok(&["images", "rm", "--sync", &image]);
+    wait_until_collected(&ctd, &daemon);
+    let stored = content_digests(&ctd);
+    assert!(
+        layers.iter().all(|l| !stored.contains(l)),
+        "left after removal: {stored:?}"
+    );
 }
