@@ -19,18 +19,6 @@ const NO_PASSTHROUGH: &str = "[background_fetch]\ndisable = true\n[fuse]\npassth
 /// Passes of the read loop; the test ends it sooner once its faults are done.
 const MAX_PASSES: usize = 2000;
 
-/// The md5 of busybox_image's `data/big.txt`, as `md5sum` prints it.
-fn expected_md5(dir: &Path) -> String {
-    let path = dir.join("big.txt");
-    std::fs::write(&path, testutil::noisy(16_000_000, 77)).unwrap();
-    let out = Command::new("md5sum").arg(&path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// A container that reads `/data/big.txt` with O_DIRECT (so no read is served from the page
 /// cache) and appends each pass's md5 to `/out/sums`, until `/out/stop` exists. A failed
 /// read fails the pipeline (pipefail) and ends the loop with `FAILED` in the file.
@@ -170,7 +158,7 @@ fn setup() -> Setup {
     let plain = common::push_busybox(&reg, tmp.path(), "crash");
     let image = format!("{}/crash:soci", reg.addr());
     ok(soci(&tmp.path().join("cli"), &["convert", &plain, &image]));
-    let md5 = expected_md5(tmp.path());
+    let md5 = common::busybox_big_md5();
     Setup {
         _reg: reg,
         tmp,

@@ -11,24 +11,15 @@ mod common;
 
 use common::{ok, soci, Daemon};
 use std::path::Path;
-use std::process::Command;
 use testutil::containerd_daemon::{Containerd, ContainerdOptions};
 
 const USER: &str = "kube";
 const PASSWORD: &str = "pull-secret-7c1f";
 
-/// md5 of the first `len` bytes of busybox_image's `data/big.txt`, as `md5sum` prints it.
-fn md5_of_prefix(dir: &Path, len: usize) -> String {
-    let path = dir.join(format!("big-{len}"));
-    let mut data = testutil::noisy(16_000_000, 77);
-    data.truncate(len);
-    std::fs::write(&path, data).unwrap();
-    let out = Command::new("md5sum").arg(&path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
+/// md5 of the first `len` bytes of busybox_image's `data/big.txt`.
+fn md5_of_prefix(len: usize) -> String {
+    let data = testutil::noisy(16_000_000, 77);
+    common::md5_hex(data.get(..len).unwrap_or(&data))
 }
 
 fn daemon_config(image_service: &Path) -> String {
@@ -150,7 +141,7 @@ async fn lazy_layers_fetch_with_the_credentials_of_the_kubelets_pull() {
     let quarter = 4_000_000;
     assert_eq!(
         md5_in_container(&node.ctd, &node.lazy, "keychain-1", quarter),
-        md5_of_prefix(node.tmp.path(), quarter),
+        md5_of_prefix(quarter),
         "{}",
         node.context()
     );
@@ -182,7 +173,7 @@ async fn lazy_layers_fetch_with_the_credentials_of_the_kubelets_pull() {
     let whole = 16_000_000;
     assert_eq!(
         md5_in_container(&node.ctd, &node.lazy, "keychain-2", whole),
-        md5_of_prefix(node.tmp.path(), whole),
+        md5_of_prefix(whole),
         "{}",
         node.context()
     );
@@ -225,13 +216,7 @@ async fn a_lazy_container_reads_on_past_several_token_expiries() {
     for i in [0usize, 4, 8, 12] {
         expected.extend_from_slice(&data[i * 1_000_000..(i + 1) * 1_000_000]);
     }
-    let path = node.tmp.path().join("expected");
-    std::fs::write(&path, expected).unwrap();
-    let md5 = String::from_utf8_lossy(&Command::new("md5sum").arg(&path).output().unwrap().stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let md5 = common::md5_hex(&expected);
     assert_eq!(
         out.split_whitespace().next().unwrap_or_default(),
         md5,

@@ -9,7 +9,6 @@ mod common;
 
 use common::{ok, soci, Daemon};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// Requests this project's clients (daemon and CLI: user agent `soci-rs/…`) made of the
@@ -21,15 +20,6 @@ fn soci_requests(log: &str) -> (usize, usize) {
         .collect();
     let blobs = ours.iter().filter(|l| l.contains("/blobs/sha256:")).count();
     (blobs, ours.len())
-}
-
-/// The md5 `md5sum` prints for the busybox image's `/data/big.txt`.
-fn expected_md5(dir: &Path) -> String {
-    let path = dir.join("big.txt");
-    std::fs::write(&path, testutil::noisy(16_000_000, 77)).unwrap();
-    let out = Command::new("md5sum").arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace().next().unwrap().to_owned()
 }
 
 /// One node: a daemon (config `config`) and its containerd in `dir`; pulls `image` lazily
@@ -78,7 +68,7 @@ fn lazy_layers_come_through_a_pull_through_mirror_and_from_the_origin_when_it_is
     let plain = common::push_busybox(&origin, tmp.path(), "fleet");
     let image = format!("{}/fleet:soci", origin.addr());
     ok(soci(&tmp.path().join("cli"), &["convert", &plain, &image]));
-    let md5 = expected_md5(tmp.path());
+    let md5 = common::busybox_big_md5();
 
     let hosts = tmp.path().join("certs.d");
     testutil::write_mirror_hosts_toml(&hosts, &origin.addr(), &mirror.addr());

@@ -106,25 +106,10 @@ fn images_without_an_index_are_pulled_in_parallel_checked_and_collected() {
         "parallel-1",
         &["sh", "-c", "cat /etc/msg; md5sum < /data/big.txt"],
     );
-    let want_md5 = {
-        let data = testutil::noisy(16_000_000, 1);
-        let mut child = std::process::Command::new("md5sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&data).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let want_md5 = common::md5_hex(&testutil::noisy(16_000_000, 1));
     assert_eq!(
         run.split_whitespace().take(4).collect::<Vec<_>>(),
-        [
-            "from",
-            "layer",
-            "2",
-            want_md5.split_whitespace().next().unwrap()
-        ],
+        ["from", "layer", "2", want_md5.as_str()],
         "{out}\n{run}\n{}",
         daemon.log()
     );

@@ -345,3 +345,30 @@ pub fn wait_new_manager(daemon: &Daemon, old: u32) -> u32 {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The md5 of `data` as `md5sum` prints it (hex), to compare with what a container computes.
+pub fn md5_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run md5sum");
+    child
+        .stdin
+        .take()
+        .expect("md5sum's stdin")
+        .write_all(data)
+        .expect("feed md5sum");
+    let out = child.wait_with_output().expect("md5sum's output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The md5 of the busybox test image's `/data/big.txt` (`testutil::busybox_image`).
+pub fn busybox_big_md5() -> String {
+    md5_hex(&testutil::noisy(16_000_000, 77))
+}
