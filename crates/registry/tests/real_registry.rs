@@ -638,3 +638,49 @@ fn blob_redirects_are_cached_and_resolved_again_when_storage_refuses() {
     read(30_000);
     assert_eq!(soci_blob_gets(&reg.log(), &d), resolved + 1);
 }
+
+#[test]
+fn a_registry_token_from_the_keychain_is_sent_as_the_bearer_token() {
+    let (issuer, reg) = token_registry(300, None);
+    let rt = rt();
+    let data = Bytes::from(testutil::noisy(20_000, 4));
+    let d = oci::digest::sha256(&data);
+    let seed = client(Some(("alice", "s3cret")));
+    rt.block_on(
+        seed.repository(&reg.addr(), "team/app")
+            .unwrap()
+            .push_blob(&d, data.clone(), &[]),
+    )
+    .unwrap();
+    let issued = issuer.issued();
+    // CRI's registry_token: a bearer token for the registry itself, no handshake.
+    let keychain = registry::Keychain::new();
+    let entry = |token: String| registry::KeychainEntry {
+        registry: reg.addr(),
+        repository: "team/app".into(),
+        credential: registry::credentials::Credential::RegistryToken(token),
+    };
+    keychain.remember(entry(issuer.token_for(&["repository:team/app:pull"])));
+    let repo = keychain_client(&keychain, None)
+        .repository(&reg.addr(), "team/app")
+        .unwrap();
+    assert_eq!(rt.block_on(repo.get_blob_bytes(&d, 1 << 20)).unwrap(), data);
+    assert_eq!(issuer.issued(), issued, "no token was asked for");
+    // A token for another repository is refused, and the error says whose token it was.
+    keychain.remember(entry(issuer.token_for(&["repository:team/other:pull"])));
+    let err = rt
+        .block_on(
+            keychain_client(&keychain, None)
+                .repository(&reg.addr(), "team/app")
+                .unwrap()
+                .get_blob_bytes(&d, 1 << 20),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Unauthorized { .. })
+            && msg.contains("registry token")
+            && msg.contains("the credentials of a CRI image pull of"),
+        "{msg}"
+    );
+}

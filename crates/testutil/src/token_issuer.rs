@@ -39,6 +39,8 @@ pub struct TokenIssuer {
     issued: Arc<AtomicUsize>,
     refused: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    signer: Arc<Signer>,
+    policy: TokenPolicy,
     _dir: tempfile::TempDir,
 }
 
@@ -109,6 +111,7 @@ impl TokenIssuer {
         let stop: Arc<AtomicBool> = Arc::default();
         let addr = {
             let (issued, refused) = (issued.clone(), refused.clone());
+            let (signer, policy) = (signer.clone(), policy.clone());
             crate::http1::serve(stop.clone(), move |request, stream| {
                 answer(request, stream, &signer, &policy, &issued, &refused)
             })
@@ -119,6 +122,8 @@ impl TokenIssuer {
             issued,
             refused,
             stop,
+            signer,
+            policy,
             _dir: dir,
         }
     }
@@ -132,6 +137,13 @@ impl TokenIssuer {
             self.addr,
             self.cert_pem.display()
         )
+    }
+
+    /// A token for `scopes` (`repository:<name>:pull`), issued without a request: what a
+    /// kubelet hands over as a CRI `registry_token`. Not counted in [`TokenIssuer::issued`].
+    pub fn token_for(&self, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        sign(&self.signer, &self.policy, &scopes, 0)
     }
 
     /// Tokens issued so far.
