@@ -16,8 +16,9 @@ pub struct Keychain {
     entries: Arc<RwLock<HashMap<(String, String), Credential>>>,
 }
 
-/// One remembered credential, as passed between processes.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One remembered credential, as passed between processes. Its `Debug` shows no secret:
+/// [`Credential`]'s redacts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeychainEntry {
     /// Registry host as in the image reference (`registry.example.com:5000`, `docker.io`).
     pub registry: String,
@@ -25,17 +26,6 @@ pub struct KeychainEntry {
     pub repository: String,
     /// The credential; never printed.
     pub credential: Credential,
-}
-
-impl fmt::Debug for KeychainEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Credential's own Debug redacts the secret.
-        f.debug_struct("KeychainEntry")
-            .field("registry", &self.registry)
-            .field("repository", &self.repository)
-            .field("credential", &self.credential)
-            .finish()
-    }
 }
 
 impl Keychain {

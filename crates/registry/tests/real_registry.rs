@@ -456,6 +456,22 @@ fn keychain_client(keychain: &registry::Keychain, hosts_dir: Option<&std::path::
     })
 }
 
+/// Reads blob `digest` of `registry`/`repository` with a client whose only credentials are
+/// `keychain`'s.
+fn keychain_read(
+    rt: &tokio::runtime::Runtime,
+    keychain: &registry::Keychain,
+    registry: &str,
+    repository: &str,
+    digest: &oci::Digest,
+) -> Result<Bytes, Box<Error>> {
+    let repo = keychain_client(keychain, None)
+        .repository(registry, repository)
+        .unwrap();
+    rt.block_on(repo.get_blob_bytes(digest, 1 << 20))
+        .map_err(Box::new)
+}
+
 fn keychain_entry(registry: &str, repository: &str, password: &str) -> registry::KeychainEntry {
     registry::KeychainEntry {
         registry: registry.to_owned(),
@@ -491,33 +507,19 @@ fn keychain_credentials_serve_their_repository_only_and_never_a_mirror() {
 
     let keychain = registry::Keychain::new();
     keychain.remember(keychain_entry(&reg.addr(), "private/app", "s3cret"));
-    let c = keychain_client(&keychain, None);
-    let app = c.repository(&reg.addr(), "private/app").unwrap();
-    assert_eq!(rt.block_on(app.get_blob_bytes(&d, 1 << 20)).unwrap(), data);
+    let read = |repository| keychain_read(&rt, &keychain, &reg.addr(), repository, &d);
+    assert_eq!(read("private/app").unwrap(), data);
     // Another repository of the same registry gets nothing from the keychain.
-    let err = rt
-        .block_on(
-            c.repository(&reg.addr(), "private/other")
-                .unwrap()
-                .get_blob_bytes(&d, 1 << 20),
-        )
-        .unwrap_err();
+    let err = read("private/other").unwrap_err();
     assert!(err.to_string().contains("anonymous"), "{err}");
 
     // A wrong secret: the error names the registry, the repository and where the
     // credentials came from.
     keychain.remember(keychain_entry(&reg.addr(), "private/app", "wrong"));
-    let err = rt
-        .block_on(
-            keychain_client(&keychain, None)
-                .repository(&reg.addr(), "private/app")
-                .unwrap()
-                .get_blob_bytes(&d, 1 << 20),
-        )
-        .unwrap_err();
+    let err = read("private/app").unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::Unauthorized { status: 401, .. })
+        matches!(*err, Error::Unauthorized { status: 401, .. })
             && msg.contains(&reg.addr())
             && msg.contains("the credentials of a CRI image pull of"),
         "{msg}"
@@ -676,24 +678,15 @@ fn a_registry_token_from_the_keychain_is_sent_as_the_bearer_token() {
         credential: registry::credentials::Credential::RegistryToken(token),
     };
     keychain.remember(entry(issuer.token_for(&["repository:team/app:pull"])));
-    let repo = keychain_client(&keychain, None)
-        .repository(&reg.addr(), "team/app")
-        .unwrap();
-    assert_eq!(rt.block_on(repo.get_blob_bytes(&d, 1 << 20)).unwrap(), data);
+    let read = || keychain_read(&rt, &keychain, &reg.addr(), "team/app", &d);
+    assert_eq!(read().unwrap(), data);
     assert_eq!(issuer.issued(), issued, "no token was asked for");
     // A token for another repository is refused, and the error says whose token it was.
     keychain.remember(entry(issuer.token_for(&["repository:team/other:pull"])));
-    let err = rt
-        .block_on(
-            keychain_client(&keychain, None)
-                .repository(&reg.addr(), "team/app")
-                .unwrap()
-                .get_blob_bytes(&d, 1 << 20),
-        )
-        .unwrap_err();
+    let err = read().unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::Unauthorized { .. })
+        matches!(*err, Error::Unauthorized { .. })
             && msg.contains("registry token")
             && msg.contains("the credentials of a CRI image pull of"),
         "{msg}"

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Largest CRI message forwarded (image lists of a busy node), as containerd allows.
-const MAX_MESSAGE: usize = 16 << 20;
+pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// The image service proxy.
 pub struct CriKeychain {

@@ -479,14 +479,12 @@ impl LayerTask {
         })
         .await;
         if let Some(write) = write {
-            match write.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(image = %self.image, layer = %self.desc.digest(), "layer blob not kept in containerd's content store: {e}")
-                }
-                Err(e) => {
-                    tracing::warn!(image = %self.image, layer = %self.desc.digest(), "layer blob not kept in containerd's content store: {e}")
-                }
+            let kept = match write.await {
+                Ok(written) => written.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = kept {
+                tracing::warn!(image = %self.image, layer = %self.desc.digest(), "layer blob not kept in containerd's content store: {e}");
             }
         }
         unpacked

@@ -117,8 +117,8 @@ fn cri_image_service(
     let proxy = crate::cri_keychain::CriKeychain::new(keychain, backend, changed);
     Some(
         ImageServiceServer::new(proxy)
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(16 << 20),
+            .max_decoding_message_size(crate::cri_keychain::MAX_MESSAGE)
+            .max_encoding_message_size(crate::cri_keychain::MAX_MESSAGE),
     )
 }
 
