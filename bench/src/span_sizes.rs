@@ -19,15 +19,16 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(about = "Bytes a lazy start moves at each span size, from a recorded read list")]
 struct Args {
-    /// The workload's read list (JSON array of paths, `soci mount --record-reads`).
+    /// The workload's read list (JSON array of paths, `soci mount --record-reads`); without
+    /// it, the files of `--ranges`.
     #[arg(long)]
-    reads: PathBuf,
+    reads: Option<PathBuf>,
     /// The byte ranges read of each file (`soci mount --record-read-ranges`); without it,
     /// every file in the read list counts whole.
     #[arg(long)]
     ranges: Option<PathBuf>,
     /// Span sizes to compare, in bytes (repeat the flag).
-    #[arg(long = "span-size", default_values_t = [1u64 << 20, 2 << 20, 4 << 20, 8 << 20])]
+    #[arg(long = "span-size", default_values_t = [256u64 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20])]
     span_sizes: Vec<u64>,
     /// Layers smaller than this get no zTOC and are fetched whole (as `soci create`).
     #[arg(long, default_value_t = 10 << 20)]
@@ -113,31 +114,77 @@ fn read_extents(
     (extents, read)
 }
 
-/// zTOC bytes and the compressed bytes of every span holding a byte of `extents`.
-fn moved(ztocs: &[Option<ztoc::Ztoc>], extents: &[Vec<(u64, u64)>]) -> Result<(u64, u64)> {
-    let mut ztoc_bytes = 0;
-    let mut span_bytes = 0;
+/// What a start moves for one layer set: the zTOCs fetched before the first read, the spans
+/// holding a byte read, and with lean zTOCs instead of full ones, the lean zTOCs plus the
+/// windows a reader must still fetch (those neither inline nor made from spans it fetched).
+struct Moved {
+    ztoc: u64,
+    spans: u64,
+    lean: u64,
+    windows: u64,
+}
+
+/// The spans of `z` holding a byte of `extents`.
+fn touched(z: &ztoc::Ztoc, extents: &[(u64, u64)]) -> Result<BTreeSet<u64>> {
+    let mut spans = BTreeSet::new();
+    for &(start, end) in extents {
+        spans.extend(z.span_of(start)?..=z.span_of(end - 1)?);
+    }
+    Ok(spans)
+}
+
+/// Whether the window of `span` can be made from the uncompressed bytes of `have`.
+fn derivable(z: &ztoc::Ztoc, span: u64, have: &BTreeSet<u64>) -> Result<bool> {
+    let out = z.span_uncompressed_range(span)?.start;
+    let r = ztoc::lean::window_source_range(out);
+    if r.is_empty() {
+        return Ok(true);
+    }
+    Ok((z.span_of(r.start)?..=z.span_of(r.end - 1)?).all(|s| have.contains(&s)))
+}
+
+/// Bytes moved for `extents` with `ztocs`; `inline_hot`: the lean zTOCs carry the windows of
+/// the spans read whose windows cannot be made from other spans read (as with a prefetch
+/// list of those spans).
+fn moved(
+    ztocs: &[Option<ztoc::Ztoc>],
+    extents: &[Vec<(u64, u64)>],
+    inline_hot: bool,
+) -> Result<Moved> {
+    let mut m = Moved {
+        ztoc: 0,
+        spans: 0,
+        lean: 0,
+        windows: 0,
+    };
     for (z, layer_extents) in ztocs.iter().zip(extents) {
         let Some(z) = z else { continue };
-        ztoc_bytes += ztoc::encode(z).len() as u64;
-        let mut spans = BTreeSet::new();
-        for &(start, end) in layer_extents {
-            spans.extend(z.span_of(start)?..=z.span_of(end - 1)?);
-        }
-        for s in spans {
+        let full = ztoc::encode(z);
+        m.ztoc += full.len() as u64;
+        let spans = touched(z, layer_extents)?;
+        let mut need = BTreeSet::new();
+        for &s in &spans {
             let r = z.span_compressed_range(s)?;
-            span_bytes += r.end - r.start;
+            m.spans += r.end - r.start;
+            if !derivable(z, s, &spans)? {
+                need.insert(s);
+            }
+        }
+        let inline = if inline_hot {
+            need.clone()
+        } else {
+            BTreeSet::new()
+        };
+        m.lean += ztoc::lean::encode_lean(&full, &inline)?.len() as u64;
+        if !inline_hot {
+            m.windows += need.len() as u64 * ztoc::WINDOW_SIZE as u64;
         }
     }
-    Ok((ztoc_bytes, span_bytes))
+    Ok(m)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let reads: Vec<String> = serde_json::from_slice(
-        &std::fs::read(&args.reads).with_context(|| format!("reading {}", args.reads.display()))?,
-    )
-    .context("the read list is not a JSON array of paths")?;
     let ranges: Option<HashMap<String, Vec<(u64, u64)>>> = match &args.ranges {
         Some(p) => Some(
             serde_json::from_slice(
@@ -147,6 +194,14 @@ fn main() -> Result<()> {
         ),
         None => None,
     };
+    let reads: Vec<String> = match (&args.reads, &ranges) {
+        (Some(p), _) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .context("the read list is not a JSON array of paths")?,
+        (None, Some(r)) => r.keys().cloned().collect(),
+        (None, None) => anyhow::bail!("give --reads, --ranges or both"),
+    };
     let sizes: Vec<u64> = args
         .layers
         .iter()
@@ -154,10 +209,10 @@ fn main() -> Result<()> {
         .collect::<std::io::Result<_>>()
         .context("reading the layer files")?;
     println!(
-        "| span size | checkpoints | zTOC bytes | span bytes | small layers | total moved | read ({}) | moved / read |",
+        "| span size | checkpoints | zTOC bytes | span bytes | small layers | total moved | lean zTOC bytes | windows fetched | total with lean zTOCs | read ({}) | moved / read (lean) |",
         if ranges.is_some() { "byte ranges" } else { "whole files" }
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &span_size in &args.span_sizes {
         let uniform = build_all(&args, &sizes, span_size, |_| ztoc::Placement::Uniform)?;
         let small_layers: u64 = uniform
@@ -171,20 +226,33 @@ fn main() -> Result<()> {
         // the same whatever the checkpoints).
         let placed = build_all(&args, &sizes, span_size, |i| {
             let layer_extents: &[(u64, u64)] = extents.get(i).map_or(&[], Vec::as_slice);
-            ztoc::Placement::around_ranges(layer_extents, ztoc::placement::DEFAULT_MERGE_GAP)
+            ztoc::Placement::around_ranges(
+                layer_extents,
+                std::env::var("MERGE_GAP")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(ztoc::placement::DEFAULT_MERGE_GAP),
+            )
         })?;
         for (label, ztocs) in [("uniform", &uniform), ("around reads", &placed)] {
-            let (ztoc_bytes, span_bytes) = moved(ztocs, &extents)?;
-            let total = ztoc_bytes + span_bytes + small_layers;
+            // Checkpoints around the reads come with a prefetch list of those spans, whose
+            // windows the lean zTOC carries.
+            let m = moved(ztocs, &extents, label != "uniform")?;
+            let total = m.ztoc + m.spans + small_layers;
+            let lean_total = m.lean + m.windows + m.spans + small_layers;
+            let mb = |b: u64| b as f64 / 1e6;
             println!(
-                "| {} MiB | {label} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} |",
-                span_size as f64 / (1 << 20) as f64,
-                ztoc_bytes as f64 / 1e6,
-                span_bytes as f64 / 1e6,
-                small_layers as f64 / 1e6,
-                total as f64 / 1e6,
-                read as f64 / 1e6,
-                total as f64 / read.max(1) as f64
+                "| {} KiB | {label} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} MB | {:.2} MB | {:.1} MB | {:.1} MB | {:.2} |",
+                span_size >> 10,
+                mb(m.ztoc),
+                mb(m.spans),
+                mb(small_layers),
+                mb(total),
+                mb(m.lean),
+                mb(m.windows),
+                mb(lean_total),
+                mb(read),
+                lean_total as f64 / read.max(1) as f64
             );
         }
     }

@@ -277,7 +277,9 @@ pub(crate) fn print_index_layers(index: &BuiltIndex, built: &Built) {
     for p in &index.prefetch {
         println!(
             "layer {} -> prefetch {} ({} spans)",
-            p.desc.layer_digest, p.desc.digest, p.spans
+            p.desc.layer_digest,
+            p.desc.digest,
+            p.spans.len()
         );
     }
 }

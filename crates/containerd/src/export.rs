@@ -137,12 +137,7 @@ where
             source,
         }
     })?;
-    let blobs: Vec<&Digest> = index
-        .ztocs
-        .iter()
-        .map(|z| &z.digest)
-        .chain(index.prefetch.iter().map(|p| &p.digest))
-        .collect();
+    let blobs: Vec<&Digest> = index.blobs().into_iter().map(|(d, _)| d).collect();
     for blob in &blobs {
         let data = read_blob(blob).map_err(|e| ExportError::ReadBlob {
             blob: (*blob).clone(),

@@ -8,9 +8,9 @@ use crate::ztocs::{LayerOutcome, LayerReads, LayerZtocs, ZtocBlob};
 use crate::Settings;
 use bytes::Bytes;
 use oci::resolve::ResolvedImage;
-use oci::soci_index::{self, IndexVersion, PrefetchDescriptor, ZtocDescriptor};
+use oci::soci_index::{self, IndexVersion, LeanDescriptor, PrefetchDescriptor, ZtocDescriptor};
 use oci::{Descriptor, Digest};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One layer listed in an index.
 #[derive(Debug, Clone)]
@@ -23,6 +23,18 @@ pub struct IndexedLayer {
     pub reused: bool,
     /// For a reused zTOC, where its layer was read when it was built.
     pub recorded_source: Option<String>,
+    /// The lean zTOC listed beside it (gzip layers, when [`Settings::lean_ztocs`] is on).
+    pub lean: Option<LeanBlob>,
+}
+
+/// A lean zTOC made for one layer of an index (`ztoc::lean`): the zTOC without its windows,
+/// but those of the spans the index's prefetch artifact lists for the layer.
+#[derive(Debug, Clone)]
+pub struct LeanBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its bytes.
+    pub bytes: Bytes,
 }
 
 impl IndexedLayer {
@@ -39,8 +51,8 @@ pub struct PrefetchBlob {
     pub desc: PrefetchDescriptor,
     /// Its JSON.
     pub bytes: Vec<u8>,
-    /// How many spans it lists.
-    pub spans: usize,
+    /// The spans it lists, in fetch order.
+    pub spans: Vec<u64>,
 }
 
 /// A SOCI index built for one image manifest.
@@ -70,7 +82,7 @@ impl BuiltIndex {
         platform_text(&self.image)
     }
 
-    /// The blobs the index names (zTOCs, then prefetch artifacts), to push before it.
+    /// The blobs the index names (zTOCs, prefetch artifacts, lean zTOCs), to push before it.
     pub fn blobs(&self) -> Vec<(Digest, Bytes)> {
         let ztocs = self
             .ztocs
@@ -80,7 +92,12 @@ impl BuiltIndex {
             .prefetch
             .iter()
             .map(|p| (p.desc.digest.clone(), Bytes::from(p.bytes.clone())));
-        ztocs.chain(prefetch).collect()
+        let leans = self
+            .ztocs
+            .iter()
+            .filter_map(|z| z.lean.as_ref())
+            .map(|l| (l.digest.clone(), l.bytes.clone()));
+        ztocs.chain(prefetch).chain(leans).collect()
     }
 }
 
@@ -130,12 +147,14 @@ fn indexed_layers(image: &ResolvedImage, ztocs: &LayerZtocs) -> Result<Vec<Index
                 ztoc: z.clone(),
                 reused: false,
                 recorded_source: None,
+                lean: None,
             },
             Some(LayerOutcome::Reused(r)) => IndexedLayer {
                 layer: layer.clone(),
                 ztoc: r.ztoc.clone(),
                 reused: true,
                 recorded_source: r.source.clone(),
+                lean: None,
             },
             Some(LayerOutcome::Skipped(_)) => continue,
             None => {
@@ -153,15 +172,28 @@ fn indexed_layers(image: &ResolvedImage, ztocs: &LayerZtocs) -> Result<Vec<Index
 /// The index manifest of one image.
 fn build_index(
     image: &ResolvedImage,
-    layers: Vec<IndexedLayer>,
+    mut layers: Vec<IndexedLayer>,
     prefetch: Vec<PrefetchBlob>,
     settings: &Settings,
     version: IndexVersion,
 ) -> Result<BuiltIndex> {
+    if settings.lean_ztocs {
+        for l in &mut layers {
+            let hot = prefetch
+                .iter()
+                .find(|p| &p.desc.layer_digest == l.layer.digest())
+                .map_or(&[][..], |p| &p.spans[..]);
+            l.lean = lean_ztoc(l, hot)?;
+        }
+    }
     let descs: Vec<ZtocDescriptor> = layers
         .iter()
-        .map(|l| {
-            ztoc_descriptor(
+        .map(|l| ZtocDescriptor {
+            lean: l.lean.as_ref().map(|b| LeanDescriptor {
+                digest: b.digest.clone(),
+                size: b.bytes.len() as u64,
+            }),
+            ..ztoc_descriptor(
                 &l.layer,
                 l.ztoc.digest.clone(),
                 l.ztoc.bytes.len() as u64,
@@ -190,6 +222,48 @@ fn build_index(
     })
 }
 
+/// The lean zTOC of a gzip layer's zTOC (`None` for a plain tar layer, whose zTOC holds no
+/// windows), carrying the windows of the `hot` spans (a prefetch list's) that a reader cannot
+/// make from the other hot spans' bytes.
+fn lean_ztoc(layer: &IndexedLayer, hot: &[u64]) -> Result<Option<LeanBlob>> {
+    let fail = |source| Error::Ztoc {
+        layer: layer.layer.digest().clone(),
+        media_type: layer.layer.media_type().to_string(),
+        source,
+    };
+    let ztoc = ztoc::decode(&layer.ztoc.bytes).map_err(fail)?;
+    if ztoc.compression.algorithm() != ztoc::CompressionAlgorithm::Gzip {
+        return Ok(None);
+    }
+    let hot: BTreeSet<u64> = hot.iter().copied().collect();
+    let inline = hot
+        .iter()
+        .copied()
+        .filter(|&s| !window_made_from(&ztoc, s, &hot))
+        .collect();
+    let bytes = Bytes::from(ztoc::lean::encode_lean(&layer.ztoc.bytes, &inline).map_err(fail)?);
+    Ok(Some(LeanBlob {
+        digest: oci::digest::sha256(&bytes),
+        bytes,
+    }))
+}
+
+/// Whether the window of `span` is made of bytes of the spans `have` (every span holding
+/// the 32 KiB before it is there).
+fn window_made_from(z: &ztoc::Ztoc, span: u64, have: &BTreeSet<u64>) -> bool {
+    let Ok(out) = z.span_uncompressed_range(span).map(|r| r.start) else {
+        return false;
+    };
+    let source = ztoc::lean::window_source_range(out);
+    if source.is_empty() {
+        return true;
+    }
+    match (z.span_of(source.start), z.span_of(source.end - 1)) {
+        (Ok(a), Ok(b)) => (a..=b).all(|s| have.contains(&s)),
+        _ => false,
+    }
+}
+
 /// The prefetch artifacts of one image for `paths`, in layer order, and the paths no
 /// indexed layer holds. Each path is looked up from the top layer down.
 fn image_prefetch(
@@ -215,7 +289,7 @@ fn image_prefetch(
                 layer_digest: layer.layer.digest().clone(),
             },
             bytes: json,
-            spans: artifact.spans().len(),
+            spans: artifact.spans(),
         });
     }
     Ok((out, missing))
@@ -273,6 +347,7 @@ pub fn ztoc_descriptor(
         layer_digest: layer.digest().clone(),
         layer_media_type: layer.media_type().to_string(),
         span_size: Some(span_size),
+        lean: None,
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Settings {
     pub prefetch: Vec<PrefetchPath>,
     /// Where gzip checkpoints go (default uniform).
     pub checkpoints: CheckpointPolicy,
+    /// List a lean zTOC beside each gzip zTOC (default on): soci-rs readers fetch it instead
+    /// of the zTOC before a layer's first read, and only the checkpoint windows of the spans
+    /// they read later; AWS's readers pass over it.
+    pub lean_ztocs: bool,
 }
 
 /// Where the gzip checkpoints of the zTOCs built go.
@@ -95,6 +99,7 @@ impl Default for Settings {
             force: false,
             prefetch: Vec::new(),
             checkpoints: CheckpointPolicy::Uniform,
+            lean_ztocs: true,
         }
     }
 }

@@ -97,7 +97,7 @@ impl LocalStore {
         Ok(containerd::export_soci_indexes(client, &manifests, read, image_name).await?)
     }
 
-    /// Stores `index`'s manifest and prefetch artifacts and records it (and its zTOCs) in
+    /// Stores `index`'s manifest, prefetch artifacts and lean zTOCs and records it (and its zTOCs) in
     /// one transaction. `image_ref` is what `soci index list` shows, `manifest` the image
     /// manifest it belongs to (for v2: the annotated copy), `source` where its layers were
     /// read.
@@ -111,6 +111,9 @@ impl LocalStore {
         self.put_blob(&index.bytes)?;
         for prefetch in &index.prefetch {
             self.put_blob(&prefetch.bytes)?;
+        }
+        for lean in index.ztocs.iter().filter_map(|z| z.lean.as_ref()) {
+            self.put_blob(&lean.bytes)?;
         }
         let ztocs: Vec<ZtocRecord> = index
             .ztocs

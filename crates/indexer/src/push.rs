@@ -189,18 +189,11 @@ pub async fn push_recorded(
     })
 }
 
-/// The zTOCs and prefetch artifacts an index names, read from `blobs`.
+/// The blobs an index names (zTOCs, prefetch artifacts, lean zTOCs), read from `blobs`.
 async fn index_blobs(index: &SociIndex, blobs: &BlobStore<'_>) -> Result<Vec<(Digest, Bytes)>> {
     let mut out = Vec::new();
-    for z in &index.ztocs {
-        out.push((
-            z.digest.clone(),
-            Bytes::from(blobs.get(&z.digest, "zTOC").await?),
-        ));
-    }
-    for p in &index.prefetch {
-        let bytes = blobs.get(&p.digest, "prefetch artifact").await?;
-        out.push((p.digest.clone(), Bytes::from(bytes)));
+    for (digest, what) in index.blobs() {
+        out.push((digest.clone(), Bytes::from(blobs.get(digest, what).await?)));
     }
     Ok(out)
 }

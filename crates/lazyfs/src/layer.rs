@@ -7,6 +7,7 @@ use crate::serve::FuseOptions;
 use crate::source::RegistrySource;
 use crate::spans::{CacheBudget, SpanConfig, SpanManager};
 use crate::tree::Tree;
+use crate::windows::WindowSource;
 use oci::prefetch::PrefetchArtifact;
 use oci::soci_index::{PrefetchDescriptor, ZtocDescriptor};
 use oci::Descriptor;
@@ -97,23 +98,14 @@ impl RemoteLayer {
         };
         let hex = ztoc_digest.trim_start_matches("sha256:");
         let cache_dir = cache_root.join(hex);
-        let bytes = match read_kept_ztoc(&cache_dir, ztoc_desc) {
-            Some(bytes) => bytes,
+        let (ztoc, windows) = match open_lean(repo, local, layer, ztoc_desc, &cache_dir).await {
+            Some(lean) => (lean.ztoc, Some(lean.windows)),
             None => {
-                let bytes = fetch_metadata_blob(
-                    (repo, local),
-                    &what,
-                    &layer_digest,
-                    &ztoc_desc.digest,
-                    ztoc_desc.size,
-                    MAX_ZTOC_SIZE,
-                )
-                .await?;
-                keep_ztoc(&cache_dir, &bytes);
-                bytes
+                let bytes = full_ztoc(repo, local, &layer_digest, ztoc_desc, &cache_dir).await?;
+                let ztoc = ztoc::decode(&bytes).map_err(|e| invalid(e.to_string()))?;
+                (ztoc, None)
             }
         };
-        let ztoc = ztoc::decode(&bytes).map_err(|e| invalid(e.to_string()))?;
         if ztoc.compressed_archive_size != layer.size() {
             return Err(invalid(format!(
                 "it describes a {} byte blob but the layer has {} bytes",
@@ -125,7 +117,7 @@ impl RemoteLayer {
         for skipped in &tree.skipped {
             tracing::warn!(layer = %layer_digest, "entry left out of the mount: {skipped}");
         }
-        let spans = SpanManager::new(
+        let mut spans = SpanManager::new(
             layer_digest.clone(),
             Arc::new(ztoc),
             Box::new(RegistrySource::new(repo.clone(), layer.digest().clone())),
@@ -134,6 +126,10 @@ impl RemoteLayer {
             Arc::new(LayerMetrics::default()),
             budget,
         )?;
+        if let Some(index) = windows {
+            let blob = RegistrySource::new(repo.clone(), ztoc_desc.digest.clone());
+            spans = spans.with_windows(WindowSource::new(index, Box::new(blob)));
+        }
         Ok(RemoteLayer {
             layer: layer.clone(),
             tree: Arc::new(tree),
@@ -225,31 +221,123 @@ impl RemoteLayer {
 
 /// Name of the zTOC's copy in its layer's span cache directory.
 const KEPT_ZTOC: &str = "ztoc";
+/// Name of the lean zTOC's copy there.
+const KEPT_LEAN: &str = "lean";
 
-/// The zTOC kept in `cache_dir` by an earlier open, if it is there and matches its
-/// descriptor: a restarted server resumes its mounts without asking the registry.
-fn read_kept_ztoc(cache_dir: &Path, desc: &ZtocDescriptor) -> Option<bytes::Bytes> {
-    let path = cache_dir.join(KEPT_ZTOC);
+/// The full zTOC of a layer: kept on disk by an earlier open, or fetched (and kept).
+async fn full_ztoc(
+    repo: &Repository,
+    local: &LocalBlobs,
+    layer: &str,
+    desc: &ZtocDescriptor,
+    cache_dir: &Path,
+) -> Result<bytes::Bytes, LayerError> {
+    if let Some(bytes) = read_kept(cache_dir, KEPT_ZTOC, &desc.digest, desc.size) {
+        return Ok(bytes);
+    }
+    let what = format!("zTOC {}", desc.digest);
+    let bytes = fetch_metadata_blob(
+        (repo, local),
+        &what,
+        layer,
+        &desc.digest,
+        desc.size,
+        MAX_ZTOC_SIZE,
+    )
+    .await?;
+    keep(cache_dir, KEPT_ZTOC, &bytes);
+    Ok(bytes)
+}
+
+/// The layer's lean zTOC, when its index lists one and no full zTOC is at hand already
+/// (on disk from an earlier open, or held in `local`), checked against the zTOC it names.
+/// Anything wrong with it is logged and `None`: the full zTOC serves instead.
+async fn open_lean(
+    repo: &Repository,
+    local: &LocalBlobs,
+    layer: &Descriptor,
+    desc: &ZtocDescriptor,
+    cache_dir: &Path,
+) -> Option<ztoc::lean::LeanZtoc> {
+    let lean = desc.lean.as_ref()?;
+    if local.get(&desc.digest).is_some() || cache_dir.join(KEPT_ZTOC).exists() {
+        return None;
+    }
+    let layer_digest = layer.digest().to_string();
+    let what = format!("lean zTOC {}", lean.digest);
+    let bytes = match read_kept(cache_dir, KEPT_LEAN, &lean.digest, lean.size) {
+        Some(bytes) => bytes,
+        None => {
+            let limit = ztoc::lean::MAX_ZTOC_BYTES;
+            match fetch_metadata_blob(
+                (repo, local),
+                &what,
+                &layer_digest,
+                &lean.digest,
+                lean.size,
+                limit,
+            )
+            .await
+            {
+                Ok(bytes) => {
+                    keep(cache_dir, KEPT_LEAN, &bytes);
+                    bytes
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %layer_digest, "{e}; using the full zTOC");
+                    return None;
+                }
+            }
+        }
+    };
+    let decoded = ztoc::lean::decode_lean(&bytes).and_then(|l| {
+        if l.windows.ztoc_size == desc.size {
+            Ok(l)
+        } else {
+            Err(ztoc::Error::InvalidZtoc(format!(
+                "it was made from a zTOC of {} bytes, not {}",
+                l.windows.ztoc_size, desc.size
+            )))
+        }
+    });
+    match decoded {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(layer = %layer_digest, "{what} is unusable: {e}; using the full zTOC");
+            None
+        }
+    }
+}
+
+/// The blob `name` kept in `cache_dir` by an earlier open, if it is there and matches
+/// `digest` and `size`: a restarted server resumes its mounts without asking the registry.
+fn read_kept(
+    cache_dir: &Path,
+    name: &str,
+    digest: &oci::Digest,
+    size: u64,
+) -> Option<bytes::Bytes> {
+    let path = cache_dir.join(name);
     let len = std::fs::metadata(&path).ok()?.len();
-    if len != desc.size || len > MAX_ZTOC_SIZE {
+    if len != size || len > MAX_ZTOC_SIZE {
         return None;
     }
     let bytes = std::fs::read(&path).ok()?;
-    (oci::digest::sha256(&bytes) == desc.digest).then(|| bytes::Bytes::from(bytes))
+    (&oci::digest::sha256(&bytes) == digest).then(|| bytes::Bytes::from(bytes))
 }
 
-/// Keeps a verified zTOC in `cache_dir` (written whole, then renamed into place). Best
-/// effort: without the copy a later open fetches it again.
-fn keep_ztoc(cache_dir: &Path, bytes: &[u8]) {
+/// Keeps a verified metadata blob in `cache_dir` as `name` (written whole, then renamed into
+/// place). Best effort: without the copy a later open fetches it again.
+fn keep(cache_dir: &Path, name: &str, bytes: &[u8]) {
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(cache_dir)?;
         // The span manager removes `.tmp.<name>.<pid>` files of dead writers.
-        let tmp = cache_dir.join(format!(".tmp.{KEPT_ZTOC}.{}", std::process::id()));
+        let tmp = cache_dir.join(format!(".tmp.{name}.{}", std::process::id()));
         std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, cache_dir.join(KEPT_ZTOC))
+        std::fs::rename(&tmp, cache_dir.join(name))
     };
     if let Err(e) = write() {
-        tracing::debug!(dir = %cache_dir.display(), "zTOC not kept on disk: {e}");
+        tracing::debug!(dir = %cache_dir.display(), "{name} not kept on disk: {e}");
     }
 }
 

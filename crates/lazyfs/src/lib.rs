@@ -15,7 +15,8 @@
 //! - [`view`]: an image's layers read straight from their zTOCs, without a mount (`soci ls`,
 //!   `soci cat`).
 //! - [`discover`]: finding an image's SOCI index (v2 image index, referrers, tag schema).
-//! - [`layer`], [`source`]: where a layer's compressed bytes come from (registry or file).
+//! - [`layer`], [`source`]: where a layer's compressed bytes come from (registry or file);
+//!   [`windows`]: the checkpoint windows a lean zTOC leaves out, fetched from the full zTOC.
 //! - [`overlay`]: overlayfs and mountinfo helpers; [`readlog`]: what was read through a mount
 //!   (learned prefetch lists); [`metrics`]: per-layer counters and their Prometheus text;
 //!   [`error`]: the filesystem's error type.
@@ -35,6 +36,7 @@ pub mod spans;
 pub mod tree;
 pub mod unpack;
 pub mod view;
+pub mod windows;
 
 pub use error::{Error, Result};
 pub use fs::{CacheTtls, LayerFs, MountConfig};

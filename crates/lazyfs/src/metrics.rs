@@ -24,6 +24,8 @@ pub struct LayerMetrics {
     bytes_served: AtomicU64,
     passthrough_opens: AtomicU64,
     backing_files: AtomicU64,
+    windows_fetched: AtomicU64,
+    windows_made: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
 }
@@ -55,6 +57,13 @@ pub struct MetricsSnapshot {
     /// Files whose data was copied out of the span cache into a passthrough backing file.
     #[serde(default)]
     pub backing_files: u64,
+    /// Checkpoint windows fetched from the full zTOC (layers served from a lean zTOC; their
+    /// bytes count in `bytes_fetched`).
+    #[serde(default)]
+    pub windows_fetched: u64,
+    /// Checkpoint windows made from the bytes of the spans before them (no fetch).
+    #[serde(default)]
+    pub windows_made: u64,
     /// Sum of fetch latencies in seconds.
     pub fetch_latency_seconds_sum: f64,
     /// Cumulative fetch latency histogram: counts of requests at or under each bound of
@@ -63,6 +72,17 @@ pub struct MetricsSnapshot {
 }
 
 impl LayerMetrics {
+    /// Records a checkpoint window a span needed: fetched (`bytes` of it), or made from
+    /// local bytes.
+    pub fn record_window(&self, fetched: bool, bytes: u64) {
+        if fetched {
+            self.windows_fetched.fetch_add(1, Relaxed);
+            self.bytes_fetched.fetch_add(bytes, Relaxed);
+        } else {
+            self.windows_made.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Records one range request that brought `bytes` bytes of `spans` spans in `latency`.
     pub fn record_fetch(&self, bytes: u64, spans: u64, latency: Duration) {
         self.fetch_requests.fetch_add(1, Relaxed);
@@ -143,6 +163,8 @@ impl LayerMetrics {
             bytes_served: self.bytes_served.load(Relaxed),
             passthrough_opens: self.passthrough_opens.load(Relaxed),
             backing_files: self.backing_files.load(Relaxed),
+            windows_fetched: self.windows_fetched.load(Relaxed),
+            windows_made: self.windows_made.load(Relaxed),
             fetch_latency_seconds_sum: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
             fetch_latency_buckets: buckets,
         }
@@ -157,7 +179,7 @@ type Counter = fn(&MetricsSnapshot) -> u64;
 pub fn prometheus_text(layers: &[(String, MetricsSnapshot)]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let counters: [(&str, &str, Counter); 11] = [
+    let counters: [(&str, &str, Counter); 13] = [
         (
             "soci_fetched_bytes_total",
             "Compressed bytes fetched",
@@ -210,6 +232,16 @@ pub fn prometheus_text(layers: &[(String, MetricsSnapshot)]) -> String {
             "soci_passthrough_backing_files_total",
             "Files copied out of the span cache into passthrough backing files",
             |m| m.backing_files,
+        ),
+        (
+            "soci_windows_fetched_total",
+            "Checkpoint windows fetched from the full zTOC (layers served from a lean zTOC)",
+            |m| m.windows_fetched,
+        ),
+        (
+            "soci_windows_made_total",
+            "Checkpoint windows made from the spans before them, without a fetch",
+            |m| m.windows_made,
         ),
     ];
     for (name, help, get) in counters {

@@ -519,6 +519,7 @@ mod tests {
             layer_digest: digest,
             layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             span_size: None,
+            lean: None,
         };
         // Nothing listens there: a fetch through it fails, which is what prefetch tests want.
         let repo = registry::Client::new(registry::ClientConfig::default())

@@ -328,6 +328,8 @@ struct Inner {
     /// Spans served from memory whose cache file is still being written.
     writes_pending: AtomicUsize,
     writes_done: tokio::sync::Notify,
+    /// For a layer served from a lean zTOC: where the windows it lacks are fetched.
+    windows: std::sync::OnceLock<crate::windows::WindowSource>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -507,10 +509,19 @@ impl SpanManager {
             budget: budget.clone(),
             writes_pending: AtomicUsize::new(0),
             writes_done: tokio::sync::Notify::new(),
+            windows: std::sync::OnceLock::new(),
         });
         lock(&budget.layers).push(Arc::downgrade(&inner));
         budget.add(found_bytes);
         Ok(SpanManager { inner })
+    }
+
+    /// Serves the layer from a lean zTOC (`ztoc::lean`): the checkpoint windows its zTOC
+    /// lacks are made from the uncompressed bytes before each span when those are local or
+    /// on their way, and fetched from the full zTOC through `windows` otherwise.
+    pub fn with_windows(self, windows: crate::windows::WindowSource) -> Self {
+        let _ = self.inner.windows.set(windows);
+        self
     }
 
     /// The layer's zTOC.
@@ -602,7 +613,9 @@ impl SpanManager {
             hit &= was_local;
             if let Some(pins) = self.pin(first, last, &delivered) {
                 self.inner.metrics.record_span_read(hit);
-                return self.copy_out(range, &pins).map_err(Arc::new);
+                let bytes = self.copy_out(range, &pins).map_err(Arc::new)?;
+                self.inner.metrics.record_served(bytes.len() as u64);
+                return Ok(bytes);
             }
         }
         Err(Arc::new(Error::Abandoned {
@@ -719,6 +732,7 @@ impl SpanManager {
         if let Some(pins) = self.pin(first, last, &Vec::new()) {
             if self.copy_into(clipped, &pins, &mut buf[..n]).is_ok() {
                 self.inner.metrics.record_span_read(true);
+                self.inner.metrics.record_served(n as u64);
                 return Ok(n);
             }
         }
@@ -1044,7 +1058,6 @@ impl SpanManager {
                 self.read_ahead(span, &file, b - sr.start, sr.end - b);
             }
         }
-        self.inner.metrics.record_served(out.len() as u64);
         Ok(())
     }
 
@@ -1167,23 +1180,102 @@ impl Inner {
     /// Fetches the spans of `fetches` (consecutive, from `first`) with one request, then
     /// verifies and inflates each on a blocking thread of its own, so independent spans
     /// inflate on all cores and each span's readers are answered as soon as it is ready.
+    ///
+    /// A span whose window the zTOC lacks (lean) resumes from a window found by
+    /// [`Inner::window_for`]: the first span's comes beside the run's bytes, each later one
+    /// from the span before it once that is inflated.
     async fn fetch_run(self: Arc<Self>, first: SpanId, fetches: Vec<SpanFetch>) {
         let last = first + (fetches.len() as u64).saturating_sub(1);
-        match self.fetch_compressed(first, last).await {
+        let (fetched, first_window) =
+            tokio::join!(self.fetch_compressed(first, last), self.window_for(first));
+        let (base, bytes) = match fetched {
             Err(e) => {
                 let e = Arc::new(e);
                 for fetch in fetches {
                     fetch.publish(Err(e.clone()));
                 }
+                return;
             }
-            Ok((base, bytes)) => {
-                for fetch in fetches {
+            Ok(fetched) => fetched,
+        };
+        let mut first_window = Some(first_window);
+        for fetch in fetches {
+            let window = match first_window.take() {
+                Some(w) => w,
+                None => self.window_for(fetch.span).await,
+            };
+            match window {
+                Err(e) => {
+                    fetch.publish(Err(Arc::new(e)));
+                }
+                Ok(window) => {
                     let this = self.clone();
                     let bytes = bytes.clone();
-                    tokio::task::spawn_blocking(move || this.store_span(fetch, base, &bytes));
+                    tokio::task::spawn_blocking(move || {
+                        this.store_span(fetch, window.as_deref().map(Vec::as_slice), base, &bytes)
+                    });
                 }
             }
         }
+    }
+
+    /// The window span `span` resumes from when the zTOC lacks it (a lean zTOC's): made from
+    /// the uncompressed bytes before the span when they are local or being fetched, else
+    /// fetched from the full zTOC and checked against its digest. `None`: the zTOC has it.
+    async fn window_for(self: &Arc<Self>, span: SpanId) -> Result<Option<Arc<Vec<u8>>>> {
+        let Some(source) = self.windows.get() else {
+            return Ok(None);
+        };
+        let ztoc::Checkpoints::Gzip(zinfo) = &self.ztoc.compression.checkpoints else {
+            return Ok(None);
+        };
+        let Some(checkpoint) = zinfo.checkpoints.get(span as usize) else {
+            return Err(self.ztoc_error(ztoc::Error::NoSuchSpan {
+                span,
+                count: zinfo.checkpoints.len() as u64,
+            }));
+        };
+        if checkpoint.window.len() == ztoc::WINDOW_SIZE {
+            return Ok(None);
+        }
+        let out = checkpoint.uncompressed_offset;
+        if let Some(window) = self.window_from_local(out).await {
+            self.metrics.record_window(false, 0);
+            return Ok(Some(Arc::new(window)));
+        }
+        let window = source
+            .fetch(span)
+            .await
+            .map_err(|e| e.into_error(&self.layer, span))?;
+        self.metrics.record_window(true, window.len() as u64);
+        Ok(Some(Arc::new(window)))
+    }
+
+    /// The window of a checkpoint at uncompressed offset `out`, from the spans holding the
+    /// 32 KiB before it, when each is available or being fetched (then it is waited for).
+    /// `None` when one is missing, failed or was evicted meanwhile.
+    async fn window_from_local(self: &Arc<Self>, out: u64) -> Option<Vec<u8>> {
+        let source = ztoc::lean::window_source_range(out);
+        let (first, last) = self.ztoc.spans_for_range(&source).ok()?;
+        for span in first..=last {
+            let pending = match lock(&self.states).get(span as usize)? {
+                SpanState::Missing => return None,
+                SpanState::Fetching(rx) => Some(rx.clone()),
+                SpanState::Fresh { .. } | SpanState::Cached { .. } => None,
+            };
+            if let Some(mut rx) = pending {
+                let progress = rx.wait_for(|p| p.outcome.is_some()).await.ok()?;
+                if !progress.outcome.as_ref().is_some_and(|o| o.is_ok()) {
+                    return None;
+                }
+            }
+        }
+        let manager = SpanManager {
+            inner: self.clone(),
+        };
+        let pins = manager.pin(first, last, &Vec::new())?;
+        let preceding = manager.copy_out(source, &pins).ok()?;
+        ztoc::lean::window_from_preceding(out, &preceding)
     }
 
     /// The compressed bytes of spans `first..=last` (one request, within a fetch slot), and
@@ -1309,7 +1401,7 @@ impl Inner {
     /// Verifies one span of a fetched run (`bytes` start at blob offset `base`), inflates it
     /// piece by piece to its readers (each answered once its bytes are in), then writes it to
     /// the cache, off their path.
-    fn store_span(&self, fetch: SpanFetch, base: u64, bytes: &[u8]) {
+    fn store_span(&self, fetch: SpanFetch, window: Option<&[u8]>, base: u64, bytes: &[u8]) {
         let span = fetch.span;
         // Counted from before the first reader can be answered until the cache file is
         // written (or not), so `cache_writes_done` never returns between the two.
@@ -1317,7 +1409,7 @@ impl Inner {
         let started = Instant::now();
         let inflated = self.verified_slice(span, base, bytes).and_then(|slice| {
             let verified = started.elapsed();
-            let inflated = self.inflate_pieces(&fetch, slice);
+            let inflated = self.inflate_pieces(&fetch, window, slice);
             tracing::debug!(layer = %self.layer, span, ?verified, elapsed = ?started.elapsed(), "verified and inflated");
             inflated
         });
@@ -1390,11 +1482,12 @@ impl Inner {
         Ok(slice)
     }
 
-    /// Inflates a verified span, handing each piece to the fetch's readers as it comes.
-    fn inflate_pieces(&self, fetch: &SpanFetch, slice: &[u8]) -> Result<()> {
+    /// Inflates a verified span (from `window` when the zTOC lacks the span's), handing each
+    /// piece to the fetch's readers as it comes.
+    fn inflate_pieces(&self, fetch: &SpanFetch, window: Option<&[u8]>, slice: &[u8]) -> Result<()> {
         let span = fetch.span;
         let mut len = 0u64;
-        ztoc::inflate_span(&self.ztoc, span, slice, INFLATE_PIECE, |piece| {
+        ztoc::inflate_span_with(&self.ztoc, span, window, slice, INFLATE_PIECE, |piece| {
             len += piece.len() as u64;
             fetch.piece(Bytes::from(piece));
         })

@@ -537,3 +537,142 @@ async fn a_prefetch_fetches_in_the_order_given() {
     let reqs = s.requests.lock().unwrap().clone();
     assert_eq!(reqs[3..], [c(8, 8), c(7, 7)]);
 }
+
+/// Ranges a recording source was asked for.
+type Requests = Arc<Mutex<Vec<Range<u64>>>>;
+
+/// The layer served from its lean zTOC (windows of `inline` carried in it), with the full
+/// zTOC in a file read through a recording source; returns the setup and the zTOC source's
+/// requests.
+fn lean_manager(
+    l: &Layer,
+    cache: &Path,
+    inline: &[u64],
+    ztoc_file: &Path,
+    ignore_ranges: bool,
+) -> (Setup, Requests, Arc<AtomicUsize>) {
+    let full = ztoc::encode(&l.ztoc);
+    if !ztoc_file.exists() {
+        std::fs::write(ztoc_file, &full).unwrap();
+    }
+    let inline = inline.iter().copied().collect();
+    let lean = ztoc::lean::decode_lean(&ztoc::lean::encode_lean(&full, &inline).unwrap()).unwrap();
+    let layer = Layer {
+        _dir: tempfile::tempdir().unwrap(),
+        blob: l.blob.clone(),
+        digest: l.digest.clone(),
+        ztoc: Arc::new(lean.ztoc),
+        tar: Vec::new(),
+    };
+    let s = manager(&layer, &l.blob, cache, CacheBudget::new(None), false);
+    let window_requests = Arc::new(Mutex::new(Vec::new()));
+    let whole_sent = Arc::new(AtomicUsize::new(0));
+    let source = Recording {
+        file: FileSource::open(ztoc_file.to_owned()).unwrap(),
+        path: ztoc_file.to_owned(),
+        requests: window_requests.clone(),
+        ignore_ranges,
+        whole_sent: whole_sent.clone(),
+    };
+    let spans = s
+        .spans
+        .clone()
+        .with_windows(lazyfs::windows::WindowSource::new(
+            lean.windows,
+            Box::new(source),
+        ));
+    (Setup { spans, ..s }, window_requests, whole_sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_layer_fetches_only_the_windows_it_cannot_make() {
+    let l = layer();
+    let dir = tempfile::tempdir().unwrap();
+    let ztoc_file = dir.path().join("ztoc");
+    let (s, windows, _) = lean_manager(&l, &dir.path().join("cache"), &[6], &ztoc_file, false);
+    let check =
+        |got: Vec<u8>, r: &Range<u64>| assert_eq!(got, l.tar[r.start as usize..r.end as usize]);
+
+    // Span 3 after nothing: its window comes from the full zTOC, one 32 KiB request.
+    let r = span_start(&l.ztoc, 3) + 10..span_start(&l.ztoc, 3) + 5000;
+    check(s.spans.read(r.clone()).await.unwrap(), &r);
+    let first = windows.lock().unwrap().clone();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].end - first[0].start, 32768);
+
+    // Span 4 follows a local span: its window is made from span 3's bytes.
+    let r = span_start(&l.ztoc, 4)..span_start(&l.ztoc, 4) + 70_000;
+    check(s.spans.read(r.clone()).await.unwrap(), &r);
+    // Span 6's window is carried inline.
+    let r = span_start(&l.ztoc, 6) + 1..span_start(&l.ztoc, 6) + 2;
+    check(s.spans.read(r.clone()).await.unwrap(), &r);
+    assert_eq!(windows.lock().unwrap().len(), 1);
+
+    // A run of missing spans in one request: the first's window is fetched, each later one
+    // is made from the span before it as that is inflated.
+    let r = span_start(&l.ztoc, 8) + 3..l.ztoc.uncompressed_archive_size;
+    check(s.spans.read(r.clone()).await.unwrap(), &r);
+    assert_eq!(windows.lock().unwrap().len(), 2);
+    let m = s.metrics.snapshot();
+    assert_eq!(m.windows_fetched, 2);
+    assert!(m.windows_made >= 2, "{m:?}");
+
+    // Filling the rest in span order needs no window from the zTOC: each span's is made
+    // from the one before it.
+    s.spans.background_fetch(None).await;
+    assert!(s.spans.is_complete());
+    check(
+        s.spans
+            .read(0..l.ztoc.uncompressed_archive_size)
+            .await
+            .unwrap(),
+        &(0..l.ztoc.uncompressed_archive_size),
+    );
+    assert_eq!(windows.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_window_is_an_error_and_never_inflates_to_wrong_bytes() {
+    let l = layer();
+    let dir = tempfile::tempdir().unwrap();
+    let ztoc_file = dir.path().join("ztoc");
+    let mut full = ztoc::encode(&l.ztoc);
+    // Flip a byte of span 2's window where it sits in the full zTOC.
+    let lean =
+        ztoc::lean::decode_lean(&ztoc::lean::encode_lean(&full, &Default::default()).unwrap())
+            .unwrap();
+    let at = lean.windows.range(2).unwrap().start as usize + 20_000;
+    full[at] ^= 0x40;
+    std::fs::write(&ztoc_file, &full).unwrap();
+    let (s, windows, _) = lean_manager(&l, &dir.path().join("cache"), &[], &ztoc_file, false);
+    let a = span_start(&l.ztoc, 2);
+    let err = s.spans.read(a..a + 100).await.unwrap_err();
+    assert!(
+        matches!(*err, lazyfs::Error::Verification { span: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(windows.lock().unwrap().len(), 1);
+    // Span 1 (window intact) reads, and then span 2's window is made from its bytes.
+    let b = span_start(&l.ztoc, 1)..a + 100;
+    assert_eq!(
+        s.spans.read(b.clone()).await.unwrap(),
+        l.tar[b.start as usize..b.end as usize]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ztoc_source_without_ranges_is_downloaded_once_for_its_windows() {
+    let l = layer();
+    let dir = tempfile::tempdir().unwrap();
+    let ztoc_file = dir.path().join("ztoc");
+    let (s, _, whole_sent) = lean_manager(&l, &dir.path().join("cache"), &[], &ztoc_file, true);
+    for span in [2, 5, 7] {
+        let a = span_start(&l.ztoc, span);
+        assert_eq!(
+            s.spans.read(a..a + 10).await.unwrap(),
+            l.tar[a as usize..a as usize + 10]
+        );
+    }
+    assert_eq!(whole_sent.load(Ordering::SeqCst), 1);
+    assert_eq!(s.metrics.snapshot().windows_fetched, 3);
+}

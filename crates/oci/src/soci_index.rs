@@ -14,6 +14,11 @@ pub const SOCI_INDEX_V2: &str = "application/vnd.amazon.soci.index.v2+json";
 pub const SOCI_PREFETCH_V1: &str = "application/vnd.amazon.soci.prefetch.v1+json";
 /// Media type of a zTOC layer in a SOCI index.
 pub const ZTOC_MEDIA_TYPE: &str = "application/octet-stream";
+/// Media type of a lean zTOC (ours: a zTOC without its checkpoint windows, see
+/// `ztoc::lean`); AWS's readers map zTOCs by [`ZTOC_MEDIA_TYPE`] and pass over it.
+pub const LEAN_ZTOC_MEDIA_TYPE: &str = "application/vnd.soci-rs.ztoc.lean.v1+gzip";
+/// Lean zTOC annotation: the digest of the zTOC it was made from.
+pub const ANNOTATION_ZTOC_DIGEST: &str = "dev.soci-rs.ztoc-digest";
 /// Layer annotation: digest of the image layer the zTOC indexes.
 pub const ANNOTATION_LAYER_DIGEST: &str = "com.amazon.soci.image-layer-digest";
 /// Layer annotation: media type of the image layer the zTOC indexes.
@@ -66,6 +71,18 @@ pub struct ZtocDescriptor {
     pub layer_media_type: String,
     /// Span size the zTOC was built with (annotation `com.amazon.soci.span-size`).
     pub span_size: Option<u64>,
+    /// The lean zTOC made from it, when the index lists one.
+    pub lean: Option<LeanDescriptor>,
+}
+
+/// A lean zTOC as listed in a SOCI index (after the prefetch artifacts, annotated with the
+/// layer and the zTOC it was made from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeanDescriptor {
+    /// Digest of the lean zTOC blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
 }
 
 /// A prefetch artifact as listed in a SOCI index.
@@ -92,6 +109,24 @@ pub struct SociIndex {
     pub prefetch: Vec<PrefetchDescriptor>,
     /// Manifest annotations.
     pub annotations: BTreeMap<String, String>,
+}
+
+impl SociIndex {
+    /// Every blob the index names besides its config, with what it is (`zTOC`, `lean zTOC`,
+    /// `prefetch artifact`): what a push or a copy of the index must carry with it.
+    pub fn blobs(&self) -> Vec<(&Digest, &'static str)> {
+        let ztocs = self.ztocs.iter().map(|z| (&z.digest, "zTOC"));
+        let prefetch = self
+            .prefetch
+            .iter()
+            .map(|p| (&p.digest, "prefetch artifact"));
+        let leans = self
+            .ztocs
+            .iter()
+            .filter_map(|z| z.lean.as_ref())
+            .map(|l| (&l.digest, "lean zTOC"));
+        ztocs.chain(prefetch).chain(leans).collect()
+    }
 }
 
 // Our own serialization structs keep the JSON byte-for-byte deterministic (field order and
@@ -132,7 +167,8 @@ pub fn build_index_manifest(
     build_index_manifest_with_prefetch(version, subject, ztocs, &[], annotations)
 }
 
-/// Like [`build_index_manifest`], with prefetch artifacts listed after the zTOCs.
+/// Like [`build_index_manifest`], with prefetch artifacts listed after the zTOCs, and then
+/// the lean zTOCs of the zTOCs that have one.
 pub fn build_index_manifest_with_prefetch(
     version: IndexVersion,
     subject: Option<&Descriptor>,
@@ -191,6 +227,18 @@ pub fn build_index_manifest_with_prefetch(
                     ANNOTATION_LAYER_DIGEST,
                     p.layer_digest.to_string(),
                 )])),
+            }))
+            .chain(ztocs.iter().filter_map(|z| {
+                let lean = z.lean.as_ref()?;
+                Some(WireDescriptor {
+                    media_type: LEAN_ZTOC_MEDIA_TYPE,
+                    digest: lean.digest.to_string(),
+                    size: lean.size,
+                    annotations: Some(BTreeMap::from([
+                        (ANNOTATION_LAYER_DIGEST, z.layer_digest.to_string()),
+                        (ANNOTATION_ZTOC_DIGEST, z.digest.to_string()),
+                    ])),
+                })
             }))
             .collect(),
         subject,
@@ -282,8 +330,28 @@ pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
     };
     let mut ztocs = Vec::new();
     let mut prefetch = Vec::new();
+    let mut leans = BTreeMap::new();
     for layer in manifest.layers() {
         let media_type = layer.media_type().to_string();
+        if media_type == LEAN_ZTOC_MEDIA_TYPE {
+            // Ours and optional: one without a readable zTOC digest is passed over, and
+            // the full zTOC serves instead.
+            let of = layer
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_ZTOC_DIGEST))
+                .and_then(|d| crate::digest::parse(d).ok());
+            if let Some(of) = of {
+                leans.insert(
+                    of.to_string(),
+                    LeanDescriptor {
+                        digest: layer.digest().clone(),
+                        size: layer.size(),
+                    },
+                );
+            }
+            continue;
+        }
         if media_type == SOCI_PREFETCH_V1 {
             let layer_digest = layer
                 .annotations()
@@ -328,7 +396,11 @@ pub fn parse_index_manifest(bytes: &[u8], what: &str) -> Result<SociIndex> {
             span_size: annotations
                 .get(ANNOTATION_SPAN_SIZE)
                 .and_then(|s| s.parse().ok()),
+            lean: None,
         });
+    }
+    for z in &mut ztocs {
+        z.lean = leans.get(&z.digest.to_string()).cloned();
     }
     Ok(SociIndex {
         version,
@@ -392,6 +464,7 @@ mod tests {
             layer_digest: d.clone(),
             layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             span_size: Some(4_194_304),
+            lean: None,
         }];
         let ann = BTreeMap::from([(ANNOTATION_BUILD_TOOL.to_owned(), "soci-rs".to_owned())]);
         let (a, da) = build_index_manifest(IndexVersion::V1, Some(&subject), &ztocs, &ann).unwrap();
@@ -423,6 +496,7 @@ mod tests {
             layer_digest: d.clone(),
             layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             span_size: None,
+            lean: None,
         }];
         let prefetch = vec![PrefetchDescriptor {
             digest: d.clone(),
@@ -442,5 +516,53 @@ mod tests {
         let parsed = parse_index_manifest(&bytes, "t").unwrap();
         assert_eq!(parsed.ztocs, ztocs);
         assert_eq!(parsed.prefetch, prefetch);
+    }
+
+    #[test]
+    fn lean_ztocs_come_last_and_attach_to_their_ztoc() {
+        let d =
+            |c: char| Digest::from_str(&format!("sha256:{}", c.to_string().repeat(64))).unwrap();
+        let ztoc = |z: char, lean: Option<char>| ZtocDescriptor {
+            digest: d(z),
+            size: 99,
+            layer_digest: d('f'),
+            layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            span_size: None,
+            lean: lean.map(|l| LeanDescriptor {
+                digest: d(l),
+                size: 7,
+            }),
+        };
+        let ztocs = vec![ztoc('a', Some('b')), ztoc('c', None)];
+        let prefetch = vec![PrefetchDescriptor {
+            digest: d('e'),
+            size: 60,
+            layer_digest: d('f'),
+        }];
+        let (bytes, _) = build_index_manifest_with_prefetch(
+            IndexVersion::V2,
+            None,
+            &ztocs,
+            &prefetch,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let layers = json["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 4);
+        assert_eq!(layers[3]["mediaType"], LEAN_ZTOC_MEDIA_TYPE);
+        assert_eq!(
+            layers[3]["annotations"][ANNOTATION_ZTOC_DIGEST],
+            d('a').to_string()
+        );
+        let parsed = parse_index_manifest(&bytes, "t").unwrap();
+        assert_eq!(parsed.ztocs, ztocs);
+        // Without its zTOC digest a lean zTOC is passed over; the zTOC still serves.
+        let text = String::from_utf8(bytes)
+            .unwrap()
+            .replace(ANNOTATION_ZTOC_DIGEST, "something.else");
+        let parsed = parse_index_manifest(text.as_bytes(), "t").unwrap();
+        assert_eq!(parsed.ztocs[0].lean, None);
+        assert_eq!(parsed.ztocs.len(), 2);
     }
 }

@@ -283,5 +283,6 @@ fn plan_layer(
         ztoc_digest: ztoc.digest.to_string(),
         ztoc_size: ztoc.size,
         prefetch,
+        lean: ztoc.lean.as_ref().map(|l| (l.digest.to_string(), l.size)),
     })
 }

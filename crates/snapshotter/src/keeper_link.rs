@@ -238,6 +238,7 @@ mod tests {
                 ztoc_digest: format!("sha256:{}", "b".repeat(64)),
                 ztoc_size: 5,
                 prefetch: None,
+                lean: None,
             },
         }
     }

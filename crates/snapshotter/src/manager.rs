@@ -815,6 +815,13 @@ pub fn descriptors(
         layer_digest: layer_digest.clone(),
         layer_media_type: info.layer_media_type.clone(),
         span_size: None,
+        lean: match &info.lean {
+            Some((d, size)) => Some(oci::soci_index::LeanDescriptor {
+                digest: digest(d)?,
+                size: *size,
+            }),
+            None => None,
+        },
     };
     let prefetch = match &info.prefetch {
         Some((d, size)) => Some(PrefetchDescriptor {

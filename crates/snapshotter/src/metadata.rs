@@ -50,6 +50,9 @@ pub struct RemoteLayerInfo {
     /// The layer's prefetch artifact (digest, size), if the index has one.
     #[serde(default)]
     pub prefetch: Option<(String, u64)>,
+    /// The zTOC's lean zTOC (digest, size), if the index lists one.
+    #[serde(default)]
+    pub lean: Option<(String, u64)>,
 }
 
 /// One snapshot.

@@ -108,6 +108,11 @@ fn inflate_chunks(
     chunk: usize,
     mut emit: impl FnMut(Vec<u8>),
 ) -> std::result::Result<(), String> {
+    if window.len() != crate::inflate::WINDOW_SIZE {
+        // A lean zTOC leaves windows out (`crate::lean`); inflating without one would make
+        // wrong bytes, not an error.
+        return Err("the checkpoint's window is not loaded (a lean zTOC leaves it out)".into());
+    }
     let mut inflater = Inflater::new(RAW_DEFLATE).map_err(|e| e.to_string())?;
     let mut input = compressed;
     if bits > 7 {
@@ -174,6 +179,19 @@ pub fn inflate_span(
     span: SpanId,
     compressed: &[u8],
     chunk: usize,
+    emit: impl FnMut(Vec<u8>),
+) -> Result<()> {
+    inflate_span_with(ztoc, span, None, compressed, chunk, emit)
+}
+
+/// [`inflate_span`] resuming from `window` instead of the checkpoint's own (for a lean zTOC,
+/// whose checkpoints lack most windows: see [`crate::lean`]); `None` uses the checkpoint's.
+pub fn inflate_span_with(
+    ztoc: &Ztoc,
+    span: SpanId,
+    window: Option<&[u8]>,
+    compressed: &[u8],
+    chunk: usize,
     mut emit: impl FnMut(Vec<u8>),
 ) -> Result<()> {
     let range = ztoc.span_uncompressed_range(span)?;
@@ -197,7 +215,7 @@ pub fn inflate_span(
             let checkpoint = crate::model::checkpoint(zinfo, span)?;
             inflate_chunks(
                 checkpoint.bits,
-                &checkpoint.window,
+                window.unwrap_or(&checkpoint.window),
                 compressed,
                 len,
                 chunk,
