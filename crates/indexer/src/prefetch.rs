@@ -128,8 +128,9 @@ impl PrefetchList {
     }
 }
 
-/// Inclusive span ranges per layer position (bottom first).
-pub type LayerRanges = BTreeMap<usize, Vec<(u64, u64)>>;
+/// Inclusive span ranges per layer position (bottom first), each with the position in the
+/// prefetch list of the entry it serves (its rank across all layers).
+pub type LayerRanges = BTreeMap<usize, Vec<(u64, u64, i64)>>;
 
 /// `[start, end)` ranges of the uncompressed tar stream per layer position (bottom first).
 pub type LayerExtents = BTreeMap<usize, Vec<(u64, u64)>>;
@@ -139,9 +140,25 @@ pub type LayerExtents = BTreeMap<usize, Vec<(u64, u64)>>;
 /// given (clipped to the file; an empty whole file is an empty range at its offset).
 /// Returns the ranges per layer position (ascending) and the paths no layer has.
 pub fn read_extents(layers: &[&ztoc::Ztoc], paths: &[PrefetchPath]) -> (LayerExtents, Vec<String>) {
-    let mut extents = LayerExtents::new();
+    let (ranked, missing) = ranked_extents(layers, paths);
+    let extents = ranked
+        .into_iter()
+        .map(|(i, r)| (i, r.into_iter().map(|(a, b, _)| (a, b)).collect()))
+        .collect();
+    (extents, missing)
+}
+
+/// [`LayerExtents`] with each range's rank: the position of its entry in the list.
+type RankedExtents = BTreeMap<usize, Vec<(u64, u64, i64)>>;
+
+/// [`read_extents`] with each range's rank: the position of its entry in `paths`.
+fn ranked_extents(
+    layers: &[&ztoc::Ztoc],
+    paths: &[PrefetchPath],
+) -> (RankedExtents, Vec<String>) {
+    let mut extents = RankedExtents::new();
     let mut missing = Vec::new();
-    for path in paths {
+    for (rank, path) in paths.iter().enumerate() {
         let found = layers.iter().enumerate().rev().find_map(|(i, z)| {
             if z.span_count() == 0 {
                 return None;
@@ -149,7 +166,11 @@ pub fn read_extents(layers: &[&ztoc::Ztoc], paths: &[PrefetchPath]) -> (LayerExt
             let file = toc_file(z, &path.name)?;
             let at = |start: u64, end: u64| {
                 let offset = file.uncompressed_offset;
-                (offset.saturating_add(start), offset.saturating_add(end))
+                (
+                    offset.saturating_add(start),
+                    offset.saturating_add(end),
+                    rank as i64,
+                )
             };
             let ranges = match &path.ranges {
                 None => vec![at(0, file.uncompressed_size)],
@@ -176,21 +197,28 @@ pub fn prefetch_ranges(
     layers: &[&ztoc::Ztoc],
     paths: &[PrefetchPath],
 ) -> (LayerRanges, Vec<String>) {
-    let (extents, missing) = read_extents(layers, paths);
+    let (extents, missing) = ranked_extents(layers, paths);
     let ranges = extents
         .into_iter()
         .filter_map(|(i, ranges)| {
             let z = layers.get(i)?;
-            Some((i, ranges.iter().map(|&r| extent_spans(z, r)).collect()))
+            let spans = ranges
+                .iter()
+                .map(|&(a, b, rank)| {
+                    let (first, last) = extent_spans(z, (a, b));
+                    (first, last, rank)
+                })
+                .collect();
+            Some((i, spans))
         })
         .collect();
     (ranges, missing)
 }
 
-/// The artifact of one layer's ranges (in the order of the list: first read first) and its
-/// JSON bytes.
-pub fn artifact(ranges: Vec<(u64, u64)>) -> (PrefetchArtifact, Vec<u8>) {
-    let artifact = PrefetchArtifact::in_order(ranges);
+/// The artifact of one layer's ranges (in the order of the list: first read first, each
+/// with its rank in the whole list as its priority) and its JSON bytes.
+pub fn artifact(ranges: Vec<(u64, u64, i64)>) -> (PrefetchArtifact, Vec<u8>) {
+    let artifact = PrefetchArtifact::ranked(ranges);
     let json = artifact.to_json();
     (artifact, json)
 }
@@ -317,7 +345,8 @@ mod tests {
         ];
         let (ranges, missing) = prefetch_ranges(&[&z], &paths);
         assert!(missing.is_empty());
-        assert_eq!(ranges[&0], [(1, 1), (5, 6), (9, 9)]);
+        // Each range ranked by its entry's place in the list.
+        assert_eq!(ranges[&0], [(1, 1, 0), (5, 6, 0), (9, 9, 2)]);
     }
 
     #[test]
@@ -334,12 +363,13 @@ mod tests {
         let (ranges, missing) = prefetch_ranges(&[&bottom, &top], &paths);
         assert_eq!(
             ranges,
-            BTreeMap::from([(0, vec![(5, 7)]), (1, vec![(1, 2), (0, 0)])])
+            BTreeMap::from([(0, vec![(5, 7, 1)]), (1, vec![(1, 2, 0), (0, 0, 2)])])
         );
         assert_eq!(missing, ["nope"]);
-        // In list order: etc/x's spans before etc/z's.
+        // In list order: etc/x's spans before etc/z's, ranked across both layers (usr/y,
+        // in the bottom layer, comes between them).
         let (artifact, _) = artifact(ranges[&1].clone());
-        assert_eq!(artifact.spans(), [1, 2, 0]);
+        assert_eq!(artifact.ranked_spans(), [(1, 0), (2, 0), (0, 2)]);
     }
 
     #[test]

@@ -161,10 +161,10 @@ impl RemoteLayer {
         )
         .await?;
         let parsed = PrefetchArtifact::parse(&bytes, &what).map_err(|e| invalid(e.to_string()))?;
-        let spans = parsed.spans();
+        let spans = parsed.ranked_spans();
         let count = spans.len();
         self.spans
-            .prefetch_spans(spans)
+            .prefetch_ranked(spans)
             .await
             .map_err(|e| invalid(format!("prefetching: {e}")))?;
         Ok(count)

@@ -16,7 +16,8 @@
 //!   `soci cat`).
 //! - [`discover`]: finding an image's SOCI index (v2 image index, referrers, tag schema).
 //! - [`layer`], [`source`]: where a layer's compressed bytes come from (registry or file);
-//!   [`windows`]: the checkpoint windows a lean zTOC leaves out, fetched from the full zTOC.
+//!   [`windows`]: the checkpoint windows a lean zTOC leaves out, fetched from the full zTOC;
+//!   [`prefetch_queue`]: one rank order for the prefetch requests of all layers.
 //! - [`overlay`]: overlayfs and mountinfo helpers; [`readlog`]: what was read through a mount
 //!   (learned prefetch lists); [`metrics`]: per-layer counters and their Prometheus text;
 //!   [`error`]: the filesystem's error type.
@@ -29,6 +30,7 @@ pub mod layer;
 pub mod metrics;
 pub mod overlay;
 pub mod passthrough;
+pub mod prefetch_queue;
 pub mod readlog;
 pub mod serve;
 pub mod source;

@@ -51,6 +51,9 @@ pub struct SpanConfig {
     pub max_request_bytes: u64,
     /// On-demand reads, shared by every layer built from clones of this config.
     pub activity: Arc<DemandActivity>,
+    /// The order of prefetch requests, shared by every layer built from clones of this
+    /// config: lowest rank first across layers, a few at a time.
+    pub prefetch_queue: Arc<crate::prefetch_queue::PrefetchQueue>,
     /// The background fetcher starts a request only after this long without on-demand reads
     /// in any layer sharing `activity`.
     pub background_silence: Duration,
@@ -65,6 +68,7 @@ impl Default for SpanConfig {
             fetch_concurrency: 4,
             max_request_bytes: 16 << 20,
             activity: Arc::new(DemandActivity::default()),
+            prefetch_queue: Arc::default(),
             background_silence: Duration::from_secs(1),
             whole_file_bytes: WHOLE_FILE_BYTES,
         }
@@ -752,57 +756,67 @@ impl SpanManager {
         self.prefetch_spans(spans).await
     }
 
-    /// Fetches spans by id in the order given (a prefetch artifact's priority order: what the
-    /// workload reads first comes first; ids past the last span and repeats are ignored),
-    /// `fetch_concurrency - 1` requests at a time (at least one), ids that follow each other
-    /// merged into requests of up to [`PREFETCH_REQUEST_BYTES`]. Each request waits until no on-demand read is running: a
-    /// container that starts while its prefetch runs is never queued behind it, so a
-    /// prefetch costs a start no more time than reading lazily would.
-    pub async fn prefetch_spans(
+    /// Fetches spans by id in the order given (ids past the last span and repeats are
+    /// ignored): [`SpanManager::prefetch_ranked`] with every span of one rank.
+    pub async fn prefetch_spans(&self, spans: Vec<SpanId>) -> std::result::Result<(), SharedError> {
+        self.prefetch_ranked(spans.into_iter().map(|s| (s, 0)).collect())
+            .await
+    }
+
+    /// Fetches spans by id, each with its rank (a prefetch artifact's priorities: the
+    /// position of the read it serves in the image's read list), in the order given; ids
+    /// past the last span and repeats are ignored. Ids that follow each other are merged
+    /// into requests of up to [`PREFETCH_REQUEST_BYTES`], and each request waits for its
+    /// turn in the [`SpanConfig::prefetch_queue`] every layer shares (lowest rank first,
+    /// whichever layer it is in), then until no on-demand read is running: a container
+    /// that starts while its prefetch runs is never queued behind it, so a prefetch costs
+    /// a start no more time than reading lazily would.
+    pub async fn prefetch_ranked(
         &self,
-        mut spans: Vec<SpanId>,
+        mut spans: Vec<(SpanId, i64)>,
     ) -> std::result::Result<(), SharedError> {
         // Background fetches keep off the link until the prefetch is done.
         let activity = &self.inner.config.activity;
+        let queue = &self.inner.config.prefetch_queue;
         let _prefetching = activity.begin_prefetch();
         let count = self.inner.ztoc.span_count();
         let mut seen = std::collections::HashSet::new();
-        spans.retain(|s| *s < count && seen.insert(*s));
+        spans.retain(|(s, _)| *s < count && seen.insert(*s));
         let requests = self.prefetch_requests(&spans);
-        let results: Vec<_> = futures_util::stream::iter(requests)
-            .map(|(a, b)| async move {
+        let results =
+            futures_util::future::join_all(requests.into_iter().map(|(a, b, rank)| async move {
+                let _turn = queue.turn(rank).await;
                 activity.demand_clear().await;
                 self.ensure(a, b).await
-            })
-            // One request slot stays free for on-demand reads.
-            .buffer_unordered(self.inner.config.fetch_concurrency.saturating_sub(1).max(1))
-            .collect()
+            }))
             .await;
         results.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
     /// Runs of consecutive spans (ids in fetch order) of at most [`PREFETCH_REQUEST_BYTES`]
-    /// each (a longer span is a run of its own).
-    fn prefetch_requests(&self, spans: &[SpanId]) -> Vec<(SpanId, SpanId)> {
+    /// each (a longer span is a run of its own), with the rank of their first span.
+    fn prefetch_requests(&self, spans: &[(SpanId, i64)]) -> Vec<(SpanId, SpanId, i64)> {
         let size = |s: SpanId| {
             self.inner
                 .ztoc
                 .span_compressed_range(s)
                 .map_or(0, |r| r.end - r.start)
         };
-        let mut runs: Vec<(SpanId, SpanId, u64)> = Vec::new();
-        for &s in spans {
+        let mut runs: Vec<(SpanId, SpanId, i64, u64)> = Vec::new();
+        for &(s, rank) in spans {
             match runs.last_mut() {
-                Some((_, last, bytes))
+                Some((_, last, _, bytes))
                     if *last + 1 == s && *bytes + size(s) <= PREFETCH_REQUEST_BYTES =>
                 {
                     *last = s;
                     *bytes += size(s);
                 }
-                _ => runs.push((s, s, size(s))),
+                _ => runs.push((s, s, rank, size(s))),
             }
         }
-        runs.into_iter().map(|(a, b, _)| (a, b)).collect()
+        runs.into_iter()
+            .map(|(a, b, rank, _)| (a, b, rank))
+            .collect()
     }
 
     /// Fetches the rest of the layer in span order, at most `rate` compressed bytes per second

@@ -44,25 +44,45 @@ impl PrefetchArtifact {
     /// not what lies at the lowest offset. Spans already listed earlier are dropped, and a
     /// range that continues the one before it joins it.
     pub fn in_order(ranges: Vec<(u64, u64)>) -> Self {
+        let mut artifact = Self::ranked(
+            ranges
+                .into_iter()
+                .enumerate()
+                .map(|(i, (a, b))| (a, b, i as i64))
+                .collect(),
+        );
+        // Ranks of what is listed, not of what was given (some ranges add nothing).
+        for (rank, span) in artifact.prefetch_spans.iter_mut().enumerate() {
+            span.priority = rank as i64;
+        }
+        artifact
+    }
+
+    /// Like [`PrefetchArtifact::in_order`], with each range's priority given: the rank of
+    /// the read it serves in the whole image's list, so that a snapshotter fetching several
+    /// layers at once can put their spans in one order. Ranges are taken in the order given;
+    /// a span listed again is dropped, and a range that continues the one before it with no
+    /// lower priority joins it.
+    pub fn ranked(ranges: Vec<(u64, u64, i64)>) -> Self {
         let mut seen = std::collections::BTreeSet::new();
         let mut listed: Vec<PrefetchSpan> = Vec::new();
-        for (a, b) in ranges {
+        for (a, b, priority) in ranges {
             for span in a.min(b)..=a.max(b) {
                 if !seen.insert(span) {
                     continue;
                 }
                 match listed.last_mut() {
-                    Some(last) if last.end_span.checked_add(1) == Some(span) => {
+                    Some(last)
+                        if last.end_span.checked_add(1) == Some(span)
+                            && last.priority <= priority =>
+                    {
                         last.end_span = span
                     }
-                    _ => {
-                        let priority = listed.len() as i64;
-                        listed.push(PrefetchSpan {
-                            start_span: span,
-                            end_span: span,
-                            priority,
-                        })
-                    }
+                    _ => listed.push(PrefetchSpan {
+                        start_span: span,
+                        end_span: span,
+                        priority,
+                    }),
                 }
             }
         }
@@ -115,6 +135,12 @@ impl PrefetchArtifact {
 
     /// Every span id listed, in priority order then ascending, without repeats.
     pub fn spans(&self) -> Vec<u64> {
+        self.ranked_spans().into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// Every span id listed with the priority of the range listing it (the lowest, for a
+    /// span listed twice), in priority order then ascending.
+    pub fn ranked_spans(&self) -> Vec<(u64, i64)> {
         let mut ranges = self.prefetch_spans.clone();
         ranges.sort_by_key(|r| (r.priority, r.start_span));
         let mut seen = std::collections::BTreeSet::new();
@@ -122,7 +148,7 @@ impl PrefetchArtifact {
         for r in ranges {
             for s in r.start_span..=r.end_span {
                 if seen.insert(s) {
-                    out.push(s);
+                    out.push((s, r.priority));
                 }
             }
         }
@@ -163,6 +189,24 @@ mod tests {
         assert_eq!(listed, [(7, 8, 0), (2, 4, 1), (9, 9, 2), (0, 0, 3)]);
         let back = PrefetchArtifact::parse(&a.to_json(), "t").unwrap();
         assert_eq!(back.spans(), [7, 8, 2, 3, 4, 9, 0]);
+    }
+
+    #[test]
+    fn ranked_keeps_the_priorities_given() {
+        let a = PrefetchArtifact::ranked(vec![(4, 5, 3), (6, 6, 9), (7, 7, 2), (1, 1, 40)]);
+        let listed: Vec<_> = a
+            .prefetch_spans
+            .iter()
+            .map(|s| (s.start_span, s.end_span, s.priority))
+            .collect();
+        // 6 continues 4-5 at a later rank and joins it; 7 continues it at an earlier rank
+        // and stands alone, so that it is fetched when its rank says.
+        assert_eq!(listed, [(4, 6, 3), (7, 7, 2), (1, 1, 40)]);
+        let back = PrefetchArtifact::parse(&a.to_json(), "t").unwrap();
+        assert_eq!(
+            back.ranked_spans(),
+            [(7, 2), (4, 3), (5, 3), (6, 3), (1, 40)]
+        );
     }
 
     #[test]

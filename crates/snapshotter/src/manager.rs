@@ -301,6 +301,8 @@ struct Manager {
     budget: Arc<CacheBudget>,
     /// On-demand reads of every layer served: background fetches wait for quiet.
     activity: Arc<DemandActivity>,
+    /// The prefetch requests of every layer served, in one rank order.
+    prefetch_queue: Arc<lazyfs::prefetch_queue::PrefetchQueue>,
     runtime: tokio::runtime::Handle,
     served: Mutex<HashMap<PathBuf, ServedLayer>>,
     /// The link to the keeper that started this process, if one did.
@@ -370,6 +372,7 @@ pub fn run(root: &Path, dir: &Path, config: Config) -> Result<(), ManagerRunErro
         config,
         budget,
         activity: Arc::new(DemandActivity::default()),
+        prefetch_queue: Arc::default(),
         runtime: runtime.handle().clone(),
         served: Mutex::new(HashMap::new()),
         keeper: Link::inherited(),
@@ -768,6 +771,7 @@ impl Manager {
             spans: SpanConfig {
                 fetch_concurrency: self.config.max_concurrency.max(1),
                 activity: self.activity.clone(),
+                prefetch_queue: self.prefetch_queue.clone(),
                 background_silence: Duration::from_millis(background.silence_period_msec),
                 ..SpanConfig::default()
             },
