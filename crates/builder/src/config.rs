@@ -95,6 +95,9 @@ layer_concurrency = 2
 # --prefetch-file`): each index lists, per layer, the spans holding them, and the snapshotter
 # fetches those before the container reads anything. Paths an image lacks are ignored.
 prefetch_files = []
+# List a lean zTOC beside each gzip zTOC (the zTOC without its checkpoint windows, which
+# soci-rs's snapshotter fetches instead of the zTOC; AWS's passes over it).
+lean_ztocs = true
 
 [retry]
 # Attempts per job before it is marked failed (transient errors only; permanent errors fail
@@ -226,6 +229,8 @@ struct RawPublish {
     layer_concurrency: usize,
     #[serde(default)]
     prefetch_files: Vec<String>,
+    #[serde(default = "default_lean_ztocs")]
+    lean_ztocs: bool,
 }
 
 impl Default for RawPublish {
@@ -238,8 +243,13 @@ impl Default for RawPublish {
             min_layer_size: default_min_layer_size(),
             layer_concurrency: default_layer_concurrency(),
             prefetch_files: Vec::new(),
+            lean_ztocs: default_lean_ztocs(),
         }
     }
+}
+
+fn default_lean_ztocs() -> bool {
+    indexer::Settings::default().lean_ztocs
 }
 
 fn default_mode() -> String {
@@ -486,6 +496,7 @@ impl Config {
             prefetch: indexer::prefetch::PrefetchList::parse(&raw.publish.prefetch_files, None)
                 .map_err(|e| err(format!("[publish] prefetch_files: {e}")))?
                 .paths,
+            lean_ztocs: raw.publish.lean_ztocs,
             ..indexer::Settings::default()
         };
         Ok(Config {

@@ -82,6 +82,13 @@ pub(crate) struct IndexOptions {
     /// ranges instead of whole files.
     #[arg(long, value_name = "FILE")]
     pub prefetch_files_json: Option<PathBuf>,
+    /// List no lean zTOC beside each gzip zTOC. A lean zTOC is the zTOC without its 32 KiB
+    /// checkpoint windows (gzip-compressed; the windows of prefetched spans kept): soci-rs's
+    /// snapshotter fetches it instead of the zTOC before a layer's first read, and each
+    /// window only when a read needs one it cannot make from bytes it already has. AWS's
+    /// snapshotter passes over it (and downloads it, as it downloads every blob of an index).
+    #[arg(long)]
+    pub no_lean_ztocs: bool,
 }
 
 impl IndexOptions {
@@ -125,6 +132,7 @@ impl IndexOptions {
                 Checkpoints::Uniform => CheckpointPolicy::Uniform,
                 Checkpoints::Reads => CheckpointPolicy::Reads,
             },
+            lean_ztocs: !self.no_lean_ztocs,
             ..Settings::default()
         })
     }

@@ -54,6 +54,9 @@ pub struct OptimizeArgs {
     /// as `soci mount --record-read-ranges` writes), for `soci create --prefetch-files-json`.
     #[arg(long, value_name = "FILE")]
     record_read_ranges: Option<PathBuf>,
+    /// List no lean zTOCs in the index (see `soci create --help`).
+    #[arg(long)]
+    no_lean_ztocs: bool,
     /// Image in a registry: HOST/REPO[:TAG|@DIGEST]. It is never changed.
     image: String,
     /// The command to run instead of the image's cmd (after its entrypoint, as `docker run
@@ -90,6 +93,7 @@ pub fn run(root: &Path, args: OptimizeArgs) -> Result<()> {
             None => PlatformSelection::Host,
         },
         layer_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        lean_ztocs: !args.no_lean_ztocs,
         ..Settings::default()
     };
     let source = ImageSource::registry(repo.clone(), &crate::remote::reference_of(&reference));

@@ -152,10 +152,7 @@ pub fn read_extents(layers: &[&ztoc::Ztoc], paths: &[PrefetchPath]) -> (LayerExt
 type RankedExtents = BTreeMap<usize, Vec<(u64, u64, i64)>>;
 
 /// [`read_extents`] with each range's rank: the position of its entry in `paths`.
-fn ranked_extents(
-    layers: &[&ztoc::Ztoc],
-    paths: &[PrefetchPath],
-) -> (RankedExtents, Vec<String>) {
+fn ranked_extents(layers: &[&ztoc::Ztoc], paths: &[PrefetchPath]) -> (RankedExtents, Vec<String>) {
     let mut extents = RankedExtents::new();
     let mut missing = Vec::new();
     for (rank, path) in paths.iter().enumerate() {

@@ -319,11 +319,15 @@ impl ServedLayer {
                 start,
             } => {
                 let (spans, rate, start) = (layer.spans.clone(), *bytes_per_sec, start.clone());
+                let mounted_at = session.is_some().then(|| mountpoint.to_owned());
                 Some(options.runtime.spawn(async move {
                     if let Some(gate) = start {
                         gate.opened().await;
                     }
                     spans.background_fetch(rate).await;
+                    if let (true, Some(at)) = (spans.is_complete(), mounted_at) {
+                        crate::fs::set_complete_readahead(&at);
+                    }
                 }))
             }
         };
