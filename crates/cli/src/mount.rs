@@ -276,6 +276,7 @@ fn print_stats(stats: &MountStats) -> Result<()> {
         "FETCHED %",
         "SPANS CACHED",
         "REQUESTS",
+        "WINDOWS FETCHED",
         "VERIFY FAILURES",
     ]
     .map(String::from)
@@ -296,6 +297,11 @@ fn print_stats(stats: &MountStats) -> Result<()> {
                 "-".into()
             },
             s.metrics.fetch_requests.to_string(),
+            // Checkpoint windows fetched from the zTOC (lean zTOCs), and their bytes.
+            match s.metrics.windows_fetched {
+                0 => "-".into(),
+                n => format!("{n} ({} bytes)", s.metrics.window_bytes_fetched),
+            },
             s.metrics.verification_failures.to_string(),
         ]);
     }

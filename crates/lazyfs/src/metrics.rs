@@ -25,6 +25,7 @@ pub struct LayerMetrics {
     passthrough_opens: AtomicU64,
     backing_files: AtomicU64,
     windows_fetched: AtomicU64,
+    window_bytes_fetched: AtomicU64,
     windows_made: AtomicU64,
     latency_sum_us: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -57,10 +58,13 @@ pub struct MetricsSnapshot {
     /// Files whose data was copied out of the span cache into a passthrough backing file.
     #[serde(default)]
     pub backing_files: u64,
-    /// Checkpoint windows fetched from the full zTOC (layers served from a lean zTOC; their
-    /// bytes count in `bytes_fetched`).
+    /// Checkpoint windows fetched from the full zTOC (layers served from a lean zTOC).
     #[serde(default)]
     pub windows_fetched: u64,
+    /// Bytes of the full zTOC received for them (not in `bytes_fetched`, which counts the
+    /// layer blob's).
+    #[serde(default)]
+    pub window_bytes_fetched: u64,
     /// Checkpoint windows made from the bytes of the spans before them (no fetch).
     #[serde(default)]
     pub windows_made: u64,
@@ -72,12 +76,12 @@ pub struct MetricsSnapshot {
 }
 
 impl LayerMetrics {
-    /// Records a checkpoint window a span needed: fetched (`bytes` of it), or made from
-    /// local bytes.
+    /// Records a checkpoint window a span needed: fetched (`bytes` of the zTOC received for
+    /// it), or made from local bytes.
     pub fn record_window(&self, fetched: bool, bytes: u64) {
         if fetched {
             self.windows_fetched.fetch_add(1, Relaxed);
-            self.bytes_fetched.fetch_add(bytes, Relaxed);
+            self.window_bytes_fetched.fetch_add(bytes, Relaxed);
         } else {
             self.windows_made.fetch_add(1, Relaxed);
         }
@@ -164,6 +168,7 @@ impl LayerMetrics {
             passthrough_opens: self.passthrough_opens.load(Relaxed),
             backing_files: self.backing_files.load(Relaxed),
             windows_fetched: self.windows_fetched.load(Relaxed),
+            window_bytes_fetched: self.window_bytes_fetched.load(Relaxed),
             windows_made: self.windows_made.load(Relaxed),
             fetch_latency_seconds_sum: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
             fetch_latency_buckets: buckets,
@@ -179,7 +184,7 @@ type Counter = fn(&MetricsSnapshot) -> u64;
 pub fn prometheus_text(layers: &[(String, MetricsSnapshot)]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let counters: [(&str, &str, Counter); 13] = [
+    let counters: [(&str, &str, Counter); 14] = [
         (
             "soci_fetched_bytes_total",
             "Compressed bytes fetched",
@@ -237,6 +242,11 @@ pub fn prometheus_text(layers: &[(String, MetricsSnapshot)]) -> String {
             "soci_windows_fetched_total",
             "Checkpoint windows fetched from the full zTOC (layers served from a lean zTOC)",
             |m| m.windows_fetched,
+        ),
+        (
+            "soci_window_fetched_bytes_total",
+            "Bytes of full zTOCs received for checkpoint windows",
+            |m| m.window_bytes_fetched,
         ),
         (
             "soci_windows_made_total",

@@ -1257,12 +1257,52 @@ impl Inner {
             self.metrics.record_window(false, 0);
             return Ok(Some(Arc::new(window)));
         }
-        let window = source
-            .fetch(span)
-            .await
-            .map_err(|e| e.into_error(&self.layer, span))?;
-        self.metrics.record_window(true, window.len() as u64);
-        Ok(Some(Arc::new(window)))
+        match source.fetch(span).await {
+            Ok((window, received)) => {
+                self.metrics.record_window(true, received);
+                Ok(Some(Arc::new(window)))
+            }
+            Err(e) => {
+                // The zTOC is damaged, gone or unreachable: the spans before this one are
+                // still verified by their digests, and their bytes make the window.
+                let e = e.into_error(&self.layer, span);
+                tracing::warn!(layer = %self.layer, span, "{e}; making the window from the spans before it");
+                self.window_from_fetched(out)
+                    .await
+                    .map(|w| Some(Arc::new(w)))
+            }
+        }
+    }
+
+    /// The window of a checkpoint at `out` from the spans before it, fetched for this when
+    /// missing (each needing its own window, found the same way, back to checkpoint 0 at
+    /// worst). Boxed: it reaches `window_for` again through the fetches it starts.
+    fn window_from_fetched(
+        self: &Arc<Self>,
+        out: u64,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<u8>>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let source = ztoc::lean::window_source_range(out);
+            let manager = SpanManager {
+                inner: this.clone(),
+            };
+            let preceding = manager
+                .read(source.clone())
+                .await
+                .map_err(|e| this.window_error(source.start, e.to_string()))?;
+            ztoc::lean::window_from_preceding(out, &preceding)
+                .ok_or_else(|| this.window_error(source.start, "too few bytes before it".into()))
+        })
+    }
+
+    /// A window that could not be made from the bytes at `at` before its span.
+    fn window_error(&self, at: u64, message: String) -> Error {
+        Error::Inflate {
+            layer: self.layer.clone(),
+            span: self.ztoc.span_of(at).unwrap_or(0),
+            message: format!("no checkpoint window: {message}"),
+        }
     }
 
     /// The window of a checkpoint at uncompressed offset `out`, from the spans holding the

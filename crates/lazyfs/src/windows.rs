@@ -66,19 +66,20 @@ impl WindowSource {
         }
     }
 
-    /// Fetches the window of checkpoint `span` and checks it.
-    pub async fn fetch(&self, span: SpanId) -> Result<Vec<u8>, WindowError> {
+    /// Fetches the window of checkpoint `span` and checks it; also says how many bytes
+    /// were received for it (the whole zTOC, once, from a registry that ignores ranges).
+    pub async fn fetch(&self, span: SpanId) -> Result<(Vec<u8>, u64), WindowError> {
         let range = self.index.range(span).ok_or_else(|| {
             WindowError::Invalid(format!("the lean zTOC names no window for span {span}"))
         })?;
-        let window = self.read(range).await?;
+        let (window, received) = self.read(range).await?;
         self.index
             .verify(span, &window)
             .map_err(|e| WindowError::Invalid(e.to_string()))?;
-        Ok(window)
+        Ok((window, received))
     }
 
-    async fn read(&self, range: Range<u64>) -> Result<Vec<u8>, WindowError> {
+    async fn read(&self, range: Range<u64>) -> Result<(Vec<u8>, u64), WindowError> {
         let fail = |message: String| WindowError::Fetch {
             range: range.clone(),
             message,
@@ -90,10 +91,10 @@ impl WindowSource {
                 .ok_or_else(|| fail("the zTOC is shorter than the lean zTOC says".into()))
         };
         if let Some(whole) = self.whole.lock().await.as_ref() {
-            return cut(whole);
+            return Ok((cut(whole)?, 0));
         }
         match self.blob.read_range(range.clone()).await {
-            Ok(Fetched::Range(bytes)) => Ok(bytes.to_vec()),
+            Ok(Fetched::Range(bytes)) => Ok((bytes.to_vec(), bytes.len() as u64)),
             Ok(Fetched::Whole(mut stream)) => {
                 let mut whole = Vec::new();
                 while let Some(chunk) = stream.next().await {
@@ -107,9 +108,10 @@ impl WindowSource {
                     }
                 }
                 let whole = bytes::Bytes::from(whole);
-                let window = cut(&whole);
+                let window = cut(&whole)?;
+                let received = whole.len() as u64;
                 *self.whole.lock().await = Some(whole);
-                window
+                Ok((window, received))
             }
             Err(e) => Err(fail(registry::error_chain(e.as_ref()))),
         }

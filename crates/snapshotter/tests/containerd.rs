@@ -201,18 +201,29 @@ fn unindexed_mismatched_and_corrupt_indexes_fall_back_to_a_normal_pull() {
     let corrupt = push("corrupt", testutil::busybox_variant(3));
     let corrupt_soci = format!("{}/corrupt:soci", reg.addr());
     ok(soci(&cli_root, &["convert", &corrupt, &corrupt_soci]));
-    // Damage the zTOC in the registry's storage: the daemon must refuse it (digest check).
+    // Damage the zTOC and its lean zTOC in the registry's storage: the daemon must refuse
+    // both (digest checks). (A damaged zTOC alone does not stop a lazy start: the lean one
+    // stands in, and lazyfs's tests cover windows that fail their digests.)
     let index_digest = bound_index(&corrupt_soci);
     let index_raw =
         testutil::skopeo_inspect_raw(&format!("{}/corrupt@{index_digest}", reg.addr()), None)
             .unwrap();
     let index: serde_json::Value = serde_json::from_slice(&index_raw).unwrap();
-    let ztoc = index["layers"][0]["digest"].as_str().unwrap().to_owned();
-    let ztoc_path = reg.blob_data_path(&ztoc);
-    let mut bytes = std::fs::read(&ztoc_path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&ztoc_path, bytes).unwrap();
+    let damaged: Vec<String> = index["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"] != "application/vnd.amazon.soci.prefetch.v1+json")
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(damaged.len(), 2, "a zTOC and its lean zTOC: {index}");
+    for blob in damaged {
+        let path = reg.blob_data_path(&blob);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
 
     let metrics = common::free_addr();
     let daemon = Daemon::start(
