@@ -94,7 +94,8 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .arg("--root")
             .arg(&self.root)
             .arg("--address")
@@ -105,9 +106,20 @@ impl Daemon {
             .arg("info,snapshotter=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn soci-snapshotter-grpc");
+            .stderr(log);
+        // A test that copies the binary (for a live upgrade) may be writing another copy
+        // while this one forks: the child then briefly holds that file open for writing,
+        // and exec of it fails with ETXTBSY until the child has exec'd. Bounded retries.
+        let mut tries = 0;
+        let child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.expect("spawn soci-snapshotter-grpc"),
+            }
+        };
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !(self.socket.exists()
