@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Span-size trade-off from the read lists bench/start.sh recorded: for each workload, the
-# bytes a lazy start moves (zTOCs + spans holding the files read) at 1, 2, 4 and 8 MiB spans.
+# Span-size trade-off from the read ranges bench/start.sh recorded (`soci optimize
+# --record-read-ranges`): for each workload, the bytes a lazy start moves (zTOCs + spans
+# holding the bytes read), with whole and with lean zTOCs, at 256 KiB to 8 MiB spans.
 # Exact byte counts from zTOCs built locally; no network, no root. Writes
 # bench/results/span-sizes.md.
 #
@@ -33,14 +34,16 @@ PY
     echo
     echo "\`bench/span-sizes.sh\` on $(date -u +%F). For each span size, the zTOCs of the workload's"
     echo "layers are built locally and the compressed bytes of every span holding a byte of a file"
-    echo "the workload read are added up (read list and byte ranges recorded by \`soci mount"
-    echo "--record-reads --record-read-ranges\` in \`bench/start.sh\`, kernel readahead included)."
+    echo "the workload read are added up (byte ranges recorded by \`soci optimize"
+    echo "--record-read-ranges\` in \`bench/start.sh\`, kernel readahead included; files up to 1 MiB"
+    echo "count whole, as the reader fetches them). \"lean\": the lean zTOCs plus the windows a"
+    echo "reader must fetch, instead of the whole zTOCs."
     echo "Exact byte counts, no network. \"read\" counts uncompressed bytes; \"moved\" is compressed,"
     echo "so a compressible read set can move less than it reads."
     found=0
-    for reads in "$work"/*.reads.json; do
-        [ -e "$reads" ] || continue
-        name=$(basename "$reads" .reads.json)
+    for ranges in "$work"/*.ranges.json; do
+        [ -e "$ranges" ] || continue
+        name=$(basename "$ranges" .ranges.json)
         layout="$work/workloads/$name"
         [ -d "$layout" ] || continue
         found=1
@@ -48,11 +51,9 @@ PY
         echo
         echo "## $name"
         echo
-        ranges=()
-        [ -f "$work/$name.ranges.json" ] && ranges=(--ranges "$work/$name.ranges.json")
-        "$tool" --reads "$reads" "${ranges[@]}" "${layers[@]}"
+        "$tool" --ranges "$ranges" "${layers[@]}"
     done
-    [ "$found" = 1 ] || { echo "no read lists under $work: run bench/start.sh first" >&2; exit 1; }
+    [ "$found" = 1 ] || { echo "no read ranges under $work: run bench/start.sh first" >&2; exit 1; }
 } >"$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

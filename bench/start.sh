@@ -32,10 +32,9 @@
 #                  8 MiB: bench/span-sizes.sh's "around reads" rows fall as cold spans grow)
 #   (--rate: every timed round runs at each rate in turn, 0 meaning no cap; default 200,0;
 #   --rtt adds round-trip latency with a delaying proxy in front of the registry, default 0;
-#   --span-size is the SOCI index's span size, default 2 MiB: bench/results/span-sizes.md
-#   shows it moving the fewest bytes, or within 10% of the fewest, for every workload;
-#   `soci create`'s own default stays AWS's 4 MiB; --modes: a subset of the modes above,
-#   default all)
+#   --span-size is the SOCI index's span size, default 1 MiB, `soci create`'s own default
+#   (bench/results/span-sizes.md says why); --modes: a subset of the modes above, default
+#   all)
 #   BENCH_WORK=DIR   scratch space (default: bench/work/start); workload images are cached there
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +42,7 @@ rates=200,0
 rtt=0
 runs=3
 workloads="python-hello,datascience,model-header"
-span_size=2097152
+span_size=1048576
 optimized_span_size=8388608
 mode_arg=full,parallel,lazy,prefetch,optimized,floor
 # The parallel mode's snapshotter settings: pieces big enough that a request's round trip

@@ -5,9 +5,14 @@
 //! (one 32 KiB window per span), and the zTOC is fetched before the first read. No network:
 //! the zTOCs are built from the layer files, so the figures are exact byte counts.
 //!
-//! Usage: span-sizes-bench --reads READS.json [--ranges RANGES.json] [--span-size N]... [--min-layer-size N] LAYER.tar.gz...
+//! Each row also gives the bytes with lean zTOCs: the lean zTOCs, the spans, and the windows
+//! a reader must fetch (those of spans whose preceding 32 KiB it did not fetch; with
+//! checkpoints around the reads, the prefetch list's windows are inline and none is fetched).
+//!
+//! Usage: span-sizes-bench [--reads READS.json] [--ranges RANGES.json] [--span-size N]...
+//! [--whole-file-bytes N] [--min-layer-size N] LAYER.tar.gz...
 //! (layers bottom to top, as in the image manifest; READS.json as written by
-//! `soci mount --record-reads`).
+//! `soci mount --record-reads`, RANGES.json by `--record-read-ranges` or `soci optimize`).
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -30,6 +35,10 @@ struct Args {
     /// Span sizes to compare, in bytes (repeat the flag).
     #[arg(long = "span-size", default_values_t = [256u64 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20])]
     span_sizes: Vec<u64>,
+    /// A reader fetches the whole of a file up to this size on its first read (the span
+    /// manager's `whole_file_bytes`); 0: only the spans read.
+    #[arg(long, default_value_t = 1 << 20)]
+    whole_file_bytes: u64,
     /// Layers smaller than this get no zTOC and are fetched whole (as `soci create`).
     #[arg(long, default_value_t = 10 << 20)]
     min_layer_size: u64,
@@ -87,6 +96,7 @@ fn read_extents(
     ztocs: &[Option<ztoc::Ztoc>],
     reads: &[String],
     ranges: Option<&HashMap<String, Vec<(u64, u64)>>>,
+    claim_bytes: u64,
 ) -> (Vec<Vec<(u64, u64)>>, u64) {
     let mut extents = vec![Vec::new(); ztocs.len()];
     let mut read = 0u64;
@@ -97,10 +107,14 @@ fn read_extents(
                 continue;
             };
             let whole = [(0, size)];
-            let parts: &[(u64, u64)] = match ranges {
+            let mut parts: &[(u64, u64)] = match ranges {
                 Some(r) => r.get(path).map_or(&[], Vec::as_slice),
                 None => &whole,
             };
+            // A reader fetches the whole of a file up to this size on its first read.
+            if !parts.is_empty() && size <= claim_bytes {
+                parts = &whole;
+            }
             for &(start, end) in parts {
                 let end = end.min(size);
                 if start < end {
@@ -221,23 +235,18 @@ fn main() -> Result<()> {
             .filter(|(z, _)| z.is_none())
             .map(|(_, s)| s)
             .sum();
-        let (extents, read) = read_extents(&uniform, &reads, ranges.as_ref());
+        let (extents, read) = read_extents(&uniform, &reads, ranges.as_ref(), 0);
+        let (fetched, _) = read_extents(&uniform, &reads, ranges.as_ref(), args.whole_file_bytes);
         // As `soci create --checkpoints reads` places them (the TOC, hence the extents, is
         // the same whatever the checkpoints).
         let placed = build_all(&args, &sizes, span_size, |i| {
             let layer_extents: &[(u64, u64)] = extents.get(i).map_or(&[], Vec::as_slice);
-            ztoc::Placement::around_ranges(
-                layer_extents,
-                std::env::var("MERGE_GAP")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(ztoc::placement::DEFAULT_MERGE_GAP),
-            )
+            ztoc::Placement::around_ranges(layer_extents, ztoc::placement::DEFAULT_MERGE_GAP)
         })?;
         for (label, ztocs) in [("uniform", &uniform), ("around reads", &placed)] {
             // Checkpoints around the reads come with a prefetch list of those spans, whose
             // windows the lean zTOC carries.
-            let m = moved(ztocs, &extents, label != "uniform")?;
+            let m = moved(ztocs, &fetched, label != "uniform")?;
             let total = m.ztoc + m.spans + small_layers;
             let lean_total = m.lean + m.windows + m.spans + small_layers;
             let mb = |b: u64| b as f64 / 1e6;

@@ -85,8 +85,8 @@ mode = "v1"
 tag_pattern = "{tag}-soci"
 # Platforms to index (os/arch[/variant]). Empty = every platform of the image.
 platforms = []
-# Uncompressed bytes between checkpoints.
-span_size = 4194304
+# Uncompressed bytes between checkpoints (AWS's CLI uses 4194304).
+span_size = 1048576
 # Layers smaller than this (bytes) get no zTOC and are fetched whole at run time.
 min_layer_size = 10485760
 # Layers streamed and indexed at once within one job.

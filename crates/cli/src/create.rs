@@ -47,7 +47,9 @@ pub(crate) enum Checkpoints {
 pub(crate) struct IndexOptions {
     /// Uncompressed bytes between gzip checkpoints; smaller spans mean finer-grained fetches
     /// and larger zTOCs. With `--checkpoints reads`, the longest span away from the reads.
-    #[arg(long, default_value_t = ztoc::DEFAULT_SPAN_SIZE)]
+    /// The default is 1 MiB (AWS's CLI uses 4 MiB: `--span-size 4194304`); see README
+    /// "Span size".
+    #[arg(long, default_value_t = indexer::DEFAULT_SPAN_SIZE)]
     pub span_size: u64,
     /// Where gzip checkpoints go. `uniform`: every --span-size bytes, as AWS's CLI does.
     /// `reads`: around the read set given with --prefetch-files-json / --prefetch-file (best:

@@ -170,14 +170,23 @@ fn create_list_info_get_file_remove() {
         info["config"]["mediaType"],
         "application/vnd.amazon.soci.index.v1+json"
     );
-    assert_eq!(info["layers"].as_array().unwrap().len(), 1);
+    // The zTOC, then its lean zTOC (ours; AWS's readers pass over its media type).
+    assert_eq!(info["layers"].as_array().unwrap().len(), 2);
     assert_eq!(
         info["layers"][0]["annotations"]["com.amazon.soci.image-layer-digest"],
         l.layer_digests[0]
     );
     assert_eq!(
         info["layers"][0]["annotations"]["com.amazon.soci.span-size"],
-        "4194304"
+        "1048576"
+    );
+    assert_eq!(
+        info["layers"][1]["mediaType"],
+        "application/vnd.soci-rs.ztoc.lean.v1+gzip"
+    );
+    assert_eq!(
+        info["layers"][1]["annotations"]["dev.soci-rs.ztoc-digest"],
+        info["layers"][0]["digest"]
     );
     assert!(info["subject"]["digest"]
         .as_str()

@@ -153,7 +153,8 @@ fn sample_file(name: &str) -> Vec<u8> {
 
 #[test]
 fn lazy_mount_reads_only_what_is_used_and_survives_registry_outage_and_corruption() {
-    let ((mut reg, _tmp), root, dir, r, built) = start_sample_app(&[]);
+    // Spans of 4 MiB: usr/bin/small shares its span with the end of usr/bin/tool.
+    let ((mut reg, _tmp), root, dir, r, built) = start_sample_app(&["--span-size", "4194304"]);
     let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
 
     // The tree is there without reading any file data.
@@ -650,4 +651,67 @@ fn passthrough_hands_files_with_local_data_to_the_kernel() {
     }
     let s = base_layer_stats(&root, &dir, &built);
     assert_eq!(counter(&s, "passthrough_opens"), 0, "{s}");
+}
+
+/// Digests of the zTOC and of the lean zTOC that the newest index in `root` lists for
+/// `layer`.
+fn ztoc_and_lean(root: &Path, layer: &str) -> (String, String) {
+    let listed: Value =
+        serde_json::from_str(&ok(soci(root, &["index", "list", "--json"]))).unwrap();
+    let index = listed.as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let info: Value = serde_json::from_str(&ok(soci(root, &["index", "info", &index]))).unwrap();
+    let of = |media: &str| -> String {
+        info["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                l["mediaType"] == media
+                    && l["annotations"]["com.amazon.soci.image-layer-digest"] == layer
+            })
+            .map(|l| l["digest"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {media} for {layer} in {info}"))
+    };
+    (
+        of("application/octet-stream"),
+        of("application/vnd.soci-rs.ztoc.lean.v1+gzip"),
+    )
+}
+
+#[test]
+fn a_lean_ztoc_stands_in_for_the_ztoc_whose_windows_come_one_range_at_a_time() {
+    let ((reg, _tmp), root, dir, r, built) = start_sample_app(&[]);
+    let layer = built.layers[0].digest.as_str();
+    let (ztoc, lean) = ztoc_and_lean(&root, layer);
+    let guard = mount(&root, &r, &dir, &["--no-background-fetch"]);
+
+    // A read in the middle of the 10 MB file: its span's window comes from the zTOC.
+    let tool = sample_file("usr/bin/tool");
+    let got = read_at(&dir.join("usr/bin/tool"), 6_000_000, 4096).unwrap();
+    assert_eq!(got, tool[6_000_000..6_004_096]);
+    let base = base_layer_stats(&root, &dir, &built);
+    assert_eq!(counter(&base, "windows_fetched"), 1, "{base}");
+    assert_eq!(counter(&base, "window_bytes_fetched"), 32768, "{base}");
+    // The whole file: the spans after it take their windows from the spans before them.
+    assert_reads_sample(&dir, "usr/bin/tool");
+    let base = base_layer_stats(&root, &dir, &built);
+    assert!(counter(&base, "windows_made") >= 4, "{base}");
+    assert!(counter(&base, "windows_fetched") <= 2, "{base}");
+
+    // The lean zTOC was fetched whole, the zTOC only in 32 KiB ranges (206), never whole.
+    let log = reg.log();
+    let gets = |digest: &str, status: &str| {
+        log.lines()
+            .filter(|l| l.contains("response completed") && l.contains(digest))
+            .filter(|l| l.contains(&format!("http.response.status={status}")))
+            .count()
+    };
+    assert_eq!(gets(&lean, "200"), 1, "{log}");
+    assert_eq!(gets(&ztoc, "200"), 0, "{log}");
+    assert!(gets(&ztoc, "206") >= 1, "{log}");
+    ok(soci(&root, &["unmount", dir.to_str().unwrap()]));
+    drop(guard);
 }

@@ -13,6 +13,7 @@ use common::{ok, soci};
 
 const PREFETCH: &str = "application/vnd.amazon.soci.prefetch.v1+json";
 const ZTOC: &str = "application/octet-stream";
+const LEAN: &str = "application/vnd.soci-rs.ztoc.lean.v1+gzip";
 const LAYER_DIGEST: &str = "com.amazon.soci.image-layer-digest";
 
 fn push_sample(reg: &Registry, tmp: &Path, name: &str) -> testutil::BuiltImage {
@@ -175,7 +176,11 @@ fn create_push_and_convert_with_prefetch_artifacts() {
         .iter()
         .map(|l| l["mediaType"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, [ZTOC, ZTOC, PREFETCH, PREFETCH], "{index}");
+    assert_eq!(
+        kinds,
+        [ZTOC, ZTOC, PREFETCH, PREFETCH, LEAN, LEAN],
+        "{index}"
+    );
     for p in descriptors(&index, PREFETCH) {
         assert_eq!(
             p["annotations"].as_object().unwrap().len(),
@@ -196,13 +201,13 @@ fn create_push_and_convert_with_prefetch_artifacts() {
             .to_owned()
     };
 
-    // usr/bin/small: 5000 bytes at about 10 MB into the first layer, inside span 2 (4 MiB
-    // spans); opt/data.bin fills the top layer from its start.
+    // usr/bin/small: 5000 bytes at about 10 MB into the first layer, inside span 9 (1 MiB
+    // spans, the default); opt/data.bin fills the top layer from its start.
     let (small_artifact, small) = artifact_for(&root, &index, bottom);
-    assert_eq!(spans(&small), [(2, 2)], "{small}");
+    assert_eq!(spans(&small), [(9, 9)], "{small}");
     assert_eq!(
         ztoc_file_spans(&root, &ztoc_of(bottom), "usr/bin/small"),
-        (2, 2)
+        (9, 9)
     );
     let (data_artifact, data) = artifact_for(&root, &index, top);
     let (start, end) = ztoc_file_spans(&root, &ztoc_of(top), "opt/data.bin");
@@ -271,8 +276,17 @@ fn create_push_and_convert_with_prefetch_artifacts() {
         assert_eq!(prefetch.len(), 1, "{v2}");
         assert_eq!(prefetch[0]["annotations"][LAYER_DIGEST], bottom.as_str());
         assert_eq!(prefetch[0]["digest"], small_artifact.as_str());
-        let last = v2["layers"].as_array().unwrap().last().unwrap();
-        assert_eq!(last["mediaType"], PREFETCH, "after the zTOCs: {v2}");
+        let kinds: Vec<&str> = v2["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [ZTOC, ZTOC, PREFETCH, LEAN, LEAN],
+            "after the zTOCs: {v2}"
+        );
         for l in v2["layers"].as_array().unwrap() {
             let d = l["digest"].as_str().unwrap();
             assert_eq!(
@@ -391,8 +405,15 @@ fn checkpoints_around_reads_fetch_a_fraction_of_uniform_spans() {
     )
     .unwrap();
     let reads = reads.to_str().unwrap();
+    // Against AWS's uniform 4 MiB spans (and cold spans of that size when placed).
     let create = |root: &Path, extra: &[&str]| {
-        let mut args = vec!["create", "--prefetch-files-json", reads];
+        let mut args = vec![
+            "create",
+            "--span-size",
+            "4194304",
+            "--prefetch-files-json",
+            reads,
+        ];
         args.extend_from_slice(extra);
         args.push(&r);
         let index = created_index(&ok(soci(root, &args)));

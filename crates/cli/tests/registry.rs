@@ -96,7 +96,7 @@ fn create_push_discover_convert_against_a_real_registry() {
     assert_eq!(referrers["manifests"].as_array().unwrap().len(), 1);
 
     // Another index for the same image (different span size): warn by default, skip on request.
-    ok(soci(&root, &["create", "--span-size", "1048576", &r]));
+    ok(soci(&root, &["create", "--span-size", "4194304", &r]));
     let out = soci(&root, &["push", "--existing-index", "skip", &r]);
     let stdout = ok(out);
     assert!(stdout.contains("skipping"), "{stdout}");

@@ -13,7 +13,8 @@ use std::ops::Range;
 /// zTOC format version written by this crate.
 pub const ZTOC_VERSION: &str = "0.9";
 
-/// Default span size: 4 MiB of uncompressed data between checkpoints.
+/// AWS's default span size: 4 MiB of uncompressed data between checkpoints (the build
+/// options' default here; `soci` builds with `indexer::DEFAULT_SPAN_SIZE`).
 pub const DEFAULT_SPAN_SIZE: u64 = 1 << 22;
 
 /// A zTOC: the table of contents of one layer plus what is needed to decompress any span.
