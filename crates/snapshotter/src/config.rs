@@ -262,7 +262,11 @@ pub struct BackgroundFetchConfig {
     /// No background fetching: only what is read is fetched.
     pub disable: bool,
     /// A background request starts only after this long without on-demand reads in any
-    /// layer (AWS's key), so start-ups are not slowed by it.
+    /// layer (AWS's key), so start-ups are not slowed by it. Default 5 s: with 1 s, the
+    /// background fetch ran in the CPU-bound pauses of 2 of 3 uncapped datascience starts
+    /// (`bench/start.sh`, 2026-12-07: 231 and 178 MB moved against 74 MB) and competed with
+    /// the container for the cores, which took 4.20-5.02 s against 3.01 s. (AWS's default is
+    /// 30 s after a layer is mounted.)
     pub silence_period_msec: u64,
     /// Cap per layer in MB/s; 0 = no cap.
     pub rate_mb_per_sec: f64,
@@ -272,7 +276,7 @@ impl Default for BackgroundFetchConfig {
     fn default() -> Self {
         BackgroundFetchConfig {
             disable: false,
-            silence_period_msec: 1000,
+            silence_period_msec: 5000,
             rate_mb_per_sec: 0.0,
         }
     }
