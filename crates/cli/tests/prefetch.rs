@@ -14,6 +14,16 @@ use common::{ok, soci};
 const PREFETCH: &str = "application/vnd.amazon.soci.prefetch.v1+json";
 const ZTOC: &str = "application/octet-stream";
 const LEAN: &str = "application/vnd.soci-rs.ztoc.lean.v1+gzip";
+
+/// The media types of an index manifest's layers, in order.
+fn layer_kinds(index: &Value) -> Vec<&str> {
+    index["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect()
+}
 const LAYER_DIGEST: &str = "com.amazon.soci.image-layer-digest";
 
 fn push_sample(reg: &Registry, tmp: &Path, name: &str) -> testutil::BuiltImage {
@@ -170,12 +180,7 @@ fn create_push_and_convert_with_prefetch_artifacts() {
     let with = created_index(&stdout);
     assert_ne!(with, plain);
     let index = index_info(&root, &with);
-    let kinds: Vec<&str> = index["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["mediaType"].as_str().unwrap())
-        .collect();
+    let kinds = layer_kinds(&index);
     assert_eq!(
         kinds,
         [ZTOC, ZTOC, PREFETCH, PREFETCH, LEAN, LEAN],
@@ -276,12 +281,7 @@ fn create_push_and_convert_with_prefetch_artifacts() {
         assert_eq!(prefetch.len(), 1, "{v2}");
         assert_eq!(prefetch[0]["annotations"][LAYER_DIGEST], bottom.as_str());
         assert_eq!(prefetch[0]["digest"], small_artifact.as_str());
-        let kinds: Vec<&str> = v2["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["mediaType"].as_str().unwrap())
-            .collect();
+        let kinds = layer_kinds(&v2);
         assert_eq!(
             kinds,
             [ZTOC, ZTOC, PREFETCH, LEAN, LEAN],

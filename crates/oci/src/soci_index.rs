@@ -487,6 +487,19 @@ mod tests {
         assert!(parse_index_manifest(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#, "img").is_err());
     }
 
+    /// A v2 index manifest of `ztocs` and `prefetch`, without annotations.
+    fn v2_manifest(ztocs: &[ZtocDescriptor], prefetch: &[PrefetchDescriptor]) -> Vec<u8> {
+        build_index_manifest_with_prefetch(
+            IndexVersion::V2,
+            None,
+            ztocs,
+            prefetch,
+            &BTreeMap::new(),
+        )
+        .unwrap()
+        .0
+    }
+
     #[test]
     fn prefetch_artifacts_round_trip_after_the_ztocs() {
         let d = Digest::from_str(EMPTY_CONFIG_DIGEST).unwrap();
@@ -503,14 +516,7 @@ mod tests {
             size: 60,
             layer_digest: d.clone(),
         }];
-        let (bytes, _) = build_index_manifest_with_prefetch(
-            IndexVersion::V2,
-            None,
-            &ztocs,
-            &prefetch,
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let bytes = v2_manifest(&ztocs, &prefetch);
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["layers"][1]["mediaType"], SOCI_PREFETCH_V1);
         let parsed = parse_index_manifest(&bytes, "t").unwrap();
@@ -539,14 +545,7 @@ mod tests {
             size: 60,
             layer_digest: d('f'),
         }];
-        let (bytes, _) = build_index_manifest_with_prefetch(
-            IndexVersion::V2,
-            None,
-            &ztocs,
-            &prefetch,
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let bytes = v2_manifest(&ztocs, &prefetch);
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let layers = json["layers"].as_array().unwrap();
         assert_eq!(layers.len(), 4);

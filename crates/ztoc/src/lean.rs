@@ -102,17 +102,28 @@ fn window_digest(window: &[u8]) -> [u8; 32] {
     h.finalize()
 }
 
+/// A lean zTOC only leaves out what a gzip zTOC has: windows.
+fn not_gzip() -> Error {
+    Error::InvalidZtoc(
+        "a lean zTOC is for gzip layers only; this zTOC is of an uncompressed layer".into(),
+    )
+}
+
+/// The gzip checkpoints of `ztoc`.
+fn gzip_zinfo(ztoc: &Ztoc) -> Result<&GzipZinfo> {
+    match &ztoc.compression.checkpoints {
+        Checkpoints::Gzip(zinfo) => Ok(zinfo),
+        Checkpoints::Uncompressed { .. } => Err(not_gzip()),
+    }
+}
+
 /// Offset in `full` of each checkpoint's window, and the decoded zTOC. Fails for anything
 /// but a gzip zTOC.
 fn window_offsets(full: &[u8]) -> Result<(Ztoc, Vec<u64>)> {
     use crate::fbs::ztoc as fb;
     use planus::ReadAsRoot;
     let ztoc = codec::decode(full)?;
-    let Checkpoints::Gzip(zinfo) = &ztoc.compression.checkpoints else {
-        return Err(Error::InvalidZtoc(
-            "a lean zTOC is for gzip layers only; this zTOC is of an uncompressed layer".into(),
-        ));
-    };
+    let zinfo = gzip_zinfo(&ztoc)?;
     let invalid = |e: planus::Error| Error::InvalidZtoc(e.to_string());
     let blob = fb::ZtocRef::read_as_root(full)
         .map_err(invalid)?
@@ -142,9 +153,7 @@ fn window_offsets(full: &[u8]) -> Result<(Ztoc, Vec<u64>)> {
 /// the spans in `inline` (ids past the last span are ignored).
 pub fn encode_lean(full: &[u8], inline: &BTreeSet<SpanId>) -> Result<Vec<u8>> {
     let (ztoc, offsets) = window_offsets(full)?;
-    let Checkpoints::Gzip(zinfo) = &ztoc.compression.checkpoints else {
-        unreachable!("window_offsets accepts gzip zTOCs only")
-    };
+    let zinfo = gzip_zinfo(&ztoc)?;
     let mut zeroed = full.to_vec();
     let mut digests = Vec::with_capacity(offsets.len());
     let mut carried = Vec::new();
@@ -297,7 +306,7 @@ pub fn decode_lean(bytes: &[u8]) -> Result<LeanZtoc> {
         digests,
     };
     let Checkpoints::Gzip(zinfo) = &mut ztoc.compression.checkpoints else {
-        unreachable!("window_offsets accepts gzip zTOCs only")
+        return Err(not_gzip());
     };
     for cp in zinfo.checkpoints.iter_mut().skip(1) {
         cp.window = Vec::new();
