@@ -6,13 +6,13 @@ use libfuzzer_sys::fuzz_target;
 use std::io::Write;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = ztoc::lean::decode_lean(data);
+    let _ = ztoc::lean::decode_lean(data, ztoc::lean::MAX_ZTOC_BYTES);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     if gz.write_all(data).is_err() {
         return;
     }
     let Ok(bytes) = gz.finish() else { return };
-    if let Ok(lean) = ztoc::lean::decode_lean(&bytes) {
+    if let Ok(lean) = ztoc::lean::decode_lean(&bytes, ztoc::lean::MAX_ZTOC_BYTES) {
         let z = &lean.ztoc;
         for span in 0..z.span_count().min(64) + 1 {
             let _ = z.span_compressed_range(span);

@@ -290,7 +290,7 @@ async fn open_lean(
             }
         }
     };
-    let decoded = ztoc::lean::decode_lean(&bytes).and_then(|l| {
+    let decoded = ztoc::lean::decode_lean(&bytes, desc.size).and_then(|l| {
         if l.windows.ztoc_size == desc.size {
             Ok(l)
         } else {

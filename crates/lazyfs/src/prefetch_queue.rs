@@ -79,6 +79,10 @@ impl PrefetchQueue {
                     state.waiting.pop_first();
                     state.running += 1;
                     waiter.key = None;
+                    drop(state);
+                    // The next in line may go too if a slot is still free; it looked while
+                    // this one was first and waits to be told.
+                    self.changed.notify_waiters();
                     return Turn {
                         queue: self.clone(),
                     };
@@ -152,6 +156,36 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [3, 3, 7, 9]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_free_slot_is_taken_at_once() {
+        let queue = Arc::new(PrefetchQueue::new(3));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..9)
+            .map(|rank| {
+                let (queue, running, most) = (queue.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    let _turn = queue.turn(rank).await;
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Three at a time: three rounds of 50 ms, not nine one after another.
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -556,7 +556,8 @@ fn lean_manager(
         std::fs::write(ztoc_file, &full).unwrap();
     }
     let inline = inline.iter().copied().collect();
-    let lean = ztoc::lean::decode_lean(&ztoc::lean::encode_lean(&full, &inline).unwrap()).unwrap();
+    let lean = ztoc::lean::decode_lean(&ztoc::lean::encode_lean(&full, &inline).unwrap(), u64::MAX)
+        .unwrap();
     let layer = Layer {
         _dir: tempfile::tempdir().unwrap(),
         blob: l.blob.clone(),
@@ -638,9 +639,11 @@ async fn a_damaged_window_is_never_used_the_spans_before_it_make_it() {
     let ztoc_file = dir.path().join("ztoc");
     let mut full = ztoc::encode(&l.ztoc);
     // Flip a byte of span 3's window where it sits in the full zTOC.
-    let lean =
-        ztoc::lean::decode_lean(&ztoc::lean::encode_lean(&full, &Default::default()).unwrap())
-            .unwrap();
+    let lean = ztoc::lean::decode_lean(
+        &ztoc::lean::encode_lean(&full, &Default::default()).unwrap(),
+        u64::MAX,
+    )
+    .unwrap();
     let at = lean.windows.range(3).unwrap().start as usize + 20_000;
     full[at] ^= 0x40;
     std::fs::write(&ztoc_file, &full).unwrap();

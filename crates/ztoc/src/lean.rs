@@ -224,27 +224,22 @@ fn bad(message: String) -> Error {
     Error::InvalidZtoc(format!("lean zTOC: {message}"))
 }
 
-/// Gunzips at most `limit` bytes of `bytes`; more is an error (no bomb gets further).
-fn gunzip_bounded(bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| bad(format!("not a gzip stream: {e}")))?;
-    if out.len() as u64 > limit {
-        return Err(bad(format!("it inflates to more than {limit} bytes")));
-    }
-    Ok(out)
+/// Reads exactly `buf.len()` bytes of the gunzipped stream.
+fn read_exact(gz: &mut impl Read, buf: &mut [u8]) -> Result<()> {
+    gz.read_exact(buf)
+        .map_err(|e| bad(format!("not a whole lean zTOC gzip stream: {e}")))
 }
 
-/// Decodes and checks a lean zTOC (untrusted bytes: never panics, bounded memory).
-pub fn decode_lean(bytes: &[u8]) -> Result<LeanZtoc> {
-    // Header and per-checkpoint tables for the most checkpoints, every window inline, and
-    // the largest zTOC: nothing valid inflates to more.
-    let limit = 64 + MAX_CHECKPOINTS * (8 + 32 + 4 + WINDOW_SIZE as u64) + MAX_ZTOC_BYTES;
-    let body = gunzip_bounded(bytes, limit)?;
+/// Decodes and checks a lean zTOC (untrusted bytes: never panics). It must describe a zTOC of
+/// at most `max_ztoc_size` bytes (the size its index gives the zTOC, or
+/// [`MAX_ZTOC_BYTES`]), and nothing is inflated past what such a lean zTOC can hold: about
+/// twice that size.
+pub fn decode_lean(bytes: &[u8], max_ztoc_size: u64) -> Result<LeanZtoc> {
+    let mut gz = flate2::read::MultiGzDecoder::new(bytes);
+    let mut header = [0u8; 8 + 4 + 8 + 4];
+    read_exact(&mut gz, &mut header)?;
     let mut c = Cursor {
-        bytes: &body,
+        bytes: &header,
         at: 0,
     };
     if c.take(MAGIC.len())? != MAGIC {
@@ -257,13 +252,31 @@ pub fn decode_lean(bytes: &[u8]) -> Result<LeanZtoc> {
         )));
     }
     let ztoc_size = c.u64()?;
-    if ztoc_size > MAX_ZTOC_BYTES {
-        return Err(bad(format!("it describes a zTOC of {ztoc_size} bytes")));
+    if ztoc_size > max_ztoc_size.min(MAX_ZTOC_BYTES) {
+        return Err(bad(format!(
+            "it describes a zTOC of {ztoc_size} bytes, more than the {max_ztoc_size} expected"
+        )));
     }
     let n = u64::from(c.u32()?);
-    if n == 0 || n > MAX_CHECKPOINTS {
-        return Err(bad(format!("{n} checkpoints")));
+    // Every checkpoint but a version 1 zinfo's first has its record in the zTOC.
+    if n == 0 || n > MAX_CHECKPOINTS || n > ztoc_size / ZINFO_RECORD + 1 {
+        return Err(bad(format!(
+            "{n} checkpoints in a zTOC of {ztoc_size} bytes"
+        )));
     }
+    // Offsets and digests, at most every window inline, the zTOC and its length.
+    let rest_limit = n * (8 + 32) + 4 + n * (4 + WINDOW_SIZE as u64) + 8 + ztoc_size;
+    let mut rest = Vec::new();
+    gz.take(rest_limit + 1)
+        .read_to_end(&mut rest)
+        .map_err(|e| bad(format!("not a whole lean zTOC gzip stream: {e}")))?;
+    if rest.len() as u64 > rest_limit {
+        return Err(bad(format!("it inflates to more than {rest_limit} bytes")));
+    }
+    let mut c = Cursor {
+        bytes: &rest,
+        at: 0,
+    };
     let offsets = (0..n).map(|_| c.u64()).collect::<Result<Vec<_>>>()?;
     let digests = (0..n)
         .map(|_| {
@@ -291,7 +304,7 @@ pub fn decode_lean(bytes: &[u8]) -> Result<LeanZtoc> {
         )));
     }
     let zeroed = c.take(len as usize)?;
-    if c.at != body.len() {
+    if c.at != rest.len() {
         return Err(bad("bytes follow the zTOC".into()));
     }
     let (mut ztoc, expected_offsets) = window_offsets(zeroed)?;
@@ -384,7 +397,7 @@ mod tests {
             lean_bytes.len(),
             full.len()
         );
-        let lean = decode_lean(&lean_bytes).unwrap();
+        let lean = decode_lean(&lean_bytes, MAX_ZTOC_BYTES).unwrap();
         let Checkpoints::Gzip(want) = &ztoc.compression.checkpoints else {
             panic!()
         };
@@ -461,24 +474,34 @@ mod tests {
             gz.write_all(b).unwrap();
             gz.finish().unwrap()
         };
-        assert!(decode_lean(&regz(&body)).is_ok());
-        assert!(decode_lean(b"not gzip").is_err());
+        assert!(decode_lean(&regz(&body), MAX_ZTOC_BYTES).is_ok());
+        // A zTOC larger than its index says, and a stream that inflates past what its header
+        // allows, are refused (the latter before it is all inflated).
+        assert!(decode_lean(&regz(&body), full.len() as u64 - 1).is_err());
+        let mut bomb = body.clone();
+        bomb.extend(std::iter::repeat_n(0u8, 4 << 20));
+        let err = decode_lean(&regz(&bomb), MAX_ZTOC_BYTES).unwrap_err();
+        assert!(err.to_string().contains("inflates to more"), "{err}");
+        assert!(decode_lean(b"not gzip", MAX_ZTOC_BYTES).is_err());
         for cut in [0, 5, 13, 40, body.len() / 2, body.len() - 1] {
-            assert!(decode_lean(&regz(&body[..cut])).is_err(), "cut at {cut}");
+            assert!(
+                decode_lean(&regz(&body[..cut]), MAX_ZTOC_BYTES).is_err(),
+                "cut at {cut}"
+            );
         }
         // A changed window offset, a changed inline window, trailing bytes.
         let n_at = 8 + 4 + 8;
         let mut off = body.clone();
         off[n_at + 4 + 8] ^= 1;
-        assert!(decode_lean(&regz(&off)).is_err());
+        assert!(decode_lean(&regz(&off), MAX_ZTOC_BYTES).is_err());
         let n = ztoc.span_count() as usize;
         let inline_at = n_at + 4 + n * 40 + 4 + 4;
         let mut win = body.clone();
         win[inline_at + 10] ^= 1;
-        assert!(decode_lean(&regz(&win)).is_err());
+        assert!(decode_lean(&regz(&win), MAX_ZTOC_BYTES).is_err());
         let mut extra = body.clone();
         extra.push(0);
-        assert!(decode_lean(&regz(&extra)).is_err());
+        assert!(decode_lean(&regz(&extra), MAX_ZTOC_BYTES).is_err());
         // Uncompressed-layer zTOCs have no windows to leave out.
         let plain = Ztoc {
             compression: crate::model::CompressionInfo {
