@@ -88,25 +88,46 @@ fn non_empty(s: &str) -> Option<String> {
 
 /// Parses and validates a zTOC.
 pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
+    decode_with(bytes, true)
+}
+
+/// Decodes a zTOC as [`decode`] does, but leaves the gzip checkpoints' windows empty (see
+/// [`GzipZinfo::decode_without_windows`]): for a reader that gets them elsewhere.
+pub fn decode_without_windows(bytes: &[u8]) -> Result<Ztoc> {
+    decode_with(bytes, false)
+}
+
+fn decode_with(bytes: &[u8], windows: bool) -> Result<Ztoc> {
     let root = fb::ZtocRef::read_as_root(bytes).map_err(invalid)?;
-    let owned = fb::Ztoc::try_from(root).map_err(invalid)?;
     let bad = |m: String| Error::InvalidZtoc(m);
 
-    let compressed_archive_size =
-        non_negative(owned.compressed_archive_size, "compressed_archive_size")?;
-    let uncompressed_archive_size =
-        non_negative(owned.uncompressed_archive_size, "uncompressed_archive_size")?;
-    let info = owned
-        .compression_info
+    let compressed_archive_size = non_negative(
+        root.compressed_archive_size().map_err(invalid)?,
+        "compressed_archive_size",
+    )?;
+    let uncompressed_archive_size = non_negative(
+        root.uncompressed_archive_size().map_err(invalid)?,
+        "uncompressed_archive_size",
+    )?;
+    // Read in place, not converted to owned values: the checkpoints blob is most of a zTOC.
+    let info = root
+        .compression_info()
+        .map_err(invalid)?
         .ok_or_else(|| bad("compression_info is missing".into()))?;
-    let digests = info.span_digests.unwrap_or_default();
+    let digests = match info.span_digests().map_err(invalid)? {
+        Some(v) => v
+            .iter()
+            .map(|d| d.map_err(invalid))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     if digests.is_empty() || digests.len() > MAX_SPANS {
         return Err(bad(format!("{} span digests", digests.len())));
     }
-    if i64::from(info.max_span_id) + 1 != digests.len() as i64 {
+    let max_span_id = info.max_span_id().map_err(invalid)?;
+    if i64::from(max_span_id) + 1 != digests.len() as i64 {
         return Err(bad(format!(
-            "max_span_id {} does not match {} span digests",
-            info.max_span_id,
+            "max_span_id {max_span_id} does not match {} span digests",
             digests.len()
         )));
     }
@@ -114,12 +135,16 @@ pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
         .iter()
         .map(|d| SpanDigest::parse(d))
         .collect::<Result<Vec<_>>>()?;
-    let raw_checkpoints = info.checkpoints.unwrap_or_default();
-    let checkpoints = match info.compression_algorithm {
+    let raw_checkpoints = info.checkpoints().map_err(invalid)?.unwrap_or_default();
+    let checkpoints = match info.compression_algorithm().map_err(invalid)? {
         fb::CompressionAlgorithm::Gzip => {
             // A v1 blob omits checkpoint 0; AWS's readers place it right after a minimal
             // 10-byte gzip header (v1 builders did not handle optional header fields).
-            let (zinfo, _) = GzipZinfo::decode(&raw_checkpoints, 10)?;
+            let (zinfo, _) = if windows {
+                GzipZinfo::decode(raw_checkpoints, 10)?
+            } else {
+                GzipZinfo::decode_without_windows(raw_checkpoints, 10)?
+            };
             if zinfo.checkpoints.len() != span_digests.len() {
                 return Err(bad(format!(
                     "{} checkpoints but {} span digests",
@@ -137,7 +162,7 @@ pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
             Checkpoints::Gzip(zinfo)
         }
         fb::CompressionAlgorithm::Uncompressed => {
-            let (span_size, size) = crate::uncompressed_checkpoints::decode(&raw_checkpoints)?;
+            let (span_size, size) = crate::uncompressed_checkpoints::decode(raw_checkpoints)?;
             let expected = size.div_ceil(span_size).max(1);
             if expected != span_digests.len() as u64 {
                 return Err(bad(format!(
@@ -153,7 +178,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
         other => return Err(bad(format!("unknown compression algorithm {other:?}"))),
     };
 
-    let metadata = owned.toc.and_then(|t| t.metadata).unwrap_or_default();
+    let toc = match root.toc().map_err(invalid)? {
+        Some(t) => Some(fb::Toc::try_from(t).map_err(invalid)?),
+        None => None,
+    };
+    let metadata = toc.and_then(|t| t.metadata).unwrap_or_default();
     let mut files = Vec::with_capacity(metadata.len());
     for (i, m) in metadata.into_iter().enumerate() {
         let type_name = m.type_.unwrap_or_default();
@@ -196,8 +225,16 @@ pub fn decode(bytes: &[u8]) -> Result<Ztoc> {
         });
     }
     Ok(Ztoc {
-        version: owned.version.unwrap_or_default(),
-        build_tool_identifier: owned.build_tool_identifier.unwrap_or_default(),
+        version: root
+            .version()
+            .map_err(invalid)?
+            .unwrap_or_default()
+            .to_owned(),
+        build_tool_identifier: root
+            .build_tool_identifier()
+            .map_err(invalid)?
+            .unwrap_or_default()
+            .to_owned(),
         compressed_archive_size,
         uncompressed_archive_size,
         toc: Toc { files },

@@ -117,12 +117,16 @@ fn gzip_zinfo(ztoc: &Ztoc) -> Result<&GzipZinfo> {
     }
 }
 
-/// Offset in `full` of each checkpoint's window, and the decoded zTOC. Fails for anything
-/// but a gzip zTOC.
-fn window_offsets(full: &[u8]) -> Result<(Ztoc, Vec<u64>)> {
+/// Offset in `full` of each checkpoint's window, and the decoded zTOC (with its windows when
+/// `windows`, else with them empty). Fails for anything but a gzip zTOC.
+fn window_offsets(full: &[u8], windows: bool) -> Result<(Ztoc, Vec<u64>)> {
     use crate::fbs::ztoc as fb;
     use planus::ReadAsRoot;
-    let ztoc = codec::decode(full)?;
+    let ztoc = if windows {
+        codec::decode(full)?
+    } else {
+        codec::decode_without_windows(full)?
+    };
     let zinfo = gzip_zinfo(&ztoc)?;
     let invalid = |e: planus::Error| Error::InvalidZtoc(e.to_string());
     let blob = fb::ZtocRef::read_as_root(full)
@@ -134,7 +138,7 @@ fn window_offsets(full: &[u8]) -> Result<(Ztoc, Vec<u64>)> {
         .map_err(invalid)?
         .unwrap_or_default();
     let base = (blob.as_ptr() as usize).wrapping_sub(full.as_ptr() as usize) as u64;
-    let (_, version) = GzipZinfo::decode(blob, 10)?;
+    let (version, _) = GzipZinfo::layout(blob)?;
     let offsets = (0..zinfo.checkpoints.len() as u64)
         .map(|k| {
             let stored = match version {
@@ -152,7 +156,7 @@ fn window_offsets(full: &[u8]) -> Result<(Ztoc, Vec<u64>)> {
 /// Builds the lean zTOC of the gzip zTOC `full` (its encoded bytes), carrying the windows of
 /// the spans in `inline` (ids past the last span are ignored).
 pub fn encode_lean(full: &[u8], inline: &BTreeSet<SpanId>) -> Result<Vec<u8>> {
-    let (ztoc, offsets) = window_offsets(full)?;
+    let (ztoc, offsets) = window_offsets(full, true)?;
     let zinfo = gzip_zinfo(&ztoc)?;
     let mut zeroed = full.to_vec();
     let mut digests = Vec::with_capacity(offsets.len());
@@ -266,7 +270,10 @@ pub fn decode_lean(bytes: &[u8], max_ztoc_size: u64) -> Result<LeanZtoc> {
     }
     // Offsets and digests, at most every window inline, the zTOC and its length.
     let rest_limit = n * (8 + 32) + 4 + n * (4 + WINDOW_SIZE as u64) + 8 + ztoc_size;
-    let mut rest = Vec::new();
+    // Sized for what the lean zTOC holds without inline windows (up to 64 MiB), so reading
+    // it does not copy the zTOC over and over as the buffer grows.
+    let expected = (n * (8 + 32) + 4 + 8 + ztoc_size).min(64 << 20);
+    let mut rest = Vec::with_capacity(expected as usize);
     gz.take(rest_limit + 1)
         .read_to_end(&mut rest)
         .map_err(|e| bad(format!("not a whole lean zTOC gzip stream: {e}")))?;
@@ -307,7 +314,7 @@ pub fn decode_lean(bytes: &[u8], max_ztoc_size: u64) -> Result<LeanZtoc> {
     if c.at != rest.len() {
         return Err(bad("bytes follow the zTOC".into()));
     }
-    let (mut ztoc, expected_offsets) = window_offsets(zeroed)?;
+    let (mut ztoc, expected_offsets) = window_offsets(zeroed, false)?;
     if expected_offsets != offsets {
         return Err(bad(
             "its window offsets do not match the zTOC it carries".into()
@@ -321,9 +328,6 @@ pub fn decode_lean(bytes: &[u8], max_ztoc_size: u64) -> Result<LeanZtoc> {
     let Checkpoints::Gzip(zinfo) = &mut ztoc.compression.checkpoints else {
         return Err(not_gzip());
     };
-    for cp in zinfo.checkpoints.iter_mut().skip(1) {
-        cp.window = Vec::new();
-    }
     for (k, window) in inline {
         windows.verify(u64::from(k), window)?;
         if let Some(cp) = zinfo.checkpoints.get_mut(k as usize) {

@@ -85,6 +85,21 @@ impl GzipZinfo {
     /// `v1_first_offset` is the compressed offset of the deflate data after the gzip header,
     /// needed only to rebuild checkpoint 0 of a version 1 blob.
     pub fn decode(bytes: &[u8], v1_first_offset: u64) -> Result<(Self, ZinfoVersion)> {
+        Self::decode_with(bytes, v1_first_offset, true)
+    }
+
+    /// As [`GzipZinfo::decode`], but leaves every window empty except checkpoint 0's (zeros:
+    /// no history precedes the stream), without copying them: for a reader that gets windows
+    /// elsewhere (a lean zTOC's), where copying 32 KiB per checkpoint is most of the work.
+    pub fn decode_without_windows(
+        bytes: &[u8],
+        v1_first_offset: u64,
+    ) -> Result<(Self, ZinfoVersion)> {
+        Self::decode_with(bytes, v1_first_offset, false)
+    }
+
+    /// The version of a blob and its checkpoint count, from its header and length.
+    pub fn layout(bytes: &[u8]) -> Result<(ZinfoVersion, usize)> {
         let bad = |m: String| Error::InvalidZinfo(m);
         if bytes.len() < HEADER_LEN {
             return Err(bad(format!(
@@ -93,24 +108,37 @@ impl GzipZinfo {
             )));
         }
         let count = i32::from_le_bytes(le(bytes, 0)?);
-        let span_size = i64::from_le_bytes(le(bytes, 4)?);
         if count <= 0 {
             return Err(bad(format!("checkpoint count {count} must be positive")));
         }
+        let count = count as usize;
+        let body = bytes.len() - HEADER_LEN;
+        if body == count.saturating_mul(CHECKPOINT_LEN) {
+            Ok((ZinfoVersion::V2, count))
+        } else if body == (count - 1).saturating_mul(CHECKPOINT_LEN) {
+            Ok((ZinfoVersion::V1, count))
+        } else {
+            Err(bad(format!(
+                "header says {count} checkpoints but the blob holds {body} bytes of them \
+                 ({CHECKPOINT_LEN} each)"
+            )))
+        }
+    }
+
+    fn decode_with(
+        bytes: &[u8],
+        v1_first_offset: u64,
+        windows: bool,
+    ) -> Result<(Self, ZinfoVersion)> {
+        let bad = |m: String| Error::InvalidZinfo(m);
+        let (version, count) = Self::layout(bytes)?;
+        let span_size = i64::from_le_bytes(le(bytes, 4)?);
         if span_size <= 0 {
             return Err(bad(format!("span size {span_size} must be positive")));
         }
-        let count = count as usize;
-        let body = bytes.len() - HEADER_LEN;
-        let (stored, version) = if body == count.saturating_mul(CHECKPOINT_LEN) {
-            (count, ZinfoVersion::V2)
-        } else if body == (count - 1).saturating_mul(CHECKPOINT_LEN) {
-            (count - 1, ZinfoVersion::V1)
-        } else {
-            return Err(bad(format!(
-                "header says {count} checkpoints but the blob holds {body} bytes of them \
-                 ({CHECKPOINT_LEN} each)"
-            )));
+        let stored = match version {
+            ZinfoVersion::V2 => count,
+            ZinfoVersion::V1 => count - 1,
         };
         let mut checkpoints = Vec::with_capacity(count);
         if version == ZinfoVersion::V1 {
@@ -137,11 +165,16 @@ impl GzipZinfo {
                     "checkpoint {i} has bits but no preceding byte"
                 )));
             }
+            let window = match (windows, i == 0 && version == ZinfoVersion::V2) {
+                (true, _) => bytes[at + 17..at + CHECKPOINT_LEN].to_vec(),
+                (false, true) => vec![0; WINDOW_SIZE],
+                (false, false) => Vec::new(),
+            };
             checkpoints.push(Checkpoint {
                 compressed_offset: input as u64,
                 uncompressed_offset: output as u64,
                 bits,
-                window: bytes[at + 17..at + CHECKPOINT_LEN].to_vec(),
+                window,
             });
         }
         if checkpoints[0].uncompressed_offset != 0 {
@@ -226,6 +259,29 @@ mod tests {
     }
 
     #[test]
+    fn windowless_decoding_keeps_all_but_the_windows() {
+        let z = sample();
+        let v2 = z.encode();
+        let mut v1 = v2[..HEADER_LEN].to_vec();
+        v1.extend_from_slice(&v2[HEADER_LEN + CHECKPOINT_LEN..]);
+        for (bytes, version) in [(v2, ZinfoVersion::V2), (v1, ZinfoVersion::V1)] {
+            let (back, read) = GzipZinfo::decode_without_windows(&bytes, 10).unwrap();
+            assert_eq!(read, version);
+            assert_eq!(GzipZinfo::layout(&bytes).unwrap(), (version, 2));
+            assert_eq!(back.span_size, z.span_size);
+            assert_eq!(back.checkpoints.len(), 2);
+            for (b, want) in back.checkpoints.iter().zip(&z.checkpoints) {
+                assert_eq!(b.compressed_offset, want.compressed_offset);
+                assert_eq!(b.uncompressed_offset, want.uncompressed_offset);
+                assert_eq!(b.bits, want.bits);
+            }
+            // Checkpoint 0 resumes with no history: its window is zeros either way.
+            assert_eq!(back.checkpoints[0].window, vec![0; WINDOW_SIZE]);
+            assert!(back.checkpoints[1].window.is_empty());
+        }
+    }
+
+    #[test]
     fn garbage_is_rejected() {
         assert!(GzipZinfo::decode(&[], 0).is_err());
         assert!(GzipZinfo::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0).is_err());
@@ -239,5 +295,6 @@ mod tests {
         bytes[0] = 0xff;
         bytes[3] = 0x7f; // huge count
         assert!(GzipZinfo::decode(&bytes, 0).is_err());
+        assert!(GzipZinfo::decode_without_windows(&bytes, 0).is_err());
     }
 }
