@@ -270,9 +270,12 @@ pub fn decode_lean(bytes: &[u8], max_ztoc_size: u64) -> Result<LeanZtoc> {
     }
     // Offsets and digests, at most every window inline, the zTOC and its length.
     let rest_limit = n * (8 + 32) + 4 + n * (4 + WINDOW_SIZE as u64) + 8 + ztoc_size;
-    // Sized for what the lean zTOC holds without inline windows (up to 64 MiB), so reading
-    // it does not copy the zTOC over and over as the buffer grows.
-    let expected = (n * (8 + 32) + 4 + 8 + ztoc_size).min(64 << 20);
+    // Sized for what the lean zTOC holds without inline windows, so reading it does not
+    // copy the zTOC over and over as the buffer grows; never more than deflate can inflate
+    // `bytes` to (1032:1) or 64 MiB, whatever the header claims.
+    let expected = (n * (8 + 32) + 4 + 8 + ztoc_size)
+        .min((bytes.len() as u64).saturating_mul(1032))
+        .min(64 << 20);
     let mut rest = Vec::with_capacity(expected as usize);
     gz.take(rest_limit + 1)
         .read_to_end(&mut rest)
