@@ -8,8 +8,10 @@
 //! containerd prepares the layers of an image one after another (each is the parent of the
 //! next), so on the first such Prepare of an image every layer of it that is to be pulled is
 //! started at once, within the configured limits, each into a staging directory of its own;
-//! each Prepare then waits for its layer and moves the result into its snapshot. Staging
-//! directories that no Prepare claims are removed after a while.
+//! each Prepare then waits for its layer and moves the result into its snapshot. For an image
+//! with a SOCI index that first Prepare is that of its first lazy layer: the layers to pull
+//! (those the index has no zTOC for, such as small app layers) start while it is mounted.
+//! Staging directories that no Prepare claims are removed after a while.
 //!
 //! With `discard_unpacked_layers = false` the compressed layer is also written, as it
 //! arrives, to containerd's content store (in the namespace of the pull), where containerd's
@@ -75,9 +77,17 @@ struct LayerJob {
     finished: Arc<tokio::sync::Notify>,
 }
 
-/// The pulls of one image's layers (by manifest digest).
+/// The pulls of one image's layers (by manifest digest), and what starting another takes.
 struct ImageJob {
-    layers: HashMap<Digest, LayerJob>,
+    layers: Mutex<HashMap<Digest, LayerJob>>,
+    repo: registry::Repository,
+    image: String,
+    /// Every layer of the image with its diff ID.
+    manifest_layers: Vec<(Descriptor, Digest)>,
+    /// The image's share of the download and unpack limits.
+    image_downloads: Option<Arc<Semaphore>>,
+    image_unpacks: Option<Arc<Semaphore>>,
+    content: Option<containerd::Client>,
 }
 
 /// A Prepare's layer, and what the snapshotter knows of the rest of its image.
@@ -86,8 +96,8 @@ pub struct PullRequest<'a> {
     pub image: &'a str,
     /// Its manifest digest.
     pub manifest: &'a str,
-    /// The layer to pull.
-    pub layer: &'a Digest,
+    /// The layer to pull; `None` to start the image's job ahead of its layers' Prepares.
+    pub layer: Option<&'a Digest>,
     /// Layers of the image served lazily (not pulled unless asked for).
     pub lazy: &'a std::collections::HashSet<Digest>,
     /// Chain IDs of committed snapshots that exist already (their layers are not pulled).
@@ -143,23 +153,59 @@ impl ParallelPuller {
 
     /// Pulls the layer `request` names, starting every layer of the image that is to be
     /// pulled on the image's first request, and returns the staging directory holding it,
-    /// unpacked and verified: move it into its snapshot with [`claim`]. Returns `Ok(None)`
-    /// when the layer is not one this image's job pulls (it was to be served lazily): pull
-    /// it normally then.
+    /// unpacked and verified: move it into its snapshot with [`claim`]. A layer the job left
+    /// out (it was to be served lazily) is started now. Returns `Ok(None)` when `request`
+    /// names no layer of the image: pull it normally then.
     pub async fn pull_layer(
         &self,
         request: &PullRequest<'_>,
     ) -> Result<Option<PathBuf>, Arc<ParallelPullError>> {
         let job = self.image_job(request).await?;
-        let Some(layer_job) = job.layers.get(request.layer) else {
+        let Some(layer) = request.layer else {
             return Ok(None);
         };
+        let (done, finished) = {
+            let mut layers = job.layers.lock().unwrap_or_else(|p| p.into_inner());
+            if !layers.contains_key(layer) {
+                // Left out when the job started (to be served lazily), asked for now: its
+                // lazy mount failed.
+                let Some((desc, diff_id)) = job
+                    .manifest_layers
+                    .iter()
+                    .find(|(d, _)| d.digest() == layer)
+                else {
+                    return Ok(None);
+                };
+                let started = self.start_layer(&job, desc, diff_id);
+                layers.insert(layer.clone(), started);
+            }
+            match layers.get(layer) {
+                Some(l) => (l.done.clone(), l.finished.clone()),
+                None => return Ok(None),
+            }
+        };
         loop {
-            let finished = layer_job.finished.notified();
-            if let Some(outcome) = layer_job.done.get() {
+            let notified = finished.notified();
+            if let Some(outcome) = done.get() {
                 return outcome.clone().map(Some);
             }
-            finished.await;
+            notified.await;
+        }
+    }
+
+    /// Starts the job of the image `request` names unless it runs already (its layer, if
+    /// any, is pulled too), without waiting for any layer: called on the Prepare of a layer
+    /// served lazily, so the layers above it that are to be pulled are on their way (or
+    /// done) when containerd prepares them, one after another, after the lazy ones. A
+    /// layer this job leaves out (served lazily) is pulled normally by containerd if it is
+    /// not served lazily after all.
+    pub async fn start(&self, request: &PullRequest<'_>) {
+        if let Err(e) = self.image_job(request).await {
+            // Each Prepare of a layer to pull tries again, and reports what fails then.
+            tracing::debug!(
+                image = request.image,
+                "starting the parallel pull early: {e}"
+            );
         }
     }
 
@@ -228,42 +274,53 @@ impl ParallelPuller {
         let diff_ids =
             containerd::pull::layer_diff_ids(image, config, &config_bytes, manifest.layers().len())
                 .map_err(|e| fail(e.to_string()))?;
-        // Layers of one image share its per-image limits.
-        let image_downloads = limit(self.config.max_concurrent_downloads_per_image);
-        let image_unpacks = limit(self.config.max_concurrent_unpacks_per_image);
         let chain_ids = containerd::chain_ids(&diff_ids);
-        let content = self.content_store_client(request.namespace).await;
+        let job = ImageJob {
+            layers: Mutex::new(HashMap::new()),
+            repo,
+            image: image.to_owned(),
+            manifest_layers: manifest.layers().iter().cloned().zip(diff_ids).collect(),
+            // Layers of one image share its per-image limits.
+            image_downloads: limit(self.config.max_concurrent_downloads_per_image),
+            image_unpacks: limit(self.config.max_concurrent_unpacks_per_image),
+            content: self.content_store_client(request.namespace).await,
+        };
         let mut layers = HashMap::new();
-        for ((desc, diff_id), chain_id) in manifest.layers().iter().zip(diff_ids).zip(chain_ids) {
-            let wanted = desc.digest() == request.layer
+        for ((desc, diff_id), chain_id) in job.manifest_layers.iter().zip(chain_ids) {
+            let wanted = request.layer == Some(desc.digest())
                 || !(request.lazy.contains(desc.digest()) || request.existing.contains(&chain_id));
-            if !wanted || layers.contains_key(desc.digest()) {
-                continue;
+            if wanted && !layers.contains_key(desc.digest()) {
+                layers.insert(desc.digest().clone(), self.start_layer(&job, desc, diff_id));
             }
-            let staging =
-                self.staging_root
-                    .join(format!("{}-{}", desc.digest().digest(), unique()));
-            let job = LayerJob {
-                done: Arc::new(OnceCell::new()),
-                finished: Arc::new(tokio::sync::Notify::new()),
-            };
-            let task = LayerTask {
-                repo: repo.clone(),
-                image: image.to_owned(),
-                desc: desc.clone(),
-                diff_id,
-                staging,
-                download: self.download_limits(image_downloads.clone()),
-                unpacks: [self.unpacks.clone(), image_unpacks.clone()],
-                done: job.done.clone(),
-                finished: job.finished.clone(),
-                content: content.clone(),
-            };
-            tokio::spawn(task.run());
-            layers.insert(desc.digest().clone(), job);
         }
         tracing::info!(image, layers = layers.len(), "parallel pull started");
-        Ok(ImageJob { layers })
+        *job.layers.lock().unwrap_or_else(|p| p.into_inner()) = layers;
+        Ok(job)
+    }
+
+    /// Starts pulling layer `desc` (of diff ID `diff_id`) of the image of `job`.
+    fn start_layer(&self, job: &ImageJob, desc: &Descriptor, diff_id: &Digest) -> LayerJob {
+        let staging = self
+            .staging_root
+            .join(format!("{}-{}", desc.digest().digest(), unique()));
+        let layer = LayerJob {
+            done: Arc::new(OnceCell::new()),
+            finished: Arc::new(tokio::sync::Notify::new()),
+        };
+        let task = LayerTask {
+            repo: job.repo.clone(),
+            image: job.image.clone(),
+            desc: desc.clone(),
+            diff_id: diff_id.clone(),
+            staging,
+            download: self.download_limits(job.image_downloads.clone()),
+            unpacks: [self.unpacks.clone(), job.image_unpacks.clone()],
+            done: layer.done.clone(),
+            finished: layer.finished.clone(),
+            content: job.content.clone(),
+        };
+        tokio::spawn(task.run());
+        layer
     }
 
     /// A client of containerd's content store in `namespace`, when layer blobs are kept.

@@ -504,7 +504,10 @@ impl Snapshotter {
             layer: info,
             connection: None,
         };
-        let mounted = tokio::time::timeout(timeout, self.mount_in_manager(spec)).await;
+        let (mounted, ()) = tokio::join!(
+            tokio::time::timeout(timeout, self.mount_in_manager(spec)),
+            self.start_parallel_pull(key, image_labels)
+        );
         let failure = match mounted {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -537,6 +540,63 @@ impl Snapshotter {
         )))
     }
 
+    /// What a parallel pull of the image of a Prepare (its `key` and `image_labels`) needs
+    /// to know besides the image: which layers are served lazily or exist already.
+    async fn pull_context(&self, key: &str, image_labels: &LayerLabels) -> PullContext {
+        let given_index = image_labels
+            .soci_index_digest
+            .as_ref()
+            .map(AsRef::<str>::as_ref);
+        let lazy = self
+            .resolver
+            .lazy_layers(
+                &image_labels.image_ref,
+                image_labels.manifest_digest.as_ref(),
+                given_index,
+            )
+            .await;
+        let existing = {
+            let meta = self.meta.lock().await;
+            meta.all()
+                .filter(|(_, s)| s.kind == Kind::Committed)
+                .filter_map(|(_, s)| s.labels.get(LABEL_SNAPSHOT_REF).cloned())
+                .collect()
+        };
+        // containerd names a remote snapshotter's keys `<namespace>/<n>/<key>`.
+        let namespace = key
+            .split('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_owned();
+        PullContext {
+            namespace,
+            lazy,
+            existing,
+        }
+    }
+
+    /// In parallel mode, on the Prepare of a layer about to be served lazily: starts pulling
+    /// the image's layers that are not (an app layer below the index's min-layer-size, say),
+    /// so containerd's Prepare of each finds it on its way or done instead of starting it
+    /// only then, after the lazy layers below it are mounted.
+    async fn start_parallel_pull(&self, key: &str, image_labels: &LayerLabels) {
+        let Some(puller) = self.parallel.as_ref() else {
+            return;
+        };
+        let context = self.pull_context(key, image_labels).await;
+        // The layer labels list this layer and those above it (as many as fit): nothing to
+        // start when all of them are served lazily.
+        let to_pull = image_labels
+            .image_layers
+            .iter()
+            .skip(1)
+            .any(|l| !context.lazy.contains(l));
+        if to_pull {
+            puller.start(&context.request(image_labels, None)).await;
+        }
+    }
+
     /// Satisfies a Prepare by pulling the layer in parallel mode: a committed snapshot is
     /// made from the unpacked, verified layer, and containerd told it exists. A failed pull
     /// fails the Prepare with the reason (no snapshot is left); `None` means containerd pulls
@@ -549,41 +609,11 @@ impl Snapshotter {
         labels: &BTreeMap<String, String>,
     ) -> Option<Status> {
         let puller = self.parallel.as_ref()?;
-        // containerd names a remote snapshotter's keys `<namespace>/<n>/<key>`.
-        let namespace = key
-            .split('/')
-            .next()
-            .filter(|n| !n.is_empty())
-            .unwrap_or("default");
         let target = image_labels.chain_id.as_str();
         let image = image_labels.image_ref.as_str();
-        let manifest: &str = image_labels.manifest_digest.as_ref();
-        let given_index = image_labels
-            .soci_index_digest
-            .as_ref()
-            .map(AsRef::<str>::as_ref);
-        let Ok(layer) = oci::digest::parse(image_labels.layer_digest.as_ref()) else {
-            return None;
-        };
-        let lazy = self
-            .resolver
-            .lazy_layers(image, manifest, given_index)
-            .await;
-        let existing = {
-            let meta = self.meta.lock().await;
-            meta.all()
-                .filter(|(_, s)| s.kind == Kind::Committed)
-                .filter_map(|(_, s)| s.labels.get(LABEL_SNAPSHOT_REF).cloned())
-                .collect()
-        };
-        let request = PullRequest {
-            image,
-            manifest,
-            layer: &layer,
-            lazy: &lazy,
-            existing: &existing,
-            namespace,
-        };
+        let layer = &image_labels.layer_digest;
+        let context = self.pull_context(key, image_labels).await;
+        let request = context.request(image_labels, Some(layer));
         let staging = match puller.pull_layer(&request).await {
             Ok(Some(staging)) => staging,
             Ok(None) => {
@@ -757,6 +787,31 @@ impl Snapshotter {
         match manager::call(&self.manager_socket(), &ManagerRequest::Shutdown).await {
             Ok(_) | Err(ManagerError::Unreachable { .. }) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// What [`Snapshotter::pull_context`] found out for a parallel pull.
+struct PullContext {
+    namespace: String,
+    lazy: std::collections::HashSet<oci::Digest>,
+    existing: std::collections::HashSet<String>,
+}
+
+impl PullContext {
+    /// The request for the image `image_labels` describe, pulling `layer` if given.
+    fn request<'a>(
+        &'a self,
+        image_labels: &'a LayerLabels,
+        layer: Option<&'a oci::Digest>,
+    ) -> PullRequest<'a> {
+        PullRequest {
+            image: &image_labels.image_ref,
+            manifest: image_labels.manifest_digest.as_ref(),
+            layer,
+            lazy: &self.lazy,
+            existing: &self.existing,
+            namespace: &self.namespace,
         }
     }
 }

@@ -164,20 +164,6 @@ fn python_starts_lazily_through_containerd_and_survives_restarts() {
     wait_until_collected(&ctd, &daemon);
 }
 
-/// The digest of the SOCI index a v2 image (from `soci convert`) is bound to.
-fn bound_index(reference: &str) -> String {
-    let raw = testutil::skopeo_inspect_raw(reference, None).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    v["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["artifactType"] == "application/vnd.amazon.soci.index.v2+json")
-        .and_then(|m| m["digest"].as_str())
-        .expect("a SOCI index entry")
-        .to_owned()
-}
-
 #[test]
 fn unindexed_mismatched_and_corrupt_indexes_fall_back_to_a_normal_pull() {
     let reg = testutil::Registry::start();
@@ -204,26 +190,7 @@ fn unindexed_mismatched_and_corrupt_indexes_fall_back_to_a_normal_pull() {
     // Damage the zTOC and its lean zTOC in the registry's storage: the daemon must refuse
     // both (digest checks). (A damaged zTOC alone does not stop a lazy start: the lean one
     // stands in, and lazyfs's tests cover windows that fail their digests.)
-    let index_digest = bound_index(&corrupt_soci);
-    let index_raw =
-        testutil::skopeo_inspect_raw(&format!("{}/corrupt@{index_digest}", reg.addr()), None)
-            .unwrap();
-    let index: serde_json::Value = serde_json::from_slice(&index_raw).unwrap();
-    let damaged: Vec<String> = index["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["mediaType"] != "application/vnd.amazon.soci.prefetch.v1+json")
-        .map(|l| l["digest"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(damaged.len(), 2, "a zTOC and its lean zTOC: {index}");
-    for blob in damaged {
-        let path = reg.blob_data_path(&blob);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
-    }
+    common::damage_ztocs(&reg, &corrupt_soci);
 
     let metrics = common::free_addr();
     let daemon = Daemon::start(
@@ -231,7 +198,7 @@ fn unindexed_mismatched_and_corrupt_indexes_fall_back_to_a_normal_pull() {
         &format!("metrics_address = \"{metrics}\"\n"),
     );
     let ctd = daemon.containerd();
-    let other_index = bound_index(&other_soci);
+    let other_index = common::bound_index(&other_soci);
     let cases: Vec<(&str, &str, Vec<&str>)> = vec![
         ("no index", plain.as_str(), vec![]),
         (

@@ -160,6 +160,76 @@ fn images_without_an_index_are_pulled_in_parallel_checked_and_collected() {
     wait_until_collected(&ctd, &daemon);
 }
 
+#[test]
+fn layers_without_a_ztoc_start_while_the_lazy_layer_below_them_mounts() {
+    let reg = testutil::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli_root = tmp.path().join("cli");
+    let plain = push(&reg, tmp.path(), "indexed", 3);
+    // Layer 1 (11.7 MB) gets a zTOC; layer 2 (a few bytes) is below min-layer-size.
+    let image = format!("{}/indexed:soci", reg.addr());
+    ok(soci(&cli_root, &["convert", &plain, &image]));
+    let small = layer_digests(&plain)[1].clone();
+    let metrics = common::free_addr();
+    let daemon = Daemon::start(
+        &tmp.path().join("d"),
+        &format!("metrics_address = \"{metrics}\"\n{PARALLEL}"),
+    );
+    let ctd = daemon.containerd();
+
+    let out = ok(rpull(&ctd, &cli_root, &image));
+    let run = ctd.run_ok(None, "soci", &image, "early-1", &["cat", "/etc/msg"]);
+    assert_eq!(run.trim(), "from layer 2", "{out}\n{}", daemon.log());
+    let text = common::http_get(&metrics, "/metrics");
+    for (metric, want) in [
+        ("soci_snapshotter_layers_lazy_total", 1),
+        ("soci_snapshotter_layers_parallel_pulled_total", 1),
+    ] {
+        assert_eq!(common::metric_sum(&text, metric), want, "{metric}\n{text}");
+    }
+    // The pull of layer 2 started on layer 1's Prepare, not on its own (containerd sends
+    // that only once layer 1 is mounted and committed).
+    let log = daemon.log();
+    let line_of = |what: &dyn Fn(&str) -> bool| log.lines().position(what);
+    let started = line_of(&|l: &str| l.contains("parallel pull started"));
+    let own_prepare = line_of(&|l: &str| {
+        l.contains("Prepare") && l.contains(&format!("cri.layer-digest\": \"{small}"))
+    });
+    assert!(
+        matches!((started, own_prepare), (Some(s), Some(p)) if s < p),
+        "started at line {started:?}, layer 2's Prepare at {own_prepare:?}\n{log}"
+    );
+
+    // A lazy layer that cannot be mounted after all (its zTOCs damaged) is pulled in
+    // parallel too, though the job started without it.
+    let other = push(&reg, tmp.path(), "damaged", 4);
+    let damaged = format!("{}/damaged:soci", reg.addr());
+    ok(soci(&cli_root, &["convert", &other, &damaged]));
+    common::damage_ztocs(&reg, &damaged);
+    let out = ok(rpull(&ctd, &cli_root, &damaged));
+    let run = ctd.run_ok(
+        None,
+        "soci",
+        &damaged,
+        "early-2",
+        &["sh", "-c", "cat /etc/msg; md5sum < /data/big.txt"],
+    );
+    let want_md5 = common::md5_hex(&testutil::noisy(16_000_000, 4));
+    assert_eq!(
+        run.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["from", "layer", "2", want_md5.as_str()],
+        "{out}\n{run}\n{}",
+        daemon.log()
+    );
+    let text = common::http_get(&metrics, "/metrics");
+    assert_eq!(
+        common::metric_sum(&text, "soci_snapshotter_layers_parallel_pulled_total"),
+        3,
+        "{text}\n{}",
+        daemon.log()
+    );
+}
+
 /// A TCP proxy to `upstream` that cuts each of its first `cuts` connections once it has
 /// passed `after` bytes of answers: a registry link breaking in the middle of a layer.
 fn cutting_proxy(upstream: String, cuts: usize, after: usize) -> (String, Arc<AtomicUsize>) {

@@ -313,6 +313,44 @@ pub fn platform_manifest_digest(reference: &str) -> String {
     }
 }
 
+/// The digest of the SOCI index a converted (v2) image `reference` binds.
+pub fn bound_index(reference: &str) -> String {
+    let raw = testutil::skopeo_inspect_raw(reference, None).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/vnd.amazon.soci.index.v2+json")
+        .and_then(|m| m["digest"].as_str())
+        .expect("a SOCI index entry")
+        .to_owned()
+}
+
+/// Flips a byte in the zTOC and the lean zTOC of the (one-zTOC) index converted image
+/// `reference` binds, in registry `reg`'s storage: no lazy mount of its layer can start.
+pub fn damage_ztocs(reg: &testutil::Registry, reference: &str) {
+    let index_digest = bound_index(reference);
+    let repo = reference.rsplit_once(':').unwrap().0;
+    let index_raw = testutil::skopeo_inspect_raw(&format!("{repo}@{index_digest}"), None).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&index_raw).unwrap();
+    let damaged: Vec<String> = index["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"] != "application/vnd.amazon.soci.prefetch.v1+json")
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(damaged.len(), 2, "a zTOC and its lean zTOC: {index}");
+    for blob in damaged {
+        let path = reg.blob_data_path(&blob);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+}
+
 /// Waits (up to 10 s) until process `pid` is gone or a zombie.
 pub fn wait_for_exit(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
