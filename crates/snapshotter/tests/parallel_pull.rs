@@ -84,6 +84,30 @@ fn layer_digests(reference: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs container `name` of the busybox variant `image` (of noise `seed`) and checks that it
+/// sees layer 2's message and all of layer 1's big file; `out` is the pull's output.
+fn check_run(ctd: &Containerd, daemon: &Daemon, image: &str, name: &str, seed: u32, out: &str) {
+    let run = ctd.run_ok(
+        None,
+        "soci",
+        image,
+        name,
+        &["sh", "-c", "cat /etc/msg; md5sum < /data/big.txt"],
+    );
+    let want_md5 = common::md5_hex(&testutil::noisy(16_000_000, seed));
+    assert_eq!(
+        run.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["from", "layer", "2", want_md5.as_str()],
+        "{out}\n{run}\n{}",
+        daemon.log()
+    );
+}
+
+/// Layers pulled in parallel mode so far, from the daemon's `/metrics` text.
+fn parallel_pulled(metrics: &str) -> u64 {
+    common::metric_sum(metrics, "soci_snapshotter_layers_parallel_pulled_total")
+}
+
 #[test]
 fn images_without_an_index_are_pulled_in_parallel_checked_and_collected() {
     let reg = testutil::Registry::start();
@@ -99,27 +123,9 @@ fn images_without_an_index_are_pulled_in_parallel_checked_and_collected() {
     let ctd = daemon.containerd();
 
     let out = ok(rpull(&ctd, &cli_root, &plain));
-    let run = ctd.run_ok(
-        None,
-        "soci",
-        &plain,
-        "parallel-1",
-        &["sh", "-c", "cat /etc/msg; md5sum < /data/big.txt"],
-    );
-    let want_md5 = common::md5_hex(&testutil::noisy(16_000_000, 1));
-    assert_eq!(
-        run.split_whitespace().take(4).collect::<Vec<_>>(),
-        ["from", "layer", "2", want_md5.as_str()],
-        "{out}\n{run}\n{}",
-        daemon.log()
-    );
+    check_run(&ctd, &daemon, &plain, "parallel-1", 1, &out);
     let text = common::http_get(&metrics, "/metrics");
-    assert_eq!(
-        common::metric_sum(&text, "soci_snapshotter_layers_parallel_pulled_total"),
-        2,
-        "{text}\n{}",
-        daemon.log()
-    );
+    assert_eq!(parallel_pulled(&text), 2, "{text}\n{}", daemon.log());
     // discard_unpacked_layers: the layers exist only as snapshots.
     let content = ctd.ctr_ok(&["content", "ls"]);
     let blobs: Vec<&str> = content
@@ -207,27 +213,9 @@ fn layers_without_a_ztoc_start_while_the_lazy_layer_below_them_mounts() {
     ok(soci(&cli_root, &["convert", &other, &damaged]));
     common::damage_ztocs(&reg, &damaged);
     let out = ok(rpull(&ctd, &cli_root, &damaged));
-    let run = ctd.run_ok(
-        None,
-        "soci",
-        &damaged,
-        "early-2",
-        &["sh", "-c", "cat /etc/msg; md5sum < /data/big.txt"],
-    );
-    let want_md5 = common::md5_hex(&testutil::noisy(16_000_000, 4));
-    assert_eq!(
-        run.split_whitespace().take(4).collect::<Vec<_>>(),
-        ["from", "layer", "2", want_md5.as_str()],
-        "{out}\n{run}\n{}",
-        daemon.log()
-    );
+    check_run(&ctd, &daemon, &damaged, "early-2", 4, &out);
     let text = common::http_get(&metrics, "/metrics");
-    assert_eq!(
-        common::metric_sum(&text, "soci_snapshotter_layers_parallel_pulled_total"),
-        3,
-        "{text}\n{}",
-        daemon.log()
-    );
+    assert_eq!(parallel_pulled(&text), 3, "{text}\n{}", daemon.log());
 }
 
 /// A TCP proxy to `upstream` that cuts each of its first `cuts` connections once it has
