@@ -293,7 +293,15 @@ impl ParallelPuller {
                 layers.insert(desc.digest().clone(), self.start_layer(&job, desc, diff_id));
             }
         }
-        tracing::info!(image, layers = layers.len(), "parallel pull started");
+        if request.layer.is_none() {
+            tracing::info!(
+                image,
+                layers = layers.len(),
+                "parallel pull started early, on the Prepare of a lazy layer"
+            );
+        } else {
+            tracing::info!(image, layers = layers.len(), "parallel pull started");
+        }
         *job.layers.lock().unwrap_or_else(|p| p.into_inner()) = layers;
         Ok(job)
     }

@@ -50,7 +50,7 @@ pub struct Snapshotter {
     meta: Mutex<Metadata>,
     resolver: Resolver,
     /// Pulls layers itself when `[pull_modes.parallel_pull_unpack]` is on.
-    parallel: Option<ParallelPuller>,
+    parallel: Option<Arc<ParallelPuller>>,
     /// Serializes starting the FUSE manager and restoring its mounts.
     manager_start: Mutex<()>,
     /// Credentials of CRI pulls (`[cri_keychain]`), shared with the registry client.
@@ -130,12 +130,12 @@ impl Snapshotter {
         };
         let parallel_config = &config.pull_modes.parallel_pull_unpack;
         let parallel = parallel_config.enable.then(|| {
-            ParallelPuller::new(
+            Arc::new(ParallelPuller::new(
                 client.clone(),
                 parallel_config.clone(),
                 dir.join("parallel-staging"),
                 &config.content_store.containerd_address,
-            )
+            ))
         });
         Ok(Snapshotter {
             resolver: Resolver::new(client, modes),
@@ -504,10 +504,8 @@ impl Snapshotter {
             layer: info,
             connection: None,
         };
-        let (mounted, ()) = tokio::join!(
-            tokio::time::timeout(timeout, self.mount_in_manager(spec)),
-            self.start_parallel_pull(key, image_labels)
-        );
+        self.start_parallel_pull(key, image_labels).await;
+        let mounted = tokio::time::timeout(timeout, self.mount_in_manager(spec)).await;
         let failure = match mounted {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -578,10 +576,10 @@ impl Snapshotter {
 
     /// In parallel mode, on the Prepare of a layer about to be served lazily: starts pulling
     /// the image's layers that are not (an app layer below the index's min-layer-size, say),
-    /// so containerd's Prepare of each finds it on its way or done instead of starting it
-    /// only then, after the lazy layers below it are mounted.
+    /// in the background, so containerd's Prepare of each finds it on its way or done
+    /// instead of starting it only then, after the lazy layers below it are mounted.
     async fn start_parallel_pull(&self, key: &str, image_labels: &LayerLabels) {
-        let Some(puller) = self.parallel.as_ref() else {
+        let Some(puller) = self.parallel.clone() else {
             return;
         };
         let context = self.pull_context(key, image_labels).await;
@@ -593,7 +591,8 @@ impl Snapshotter {
             .skip(1)
             .any(|l| !context.lazy.contains(l));
         if to_pull {
-            puller.start(&context.request(image_labels, None)).await;
+            let labels = image_labels.clone();
+            tokio::spawn(async move { puller.start(&context.request(&labels, None)).await });
         }
     }
 
