@@ -197,8 +197,8 @@ impl ParallelPuller {
     /// any, is pulled too), without waiting for any layer: called on the Prepare of a layer
     /// served lazily, so the layers above it that are to be pulled are on their way (or
     /// done) when containerd prepares them, one after another, after the lazy ones. A
-    /// layer this job leaves out (served lazily) is pulled normally by containerd if it is
-    /// not served lazily after all.
+    /// layer this job leaves out (served lazily) joins it if [`ParallelPuller::pull_layer`]
+    /// asks for it (its lazy mount failed).
     pub async fn start(&self, request: &PullRequest<'_>) {
         if let Err(e) = self.image_job(request).await {
             // Each Prepare of a layer to pull tries again, and reports what fails then.
