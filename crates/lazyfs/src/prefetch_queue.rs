@@ -163,29 +163,62 @@ mod tests {
         let queue = Arc::new(PrefetchQueue::new(3));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // A turn is given back only once three turns are held at once: a free slot left
+        // untaken (a waiter not woken) stalls every holder, and the test with them.
+        let all_three = Arc::new(tokio::sync::Barrier::new(3));
         let tasks: Vec<_> = (0..9)
             .map(|rank| {
                 let (queue, running, most) = (queue.clone(), running.clone(), most.clone());
+                let all_three = all_three.clone();
                 tokio::spawn(async move {
                     let _turn = queue.turn(rank).await;
                     let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                     most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    all_three.wait().await;
                     running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 })
             })
             .collect();
-        let started = std::time::Instant::now();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        // Three at a time: three rounds of 50 ms, not nine one after another.
+        let all = async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        };
+        // Three rounds of three at once; bounded, so a stall fails instead of hanging.
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("turns were left untaken while slots were free");
         assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 3);
-        assert!(
-            started.elapsed() < Duration::from_millis(400),
-            "{:?}",
-            started.elapsed()
-        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiter_that_looked_while_another_was_first_is_woken_for_a_free_slot() {
+        let queue = Arc::new(PrefetchQueue::new(3));
+        let mut held = Vec::new();
+        for rank in 0..3 {
+            held.push(queue.turn(rank).await);
+        }
+        // B (rank 6) waits, then A (rank 5) lines up ahead of it; both sleep (one thread:
+        // a spawned task runs only when this one yields).
+        let (qa, qb) = (queue.clone(), queue.clone());
+        let b = tokio::spawn(async move { qb.turn(6).await });
+        tokio::task::yield_now().await;
+        let a = tokio::spawn(async move { qa.turn(5).await });
+        tokio::task::yield_now().await;
+        assert_eq!(queue.waiting(), 2);
+        // Two slots free with one wake-up: B looks first, sees A first and sleeps again;
+        // A takes a slot, and B must be told that one is still free.
+        for turn in held.drain(1..) {
+            std::mem::forget(turn);
+        }
+        queue.lock().running -= 2;
+        queue.changed.notify_waiters();
+        let both = async { (a.await.unwrap(), b.await.unwrap()) };
+        let _turns = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("a waiter slept while a slot was free");
+        assert_eq!(queue.lock().running, 3);
+        assert_eq!(queue.waiting(), 0);
     }
 
     #[tokio::test]
