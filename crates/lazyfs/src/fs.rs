@@ -162,14 +162,14 @@ impl LayerFs {
         let session = fuser::Session::new(self, mountpoint, &options)?;
         let device = session.as_fd().try_clone_to_owned()?;
         let session = session.spawn()?;
-        let readahead = if complete {
-            READAHEAD_KB
-        } else {
-            COLD_READAHEAD_KB
-        };
-        if let Err(e) = set_readahead(mountpoint, readahead) {
-            tracing::debug!(mountpoint = %mountpoint.display(), "could not set readahead: {e}");
-        }
+        apply_readahead(
+            mountpoint,
+            if complete {
+                READAHEAD_KB
+            } else {
+                COLD_READAHEAD_KB
+            },
+        );
         Ok(MountedSession { session, device })
     }
 
@@ -263,8 +263,13 @@ pub fn connection_live(device: BorrowedFd<'_>) -> bool {
 /// Raises the readahead of the layer mounted at `mountpoint` once all its data is local, so
 /// sequential reads go in large requests (best effort: logged when it cannot be set).
 pub fn set_complete_readahead(mountpoint: &Path) {
-    if let Err(e) = set_readahead(mountpoint, READAHEAD_KB) {
-        tracing::debug!(mountpoint = %mountpoint.display(), "could not raise readahead: {e}");
+    apply_readahead(mountpoint, READAHEAD_KB);
+}
+
+/// [`set_readahead`], best effort: a mount keeps the kernel's readahead when it fails.
+fn apply_readahead(mountpoint: &Path, kb: u32) {
+    if let Err(e) = set_readahead(mountpoint, kb) {
+        tracing::debug!(mountpoint = %mountpoint.display(), "could not set readahead to {kb} KiB: {e}");
     }
 }
 
